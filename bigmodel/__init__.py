@@ -1,0 +1,1 @@
+"""bigmodel: train CNNs, RNNs and Transformers from experiment configs with JAX/Flax."""

@@ -1,0 +1,37 @@
+"""Fills a config's missing keys with defaults and rejects keys nothing reads.
+
+An experiment config names only what differs from these defaults and returns
+`resolve(c)`: the resolved config holds every key (so any of them can be
+overridden with --config.<key>=...), and it is what the trainer uses and writes
+into the workdir.
+"""
+import ml_collections
+
+from bigmodel import data, losses, models, optim, registry
+
+DEFAULTS = dict(
+    seed=0,  # parameters, dropout and data order all derive from it
+    total_steps=1000,
+    loss="softmax_xent",  # softmax_xent | sigmoid_bce | mse
+    log_every=100,  # steps between reading train metrics (each read syncs the host)
+    eval_every=1000,  # steps between evaluations on data.eval_split (and at the end)
+    checkpoint_every=1000,  # steps between checkpoints (and at the end, and on SIGTERM)
+    keep_checkpoints=3,
+)
+SECTIONS = {"data": data.DEFAULTS, "optimizer": optim.DEFAULTS}
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  given = config.to_dict()
+  registry.check_keys(given, [*DEFAULTS, *SECTIONS, "model"], "")
+  out = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
+  registry.lookup(losses.LOSSES, out["loss"], "loss")
+  for section, defaults in SECTIONS.items():
+    registry.check_keys(given.get(section, {}), defaults, section)
+    out[section] = {**defaults, **given.get(section, {})}
+  if "name" not in given.get("model", {}):
+    raise ValueError(f"The config needs model.name. Known: {', '.join(sorted(models.MODELS))}.")
+  name = given["model"]["name"]
+  registry.check_keys(given["model"], ["name", *models.fields(name)], "model")
+  out["model"] = {"name": name, **models.defaults(name), **given["model"]}
+  return ml_collections.ConfigDict(out)

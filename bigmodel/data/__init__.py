@@ -1,0 +1,102 @@
+"""Datasets by name, all read the same way: a TFDS builder -> `tfds` data source -> grain.
+
+Built-in offline datasets register themselves with TFDS; any other name is looked
+up in the TFDS catalog (`mnist`, `fashion_mnist`, `cifar10`, ...), which downloads
+on first use and so needs a network.
+"""
+import dataclasses
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from bigmodel.data import mnist1d, sklearn_sets
+
+# Offline datasets, built from installed packages.
+OFFLINE = {"mnist1d": mnist1d.Mnist1d, "digits": sklearn_sets.Digits, "diabetes": sklearn_sets.Diabetes,
+           "breast_cancer": sklearn_sets.BreastCancer}
+
+DEFAULTS = dict(
+    name="mnist1d",
+    batch_size=128,  # global, over all devices and hosts
+    eval_batch_size=1000,
+    train_split="train",
+    eval_split="test",
+    data_dir="",  # TFDS data_dir; "" = TFDS's default (~/tensorflow_datasets)
+    cache=True,  # hold each split in memory as arrays (small datasets)
+    num_threads=2,  # grain threads reading and preprocessing batches
+    prefetch=8,  # batches grain keeps ready ahead of the train step
+)
+
+
+@dataclasses.dataclass
+class Dataset:
+  name: str
+  splits: dict  # split name -> source with len() and gather(indices) -> {"x", "y"}
+  num_classes: int | None  # None for regression
+  example_shape: tuple  # shape of one input x
+
+
+class InMemory:
+  """A split held as arrays: a batch is one fancy index per feature."""
+
+  def __init__(self, arrays):
+    self.arrays = arrays
+
+  def __len__(self):
+    return len(self.arrays["y"])
+
+  def gather(self, indices):
+    return {k: v[indices] for k, v in self.arrays.items()}
+
+
+class Streamed:
+  """A split read record by record from its TFDS files."""
+
+  def __init__(self, source, x_key, y_key):
+    self.source, self.x_key, self.y_key = source, x_key, y_key
+
+  def __len__(self):
+    return len(self.source)
+
+  def gather(self, indices):
+    records = self.source.__getitems__([int(i) for i in indices])
+    return {"x": np.stack([r[self.x_key] for r in records]),
+            "y": np.stack([r[self.y_key] for r in records])}
+
+
+def _builder(name, data_dir):
+  kwargs = dict(data_dir=data_dir or None, file_format="array_record")
+  if name in OFFLINE:
+    return OFFLINE[name](**kwargs)
+  try:
+    return tfds.builder(name, **kwargs)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(
+        f"Unknown dataset {name!r}. Built in (offline): {', '.join(sorted(OFFLINE))}; "
+        "or any TFDS catalog name (needs a network on first use), e.g. mnist, "
+        "fashion_mnist, cifar10.") from None
+
+
+def load(c) -> Dataset:
+  """Prepares dataset `c.name` (once per data_dir) and opens its train and eval splits."""
+  builder = _builder(c.name, c.data_dir)
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # TFDS raises many kinds; all mean "could not get the files"
+    raise RuntimeError(
+        f"Could not prepare TFDS dataset {c.name!r} in {builder.data_dir}: {e}\n"
+        f"Catalog datasets download on first use and need a network; offline, use one of: "
+        f"{', '.join(sorted(OFFLINE))}.") from e
+  info = builder.info
+  x_key, y_key = info.supervised_keys
+  for split in (c.train_split, c.eval_split):
+    if split not in info.splits:
+      raise ValueError(f"Dataset {c.name!r} has no split {split!r}. Splits: {', '.join(info.splits)}.")
+  splits = {}
+  for split in dict.fromkeys((c.train_split, c.eval_split)):
+    source = Streamed(builder.as_data_source(split), x_key, y_key)
+    splits[split] = InMemory(source.gather(np.arange(len(source)))) if c.cache else source
+  label = info.features[y_key]
+  return Dataset(name=c.name, splits=splits,
+                 num_classes=getattr(label, "num_classes", None),
+                 example_shape=tuple(info.features[x_key].shape))

@@ -1,0 +1,78 @@
+"""Batches from a split with grain: deterministic given the seed, resumable, prefetched.
+
+The training stream is a grain MapDataset whose element b is the b-th batch of
+example *indices* (a fresh permutation each epoch), gathered and preprocessed on
+grain's threads.
+Its iterator state (how many batches were drawn) goes into every checkpoint.
+Each host gathers only its own slice of every global batch.
+"""
+import functools
+import sys
+
+import grain
+import jax
+import numpy as np
+
+
+def preprocess(batch):
+  x = batch["x"]
+  x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+  return {"x": x, "y": batch["y"]}
+
+
+def _host_slice(global_batch_size):
+  n, i = jax.process_count(), jax.process_index()
+  if global_batch_size % n:
+    raise ValueError(f"batch_size {global_batch_size} must divide evenly over {n} hosts.")
+  per_host = global_batch_size // n
+  return slice(i * per_host, (i + 1) * per_host)
+
+
+class ShuffledBatches:
+  """Batch b of an endless stream of epochs, each a seeded permutation of range(n).
+
+  Does what grain's `shuffle().repeat().batch()` does, vectorised: grain shuffles
+  one index at a time (~20 µs each, 2.7 ms per batch of 128 measured here).
+  """
+
+  def __init__(self, n, batch_size, seed):
+    self.n, self.batch_size, self.seed = n, batch_size, seed
+
+  def __len__(self):
+    return sys.maxsize
+
+  @functools.lru_cache(maxsize=2)
+  def _permutation(self, epoch):
+    return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+  def __getitem__(self, b):
+    pos_B = np.arange(b * self.batch_size, (b + 1) * self.batch_size)
+    epoch_B, i_B = np.divmod(pos_B, self.n)
+    out_B = np.empty_like(pos_B)
+    for epoch in np.unique(epoch_B):  # a batch spans at most two epochs
+      here = epoch_B == epoch
+      out_B[here] = self._permutation(int(epoch))[i_B[here]]
+    return out_B
+
+
+def train_iterator(split, c, seed):
+  """An endless iterator of preprocessed training batches; has get_state/set_state."""
+  if c.batch_size > len(split):
+    raise ValueError(f"data.batch_size={c.batch_size} exceeds the training split's {len(split)} examples.")
+  mine = _host_slice(c.batch_size)
+  ds = (grain.MapDataset.source(ShuffledBatches(len(split), c.batch_size, seed))
+        .map(lambda idx_B: preprocess(split.gather(idx_B[mine]))))
+  options = grain.ReadOptions(num_threads=c.num_threads, prefetch_buffer_size=c.prefetch)
+  return iter(ds.to_iter_dataset(options))
+
+
+def eval_batches(split, batch_size):
+  """The whole split in fixed-size batches; the last is padded and `mask` marks real rows."""
+  mine = _host_slice(batch_size)
+  n = len(split)
+  for start in range(0, n, batch_size):
+    idx_B = np.arange(start, start + batch_size)
+    mask_B = idx_B < n
+    batch = preprocess(split.gather(np.where(mask_B, idx_B, 0)[mine]))
+    batch["mask"] = mask_B[mine]
+    yield batch

@@ -1,0 +1,47 @@
+"""Per-example losses by name. Each maps (outputs_BxO, targets_B[xO]) -> loss_B.
+
+The task each loss implies decides the metrics: classification (softmax or
+sigmoid) reports accuracy and a confusion matrix, regression reports MSE and R².
+"""
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def softmax_xent(logits_BxC, labels_B):
+  return optax.softmax_cross_entropy_with_integer_labels(logits_BxC, labels_B)
+
+
+def sigmoid_bce(logits_BxO, labels):
+  """Binary cross-entropy: one output with labels 0/1, or one sigmoid per class
+  (integer labels are one-hot: one-vs-rest; BxO labels: multi-label)."""
+  if logits_BxO.shape[-1] == 1:
+    return optax.sigmoid_binary_cross_entropy(logits_BxO[:, 0], labels.astype(jnp.float32))
+  if labels.ndim == 1:
+    labels = jax.nn.one_hot(labels, logits_BxO.shape[-1])
+  return optax.sigmoid_binary_cross_entropy(logits_BxO, labels.astype(jnp.float32)).mean(-1)
+
+
+def mse(preds_BxO, targets_B):
+  targets_BxO = targets_B.reshape(preds_BxO.shape).astype(jnp.float32)
+  return jnp.mean((preds_BxO - targets_BxO) ** 2, axis=-1)
+
+
+LOSSES = {"softmax_xent": softmax_xent, "sigmoid_bce": sigmoid_bce, "mse": mse}
+TASKS = {"softmax_xent": "classification", "sigmoid_bce": "classification", "mse": "regression"}
+
+
+def predict_classes(logits_BxO):
+  """Class predictions matching how each classification loss reads the logits."""
+  if logits_BxO.shape[-1] == 1:  # sigmoid with one output: class 1 when logit > 0
+    return (logits_BxO[:, 0] > 0).astype(jnp.int32)
+  return jnp.argmax(logits_BxO, axis=-1)
+
+
+def num_outputs(loss_name, num_classes):
+  """How many outputs the model needs for this loss and dataset."""
+  if loss_name == "sigmoid_bce" and num_classes == 2:
+    return 1
+  if num_classes is None:  # regression on a scalar target
+    return 1
+  return num_classes

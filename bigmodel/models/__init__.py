@@ -1,0 +1,51 @@
+"""Models by name. A new model registers itself here; the trainer never changes.
+
+  @register("my_net")
+  class MyNet(nn.Module):
+    num_outputs: int
+    def __call__(self, x, train: bool): ...
+
+Every model takes `num_outputs` (the trainer fills it from the dataset and loss)
+and is called as `model.apply(variables, x, train=...)`.
+"""
+import dataclasses
+
+from bigmodel import registry
+
+MODELS = {}  # name -> (module class, default field values)
+
+
+def register(name, **defaults):
+  """Registers a flax module class under `name`, with optional field defaults."""
+  def wrap(cls):
+    MODELS[name] = (cls, defaults)
+    return cls
+  return wrap
+
+
+def fields(name):
+  """The config keys model `name` accepts: its module's dataclass fields."""
+  cls, _ = registry.lookup(MODELS, name, "model")
+  return [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]
+
+
+def defaults(name):
+  """{field: default} for model `name`'s fields that have one."""
+  cls, registered = registry.lookup(MODELS, name, "model")
+  found = {f.name: f.default for f in dataclasses.fields(cls)
+           if f.name not in ("parent", "name") and f.default is not dataclasses.MISSING}
+  return {**found, **registered}
+
+
+def build(model_config):
+  """Builds the module named by `model_config.name` from the other keys."""
+  cls, defaults = registry.lookup(MODELS, model_config["name"], "model")
+  kwargs = {k: v for k, v in dict(model_config).items() if k != "name"}
+  registry.check_keys(kwargs, fields(model_config["name"]), "model")
+  # Config values arrive as lists from JSON; flax module fields must be hashable.
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+  return cls(**{**defaults, **kwargs})
+
+
+# Importing the model files fills MODELS.
+from bigmodel.models import cnn, mlp, rnn, transformer  # noqa: E402,F401

@@ -1,0 +1,83 @@
+"""Transformer encoder classifier (Vaswani et al. 2017, pre-LayerNorm variant).
+
+A scalar sequence (B, L) or feature sequence (B, L, F) is cut into tokens of
+`patch_size` consecutive positions (as ViT does with image patches), linearly embedded, given a learned position embedding, passed
+through `num_layers` blocks of self-attention and MLP, mean-pooled, classified.
+"""
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bigmodel.models import register
+
+
+class MultiHeadAttention(nn.Module):
+  """softmax(Q Kᵀ / √d) V over `num_heads` heads of size `head_dim`."""
+  num_heads: int
+  head_dim: int
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x_BxLxD, mask_BxLxL=None):
+    H, K = self.num_heads, self.head_dim
+    qkv_BxLx3HK = nn.Dense(3 * H * K, dtype=self.dtype, name="qkv")(x_BxLxD)
+    q_BxHxLxK, k_BxHxLxK, v_BxHxLxK = einops.rearrange(
+        qkv_BxLx3HK, "b l (three h k) -> three b h l k", three=3, h=H)
+    logits_BxHxLxL = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxLxK, k_BxHxLxK) / jnp.sqrt(K).astype(self.dtype)
+    if mask_BxLxL is not None:
+      logits_BxHxLxL = jnp.where(mask_BxLxL[:, None], logits_BxHxLxL, jnp.finfo(logits_BxHxLxL.dtype).min)
+    # Softmax in float32: bf16 exponentials lose too much precision.
+    probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL.astype(jnp.float32), axis=-1).astype(self.dtype)
+    out_BxHxLxK = jnp.einsum("bhqs,bhsk->bhqk", probs_BxHxLxL, v_BxHxLxK)
+    out_BxLxHK = einops.rearrange(out_BxHxLxK, "b h l k -> b l (h k)")
+    return nn.Dense(x_BxLxD.shape[-1], dtype=self.dtype, name="out")(out_BxLxHK)
+
+
+class EncoderBlock(nn.Module):
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x_BxLxD, train: bool):
+    D = x_BxLxD.shape[-1]
+    drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = nn.LayerNorm(dtype=self.dtype, name="ln_attn")(x_BxLxD)
+    x_BxLxD = x_BxLxD + drop(MultiHeadAttention(self.num_heads, D // self.num_heads, self.dtype, name="attn")(h))
+    h = nn.LayerNorm(dtype=self.dtype, name="ln_mlp")(x_BxLxD)
+    h = nn.gelu(nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in")(h))
+    return x_BxLxD + drop(nn.Dense(D, dtype=self.dtype, name="mlp_out")(h))
+
+
+@register("transformer")
+class TransformerClassifier(nn.Module):
+  num_outputs: int
+  num_layers: int = 2
+  num_heads: int = 4
+  dim: int = 64
+  mlp_dim: int = 128
+  dropout: float = 0.0
+  max_len: int = 512  # most tokens a sequence may have
+  patch_size: int = 1  # input positions per token
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.dim % self.num_heads:
+      raise ValueError(f"transformer dim={self.dim} must be divisible by num_heads={self.num_heads}.")
+    x_BxSxF = x[..., None] if x.ndim == 2 else x
+    if x_BxSxF.shape[1] % self.patch_size:
+      raise ValueError(f"Sequence length {x_BxSxF.shape[1]} is not a multiple of patch_size={self.patch_size}.")
+    x_BxLxF = einops.rearrange(x_BxSxF, "b (l p) f -> b l (p f)", p=self.patch_size)
+    L = x_BxLxF.shape[1]
+    if L > self.max_len:
+      raise ValueError(f"Sequence length {L} exceeds model.max_len={self.max_len}.")
+    h_BxLxD = nn.Dense(self.dim, dtype=self.dtype, name="embed")(x_BxLxF.astype(self.dtype))
+    pos_LxD = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_len, self.dim))[:L]
+    h_BxLxD = h_BxLxD + pos_LxD.astype(self.dtype)
+    for i in range(self.num_layers):
+      h_BxLxD = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout, self.dtype, name=f"block{i}")(h_BxLxD, train)
+    h_BxD = nn.LayerNorm(dtype=self.dtype, name="ln_final")(h_BxLxD).mean(axis=1)
+    return nn.Dense(self.num_outputs, dtype=self.dtype, name="head")(h_BxD).astype(jnp.float32)

@@ -1,0 +1,63 @@
+"""Optimizer and learning-rate schedule from the config's `optimizer` block (optax)."""
+import jax
+import optax
+
+from bigmodel import registry
+
+DEFAULTS = dict(
+    name="adam",
+    learning_rate=1e-3,
+    schedule="constant",  # constant | cosine | warmup_cosine | step
+    warmup_steps=0,
+    min_lr_ratio=0.0,  # cosine schedules end at learning_rate * min_lr_ratio
+    decay_rate=0.1,  # step schedule: multiply by decay_rate ...
+    decay_every=1000,  # ... every decay_every steps
+    momentum=0.9,  # sgd (0 = plain SGD), rmsprop (0 = none)
+    nesterov=False,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    rmsprop_decay=0.9,
+    weight_decay=0.0,  # decoupled for adamw; added to the gradient (L2) otherwise
+    grad_clip_norm=0.0,  # clip the global gradient norm to this; 0 = off
+)
+
+
+def schedule(c, total_steps):
+  lr = c.learning_rate
+  if c.schedule == "warmup_cosine" and c.warmup_steps >= total_steps:
+    raise ValueError(f"optimizer.warmup_steps={c.warmup_steps} must be below total_steps={total_steps}.")
+  schedules = {
+      "constant": lambda: optax.constant_schedule(lr),
+      "cosine": lambda: optax.cosine_decay_schedule(lr, total_steps, alpha=c.min_lr_ratio),
+      "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(
+          0.0, lr, c.warmup_steps, total_steps, end_value=lr * c.min_lr_ratio),
+      "step": lambda: optax.exponential_decay(
+          lr, c.decay_every, c.decay_rate, staircase=True),
+  }
+  return registry.lookup(schedules, c.schedule, "schedule")()
+
+
+def _decay_mask(params):
+  # Decay weight matrices and kernels only: decaying biases and norm scales hurts.
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def optimizer(c, total_steps):
+  """Returns (optax transformation, schedule) for optimizer config `c`."""
+  lr = schedule(c, total_steps)
+  optimizers = {
+      "sgd": lambda: optax.sgd(lr, momentum=c.momentum or None, nesterov=c.nesterov),
+      "adam": lambda: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps),
+      "adamw": lambda: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps,
+                                   weight_decay=c.weight_decay, mask=_decay_mask),
+      "rmsprop": lambda: optax.rmsprop(lr, decay=c.rmsprop_decay, eps=c.eps,
+                                       momentum=c.momentum or None, nesterov=c.nesterov),
+  }
+  base = registry.lookup(optimizers, c.name, "optimizer")()
+  parts = []
+  if c.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(c.grad_clip_norm))
+  if c.weight_decay and c.name != "adamw":
+    parts.append(optax.add_decayed_weights(c.weight_decay, mask=_decay_mask))
+  return optax.chain(*parts, base), lr

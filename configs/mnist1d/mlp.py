@@ -1,0 +1,10 @@
+"""MNIST-1D, the paper's MLP: width 100, two hidden layers, the second residual.
+
+Run:    python -m bigmodel.train --config=configs/mnist1d/mlp.py --workdir=runs/mnist1d_mlp
+Expect: TBD
+"""
+from configs.mnist1d import common
+
+
+def get_config():
+  return common.resolved(common.paper_setup(name="mlp", width=100, depth=2, residual=True))

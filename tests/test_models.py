@@ -1,0 +1,112 @@
+"""Models: shapes, the paper's parameter counts, attention maths, registration."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bigmodel import models
+from bigmodel.models.transformer import MultiHeadAttention
+
+
+def n_params(variables):
+  return sum(x.size for x in jax.tree.leaves(variables["params"]))
+
+
+def init(name, x, **kw):
+  model = models.build({"name": name, "num_outputs": 10, **kw})
+  return model, model.init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("name", ["mlp", "logistic_regression", "cnn1d", "gru", "lstm", "transformer"])
+def test_sequence_models_map_a_batch_to_logits(name):
+  x = jax.random.normal(jax.random.key(1), (3, 40))
+  model, variables = init(name, x)
+  logits = model.apply(variables, x)
+  assert logits.shape == (3, 10) and logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+  # Rows are independent: changing example 0 leaves example 1's logits alone.
+  logits2 = model.apply(variables, x.at[0].set(0.0))
+  np.testing.assert_allclose(logits[1:], logits2[1:], rtol=1e-5, atol=1e-6)
+
+
+def test_cnn2d_on_images():
+  x = jnp.zeros((2, 28, 28, 1))
+  model, variables = init("cnn2d", x)
+  assert model.apply(variables, x).shape == (2, 10)
+
+
+def test_parameter_counts_match_the_mnist1d_paper_models():
+  x = jnp.zeros((1, 40))
+  assert n_params(init("logistic_regression", x)[1]) == 40 * 10 + 10
+  assert n_params(init("mlp", x)[1]) == (40 * 100 + 100) + (100 * 100 + 100) + (100 * 10 + 10)
+  # conv 5x1x25, 3x25x25, 3x25x25 with biases; length 40 -> 19 -> 10 -> 5, so a 125 x 10 head.
+  assert n_params(init("cnn1d", x)[1]) == (5 * 25 + 25) + 2 * (3 * 25 * 25 + 25) + (125 * 10 + 10)
+
+
+def test_bidirectional_rnn_sees_the_future_and_unidirectional_does_not():
+  x = jax.random.normal(jax.random.key(2), (1, 40))
+  for cell in ("gru", "lstm"):
+    for bidirectional in (False, True):
+      model, variables = init(cell, x, bidirectional=bidirectional, readout="flatten", hidden=4)
+      # Keep only the head rows that read time step 0 (flatten order is step, feature).
+      F = 8 if bidirectional else 4
+      head = variables["params"]["head"]["kernel"]
+      variables["params"]["head"]["kernel"] = head.at[F:].set(0.0)
+      grad_x = jax.grad(lambda x: model.apply(variables, x).sum())(x)
+      future = np.abs(grad_x[0, 1:]).sum()
+      assert (future > 0) == bidirectional, (cell, bidirectional, future)
+
+
+def test_attention_is_softmax_qk_over_sqrt_d_times_v():
+  B, L, D, H = 2, 5, 8, 2
+  K = D // H
+  x = jax.random.normal(jax.random.key(3), (B, L, D))
+  attn = MultiHeadAttention(num_heads=H, head_dim=K)
+  v = attn.init(jax.random.key(4), x)
+  p = v["params"]
+  qkv = x @ p["qkv"]["kernel"] + p["qkv"]["bias"]
+  q, k, val = jnp.split(qkv, 3, axis=-1)
+  heads = []
+  for h in range(H):  # one head at a time, written out by hand
+    qh, kh, vh = (t[..., h * K:(h + 1) * K] for t in (q, k, val))
+    w = jax.nn.softmax(qh @ kh.transpose(0, 2, 1) / np.sqrt(K), axis=-1)
+    heads.append(w @ vh)
+  expected = jnp.concatenate(heads, -1) @ p["out"]["kernel"] + p["out"]["bias"]
+  np.testing.assert_allclose(attn.apply(v, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_mask_blocks_masked_positions():
+  x = jax.random.normal(jax.random.key(5), (1, 4, 8))
+  attn = MultiHeadAttention(num_heads=2, head_dim=4)
+  v = attn.init(jax.random.key(6), x)
+  mask = jnp.tril(jnp.ones((1, 4, 4), bool))  # causal
+  out = attn.apply(v, x, mask)
+  out2 = attn.apply(v, x.at[:, 3].set(100.0), mask)  # change only the last position
+  np.testing.assert_allclose(out[:, :3], out2[:, :3], rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_model_lists_the_known_ones():
+  with pytest.raises(ValueError, match=r"Unknown model 'resnet81'\. Known: .*cnn1d.*gru.*transformer"):
+    models.build({"name": "resnet81", "num_outputs": 10})
+
+
+def test_unknown_model_field_lists_the_valid_ones():
+  with pytest.raises(ValueError, match=r"model\.chanels.*Valid keys under 'model'.*channels"):
+    models.build({"name": "cnn1d", "num_outputs": 10, "chanels": (8,)})
+
+
+def test_a_new_model_registers_without_touching_the_trainer():
+  @models.register("test_linear_probe")
+  class Probe(nn.Module):
+    num_outputs: int
+
+    @nn.compact
+    def __call__(self, x, train=False):
+      return nn.Dense(self.num_outputs)(x.reshape(x.shape[0], -1))
+
+  try:
+    m = models.build({"name": "test_linear_probe", "num_outputs": 3})
+    assert isinstance(m, Probe)
+  finally:
+    del models.MODELS["test_linear_probe"]
