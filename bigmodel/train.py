@@ -115,6 +115,8 @@ class Experiment:
     for batch in pipeline.eval_batches(split, self.config.data.eval_batch_size):
       sums = self.eval_step(state, sharding.put_batch(batch, self.mesh))
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+      if sharding.must_block_each_step(self.mesh):
+        jax.block_until_ready(total)
     total = jax.device_get(total)
     if self.num_classes:
       return metrics.classification(total["confusion"], total["loss"])
