@@ -26,8 +26,8 @@ def save(mngr, step, state, data_state):
 def _shapes(tree):
   """{'params/conv0/kernel': (5, 1, 25), ...} for every array leaf."""
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {"/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path):
-          tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")}
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape)
+          for path, leaf in flat if hasattr(leaf, "shape")}
 
 
 def check_compatible(mngr, step, abstract_state):

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app, flags, logging
 from flax.training import train_state
 from ml_collections import config_flags
@@ -46,7 +47,7 @@ def train_step(state, batch, *, loss_fn, classify):
 
   (loss, (out, model_state)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, model_state=model_state)
-  step_metrics = {"loss": loss, "grad_norm": jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grads)))}
+  step_metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
   if classify and batch["y"].ndim == 1:
     step_metrics["accuracy"] = jnp.mean(losses.predict_classes(out) == batch["y"])
   return state, step_metrics

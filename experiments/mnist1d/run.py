@@ -10,6 +10,7 @@ time per run) and accuracy.png (test accuracy against steps) next to this file.
 import importlib
 import json
 import os
+import shutil
 import time
 
 import matplotlib
@@ -52,9 +53,7 @@ def main(argv):
   for name in flag.models:
     for seed in map(int, flag.seeds):
       workdir = os.path.join(flag.workdir, f"{name}_seed{seed}")
-      if os.path.exists(workdir):  # a finished run would only re-evaluate; start clean
-        import shutil
-        shutil.rmtree(workdir)
+      shutil.rmtree(workdir, ignore_errors=True)  # a finished run would only re-evaluate
       results.setdefault(name, []).append(run_one(name, seed, workdir))
       print(f"{name} seed {seed}: test accuracy {results[name][-1][0]:.4f}, {results[name][-1][1]:.1f} s")
 
