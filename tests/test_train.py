@@ -30,7 +30,8 @@ def test_cnn_learns_mnist1d_and_writes_config_logs_and_checkpoints(data_dir, tmp
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   train_steps = [r["step"] for r in records if r["split"] == "train"]
   assert train_steps == [50, 100, 150, 200, 250, 300]
-  assert {"loss", "accuracy", "steps_per_sec", "learning_rate", "grad_norm"} <= set(records[0])
+  assert {"loss", "accuracy", "steps_per_sec", "learning_rate", "grad_norm",
+          "data_wait_fraction"} <= set(records[0])
   evals = [r for r in records if r["split"] == "eval"]
   assert [r["step"] for r in evals] == [150, 300] and len(evals[-1]["confusion_matrix"]) == 10
   assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
