@@ -83,10 +83,22 @@ def test_uint8_images_are_scaled_to_unit_range():
 
 
 def test_unknown_dataset_lists_the_builtin_ones(data_dir):
-  with pytest.raises(ValueError, match=r"Unknown dataset 'mnsit'.*breast_cancer, diabetes, digits, mnist1d"):
+  with pytest.raises(ValueError, match=r"Unknown dataset 'mnsit'.*breast_cancer, diabetes, digits, fashion_mnist_local, mnist1d"):
     data.load(data_config(data_dir, name="mnsit"))
 
 
 def test_missing_split_names_the_splits(data_dir):
   with pytest.raises(ValueError, match=r"no split 'validation'.*train"):
     data.load(data_config(data_dir, eval_split="validation"))
+
+
+def test_fashion_mnist_reads_the_debian_package_files_through_tfds(data_dir):
+  ds = data.load(data_config(data_dir, name="fashion_mnist_local"))
+  train, test = ds.splits["train"], ds.splits["test"]
+  assert (len(train), len(test), ds.num_classes, ds.example_shape) == (60000, 10000, 10, (28, 28, 1))
+  # The real data set is balanced: 6,000 train and 1,000 test images per class.
+  assert np.bincount(train.arrays["y"]).tolist() == [6000] * 10
+  assert np.bincount(test.arrays["y"]).tolist() == [1000] * 10
+  batch = next(pipeline.train_iterator(train, data_config(data_dir, batch_size=32), seed=0))
+  assert batch["x"].shape == (32, 28, 28, 1) and batch["x"].dtype == np.float32
+  assert 0.0 <= batch["x"].min() and batch["x"].max() <= 1.0 and batch["x"].std() > 0.1

@@ -9,11 +9,11 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bigmodel.data import mnist1d, sklearn_sets
+from bigmodel.data import fashion_mnist, mnist1d, sklearn_sets
 
 # Offline datasets, built from installed packages.
 OFFLINE = {"mnist1d": mnist1d.Mnist1d, "digits": sklearn_sets.Digits, "diabetes": sklearn_sets.Diabetes,
-           "breast_cancer": sklearn_sets.BreastCancer}
+           "breast_cancer": sklearn_sets.BreastCancer, "fashion_mnist_local": fashion_mnist.FashionMnistLocal}
 
 DEFAULTS = dict(
     name="mnist1d",
