@@ -180,7 +180,7 @@ def train_and_evaluate(config, workdir):
   block = sharding.must_block_each_step(ex.mesh)
   step = int(state.step)
   bar = tqdm(total=c.total_steps, initial=step, disable=not main_host, dynamic_ncols=True)
-  pending, pending_from, t_read, data_wait, eval_metrics = [], step, time.perf_counter(), 0.0, None
+  pending, t_read, data_wait, eval_metrics = [], time.perf_counter(), 0.0, None
   try:
     with _Preemption() as preemption:
       while step < c.total_steps:
@@ -197,10 +197,10 @@ def train_and_evaluate(config, workdir):
         save = done or stop or step % c.checkpoint_every == 0
         evaluate = done or step % c.eval_every == 0
         if save or evaluate or step % c.log_every == 0:
-          train_metrics = _read(pending, pending_from)  # raises before a bad state is saved
+          train_metrics = _read(pending, step - len(pending))  # raises before a bad state is saved
           now = time.perf_counter()
           train_metrics.update(steps_per_sec=len(pending) / (now - t_read),
-                               data_wait_fraction=data_wait / (now - t_read),  # ~0: input keeps up
+                               data_wait_fraction=data_wait / (now - t_read),  # time inside next()
                                learning_rate=float(ex.schedule(step - 1)))
           writer.write(step, "train", train_metrics)
           bar.set_postfix(loss=f"{train_metrics['loss']:.4f}", steps_per_s=f"{train_metrics['steps_per_sec']:.0f}")
@@ -212,7 +212,7 @@ def train_and_evaluate(config, workdir):
                 f"{k}={v:.4f}" for k, v in eval_metrics.items() if isinstance(v, float)))
           if save:
             checkpoint.save(mngr, step, state, train_iter.get_state())
-          pending, pending_from, t_read, data_wait = [], step, time.perf_counter(), 0.0
+          pending, t_read, data_wait = [], time.perf_counter(), 0.0
         if stop:
           say(f"SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume.")
           break
