@@ -4,7 +4,12 @@ A checkpoint holds two items: `state` (the TrainState pytree) and `data` (the
 input iterator's position, as JSON). Orbax writes each step into a temporary
 directory and renames it when complete, so a killed run never leaves a partial
 checkpoint behind, and keeps the newest `keep` steps.
+
+`load_pretrained` starts a new run from another run's parameters (fine-tuning):
+arrays are matched by path, so a new head or extra layers start fresh.
 """
+import re
+
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -23,11 +28,20 @@ def save(mngr, step, state, data_state):
       state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
 
 
+INIT_DEFAULTS = dict(
+    checkpoint="",  # start from this run's parameters: a workdir (newest step) or <workdir>/checkpoints/<step>
+    reinit=("^head/",),  # regexes on parameter paths that start afresh instead (the classifier head)
+)
+
+
+def _path(keypath):
+  return jax.tree_util.keystr(keypath, simple=True, separator="/")
+
+
 def _shapes(tree):
   """{'params/conv0/kernel': (5, 1, 25), ...} for every array leaf."""
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape)
-          for path, leaf in flat if hasattr(leaf, "shape")}
+  return {_path(path): tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")}
 
 
 def check_compatible(mngr, step, abstract_state):
@@ -58,3 +72,63 @@ def restore(mngr, step, abstract_state, with_data=True):
 def abstract(tree):
   """Shape, dtype and sharding of each array: what orbax restores into."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=x.sharding), tree)
+
+
+def _open_pretrained(path):
+  """(read-only manager, step) for a workdir, its checkpoints/ folder or one step folder in it."""
+  path = epath.Path(path).absolute()
+  step = None
+  if path.name.isdigit() and (path / "state").exists():
+    path, step = path.parent, int(path.name)
+  elif (path / "checkpoints").exists():
+    path = path / "checkpoints"
+  if not path.exists():
+    raise FileNotFoundError(f"init.checkpoint: {path} does not exist. Give a training workdir or "
+                            "<workdir>/checkpoints/<step>.")
+  mngr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_handlers={"state": ocp.StandardCheckpointHandler()})
+  step = mngr.latest_step() if step is None else step
+  if step is None or step not in mngr.all_steps():
+    raise FileNotFoundError(f"init.checkpoint: no checkpoint in {path}.")
+  return mngr, step
+
+
+def load_pretrained(c, params, model_state, sharding):
+  """Returns (params, model_state, message): arrays taken from checkpoint `c.checkpoint` by path.
+
+  Arrays matching a `c.reinit` regex, or absent from the checkpoint, keep their fresh
+  initialisation; any other shape mismatch is an error naming the parameter.
+  """
+  mngr, step = _open_pretrained(c.checkpoint)
+  meta = mngr.item_metadata(step)["state"]
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta)
+  stored_tree = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+  stored = {**{_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(stored_tree["params"])[0]},
+            **{_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(stored_tree.get("model_state", {}))[0]}}
+  fresh, problems, used = [], [], set()
+
+  def merge(keypath, leaf):
+    path = _path(keypath)
+    if any(re.search(r, path) for r in c.reinit) or path not in stored:
+      fresh.append(path)
+      return leaf
+    if stored[path].shape != leaf.shape:
+      problems.append(f"  {path}: checkpoint has {tuple(stored[path].shape)}, this model {tuple(leaf.shape)}")
+      return leaf
+    used.add(path)
+    return stored[path].astype(leaf.dtype)
+
+  params = jax.tree_util.tree_map_with_path(merge, params)
+  model_state = jax.tree_util.tree_map_with_path(merge, model_state)
+  mngr.close()
+  if problems:
+    raise ValueError(f"init.checkpoint {c.checkpoint} (step {step}) does not fit this model:\n" +
+                     "\n".join(problems) + "\nStart those parameters afresh by adding a regex that matches "
+                     "them to init.reinit, or change the model config to match the checkpoint.")
+  if not used:
+    raise ValueError(f"init.checkpoint {c.checkpoint} (step {step}) shares no parameter path with this "
+                     f"model: it was made by a different architecture. Checkpoint arrays: "
+                     f"{', '.join(sorted(stored)[:8])}, ...")
+  message = (f"Initialised {len(used)} arrays from {c.checkpoint} (step {step}); fresh: "
+             f"{', '.join(fresh) or 'none'}; unused from the checkpoint: {len(set(stored) - used)}")
+  return params, model_state, message

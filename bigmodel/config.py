@@ -7,7 +7,7 @@ into the workdir.
 """
 import ml_collections
 
-from bigmodel import data, losses, models, optim, registry
+from bigmodel import checkpoint, data, losses, models, optim, registry
 
 DEFAULTS = dict(
     seed=0,  # parameters, dropout and data order all derive from it
@@ -18,7 +18,7 @@ DEFAULTS = dict(
     checkpoint_every=1000,  # steps between checkpoints (and at the end, and on SIGTERM)
     keep_checkpoints=3,
 )
-SECTIONS = {"data": data.DEFAULTS, "optimizer": optim.DEFAULTS}
+SECTIONS = {"data": data.DEFAULTS, "optimizer": optim.DEFAULTS, "init": checkpoint.INIT_DEFAULTS}
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

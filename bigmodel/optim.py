@@ -1,4 +1,6 @@
 """Optimizer and learning-rate schedule from the config's `optimizer` block (optax)."""
+import re
+
 import jax
 import optax
 
@@ -20,6 +22,7 @@ DEFAULTS = dict(
     rmsprop_decay=0.9,
     weight_decay=0.0,  # decoupled for adamw; added to the gradient (L2) otherwise
     grad_clip_norm=0.0,  # clip the global gradient norm to this; 0 = off
+    freeze=(),  # regexes; parameters whose path (e.g. "stage0_block0/conv0/kernel") matches one stay fixed
 )
 
 
@@ -43,6 +46,20 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def _freeze_labels(patterns):
+  """params -> the same tree of "frozen" / "trained" labels; a pattern must match something."""
+  def labels(params):
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    paths = [jax.tree_util.keystr(p, simple=True, separator="/") for p, _ in flat]
+    for pattern in patterns:
+      if not any(re.search(pattern, path) for path in paths):
+        raise ValueError(f"optimizer.freeze pattern {pattern!r} matches no parameter. Parameters: "
+                         f"{', '.join(paths[:12])}{', ...' if len(paths) > 12 else ''}")
+    return treedef.unflatten(
+        ["frozen" if any(re.search(p, path) for p in patterns) else "trained" for path in paths])
+  return labels
+
+
 def optimizer(c, total_steps):
   """Returns (optax transformation, schedule) for optimizer config `c`."""
   lr = schedule(c, total_steps)
@@ -60,4 +77,7 @@ def optimizer(c, total_steps):
     parts.append(optax.clip_by_global_norm(c.grad_clip_norm))
   if c.weight_decay and c.name != "adamw":
     parts.append(optax.add_decayed_weights(c.weight_decay, mask=_decay_mask))
-  return optax.chain(*parts, base), lr
+  tx = optax.chain(*parts, base)
+  if c.freeze:  # frozen parameters get zero updates and no optimizer state
+    tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, _freeze_labels(c.freeze))
+  return tx, lr

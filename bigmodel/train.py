@@ -113,7 +113,7 @@ class Experiment:
   def evaluate(self, state):
     split = self.dataset.splits[self.config.data.eval_split]
     total = None
-    for batch in pipeline.eval_batches(split, self.config.data.eval_batch_size):
+    for batch in pipeline.eval_batches(split, self.config.data.eval_batch_size, self.dataset.norm):
       sums = self.eval_step(state, sharding.put_batch(batch, self.mesh))
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
       if sharding.must_block_each_step(self.mesh):
@@ -166,12 +166,17 @@ def train_and_evaluate(config, workdir):
       f.write(c.to_json(indent=2))
 
   mngr = checkpoint.manager(workdir, c.keep_checkpoints)
-  train_iter = pipeline.train_iterator(ex.dataset.splits[c.data.train_split], c.data, c.seed)
+  train_iter = pipeline.train_iterator(ex.dataset.splits[c.data.train_split], c.data, c.seed, ex.dataset.norm)
   state = ex.state
   if mngr.latest_step() is not None:
     state, data_state = checkpoint.restore(mngr, mngr.latest_step(), checkpoint.abstract(state))
     train_iter.set_state(data_state)
     say(f"Resumed from step {int(state.step)} in {workdir}")
+  elif c.init.checkpoint:  # a new run starting from another run's parameters
+    params, model_state, message = checkpoint.load_pretrained(
+        c.init, state.params, state.model_state, sharding.replicated(ex.mesh))
+    state = state.replace(params=params, model_state=model_state)
+    say(message)
   n_params = sum(p.size for p in jax.tree.leaves(state.params))
   say(f"{c.model.name}: {n_params:,} parameters, {ex.mesh.devices.size} device(s), "
       f"{c.total_steps} steps, data {c.data.name}")

@@ -1,15 +1,16 @@
 """Datasets by name, all read the same way: a TFDS builder -> `tfds` data source -> grain.
 
-Built-in offline datasets register themselves with TFDS; any other name is looked
-up in the TFDS catalog (`mnist`, `fashion_mnist`, `cifar10`, ...), which downloads
-on first use and so needs a network.
+Built-in offline datasets register themselves with TFDS; `image_folder` reads your
+own images (see image_folder.py); any other name is looked up in the TFDS catalog
+(`mnist`, `fashion_mnist`, `cifar10`, `cifar100`, ...), which downloads on first
+use and so needs a network.
 """
 import dataclasses
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bigmodel.data import fashion_mnist, mnist1d, sklearn_sets
+from bigmodel.data import augment, fashion_mnist, image_folder, mnist1d, pipeline, sklearn_sets
 
 # Offline datasets, built from installed packages.
 OFFLINE = {"mnist1d": mnist1d.Mnist1d, "digits": sklearn_sets.Digits, "diabetes": sklearn_sets.Diabetes,
@@ -25,6 +26,12 @@ DEFAULTS = dict(
     cache=True,  # hold each split in memory as arrays (small datasets)
     num_threads=2,  # grain threads reading and preprocessing batches
     prefetch=8,  # batches grain keeps ready ahead of the train step
+    augment=(),  # training-time augmentations, in order: random_crop, flip
+    crop_padding=4,  # pixels of zero padding around an image before random_crop
+    normalize=False,  # standardise inputs with the training split's mean and std per channel
+    folder="",  # image_folder: <folder>/<split>/<class>/<images>
+    image_size=0,  # image_folder: resize to image_size x image_size; 0 = keep (all must agree)
+    channels=3,  # image_folder: 1 = grey, 3 = RGB
 )
 
 
@@ -34,6 +41,7 @@ class Dataset:
   splits: dict  # split name -> source with len() and gather(indices) -> {"x", "y"}
   num_classes: int | None  # None for regression
   example_shape: tuple  # shape of one input x
+  norm: tuple | None = None  # (mean, std) over all axes but the last, when data.normalize
 
 
 class InMemory:
@@ -64,22 +72,28 @@ class Streamed:
             "y": np.stack([r[self.y_key] for r in records])}
 
 
-def _builder(name, data_dir):
-  kwargs = dict(data_dir=data_dir or None, file_format="array_record")
+def _builder(c):
+  name = c.name
+  kwargs = dict(data_dir=c.data_dir or None, file_format="array_record")
+  if name == "image_folder":
+    if not c.folder:
+      raise ValueError("data.name='image_folder' needs data.folder=<dir holding train/<class>/ images>.")
+    return image_folder.ImageFolder(folder=c.folder, image_size=c.image_size, channels=c.channels, **kwargs)
   if name in OFFLINE:
     return OFFLINE[name](**kwargs)
   try:
     return tfds.builder(name, **kwargs)
   except tfds.core.registered.DatasetNotFoundError:
     raise ValueError(
-        f"Unknown dataset {name!r}. Built in (offline): {', '.join(sorted(OFFLINE))}; "
+        f"Unknown dataset {name!r}. Built in (offline): {', '.join(sorted(OFFLINE))}; image_folder; "
         "or any TFDS catalog name (needs a network on first use), e.g. mnist, "
         "fashion_mnist, cifar10.") from None
 
 
 def load(c) -> Dataset:
   """Prepares dataset `c.name` (once per data_dir) and opens its train and eval splits."""
-  builder = _builder(c.name, c.data_dir)
+  augment.build(c.augment, c.crop_padding)  # unknown names fail before any work
+  builder = _builder(c)
   try:
     builder.download_and_prepare()
   except Exception as e:  # TFDS raises many kinds; all mean "could not get the files"
@@ -99,4 +113,12 @@ def load(c) -> Dataset:
   label = info.features[y_key]
   return Dataset(name=c.name, splits=splits,
                  num_classes=getattr(label, "num_classes", None),
-                 example_shape=tuple(info.features[x_key].shape))
+                 example_shape=tuple(info.features[x_key].shape),
+                 norm=_stats(splits[c.train_split]) if c.normalize else None)
+
+
+def _stats(split, max_examples=10_000):
+  """Mean and std over all axes but the last, from (up to) the first `max_examples`."""
+  x = pipeline.preprocess(split.gather(np.arange(min(len(split), max_examples))))["x"]
+  axes = tuple(range(x.ndim - 1))
+  return x.mean(axes), x.std(axes) + 1e-6

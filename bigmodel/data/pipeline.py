@@ -1,8 +1,8 @@
 """Batches from a split with grain: deterministic given the seed, resumable, prefetched.
 
 The training stream is a grain MapDataset whose element b is the b-th batch of
-example *indices* (a fresh permutation each epoch), gathered and preprocessed on
-grain's threads.
+example *indices* (a fresh permutation each epoch), gathered, scaled, augmented
+(seeded by the batch index) and normalised on grain's threads.
 Its iterator state (how many batches were drawn) goes into every checkpoint.
 Each host gathers only its own slice of every global batch.
 """
@@ -13,11 +13,22 @@ import grain
 import jax
 import numpy as np
 
+from bigmodel.data import augment
+
 
 def preprocess(batch):
+  """Inputs as float32; uint8 images scaled to [0, 1]."""
   x = batch["x"]
   x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-  return {"x": x, "y": batch["y"]}
+  return {**batch, "x": x}
+
+
+def normalize(batch, norm):
+  """Standardises inputs with `norm` = (mean, std) of the training split, if given."""
+  if norm is None:
+    return batch
+  mean, std = norm
+  return {**batch, "x": (batch["x"] - mean) / std}
 
 
 def _host_slice(global_batch_size):
@@ -55,24 +66,30 @@ class ShuffledBatches:
     return out_B
 
 
-def train_iterator(split, c, seed):
+def train_iterator(split, c, seed, norm=None):
   """An endless iterator of preprocessed training batches; has get_state/set_state."""
   if c.batch_size > len(split):
     raise ValueError(f"data.batch_size={c.batch_size} exceeds the training split's {len(split)} examples.")
   mine = _host_slice(c.batch_size)
   ds = (grain.MapDataset.source(ShuffledBatches(len(split), c.batch_size, seed))
         .map(lambda idx_B: preprocess(split.gather(idx_B[mine]))))
+  if c.augment:
+    apply = augment.build(c.augment, c.crop_padding)
+    # Each host its own stream of crops and flips.
+    aug_seed = int(np.random.SeedSequence([seed, jax.process_index()]).generate_state(1)[0])
+    ds = ds.random_map(lambda batch, rng: {**batch, "x": apply(batch["x"], rng)}, seed=aug_seed)
+  ds = ds.map(lambda batch: normalize(batch, norm))
   options = grain.ReadOptions(num_threads=c.num_threads, prefetch_buffer_size=c.prefetch)
   return iter(ds.to_iter_dataset(options))
 
 
-def eval_batches(split, batch_size):
+def eval_batches(split, batch_size, norm=None):
   """The whole split in fixed-size batches; the last is padded and `mask` marks real rows."""
   mine = _host_slice(batch_size)
   n = len(split)
   for start in range(0, n, batch_size):
     idx_B = np.arange(start, start + batch_size)
     mask_B = idx_B < n
-    batch = preprocess(split.gather(np.where(mask_B, idx_B, 0)[mine]))
+    batch = normalize(preprocess(split.gather(np.where(mask_B, idx_B, 0)[mine])), norm)
     batch["mask"] = mask_B[mine]
     yield batch

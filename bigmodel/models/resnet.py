@@ -1,0 +1,98 @@
+"""ResNet-18/34/50 (He et al. 2016) with BatchNorm.
+
+Stem -> four stages of residual blocks (widths 64, 128, 256, 512 x `width/64`; each
+stage after the first halves the resolution) -> global average pool -> head.
+ResNet-18/34 use basic blocks (two 3x3 convs), ResNet-50 bottlenecks (1x1, 3x3, 1x1 x4).
+
+`stem="imagenet"` is the paper's 7x7/2 conv and 3x3/2 max-pool (for 224x224);
+`stem="small"` is one 3x3/1 conv and no pool, the usual choice for 28x28 or 32x32.
+
+BatchNorm statistics are the `batch_stats` collection, which the trainer keeps in
+`TrainState.model_state`. Under data parallelism the batch is one global array
+sharded over devices, so the mean over its batch axis is already the mean over all
+devices (XLA inserts the all-reduce): every device holds the same statistics.
+Evaluation (`train=False`) uses the running averages.
+"""
+import functools
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bigmodel.models import register
+
+
+class BasicBlock(nn.Module):
+  width: int
+  stride: int
+  norm: callable
+  conv: callable
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.relu(self.norm(name="bn0")(self.conv(self.width, (3, 3), self.stride, name="conv0")(x)))
+    # Zero-init the last BatchNorm scale: each block starts as the identity (Goyal et al. 2017).
+    h = self.norm(name="bn1", scale_init=nn.initializers.zeros)(self.conv(self.width, (3, 3), name="conv1")(h))
+    if x.shape != h.shape:
+      x = self.norm(name="proj_bn")(self.conv(self.width, (1, 1), self.stride, name="proj")(x))
+    return nn.relu(x + h)
+
+
+class Bottleneck(nn.Module):
+  width: int
+  stride: int
+  norm: callable
+  conv: callable
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.relu(self.norm(name="bn0")(self.conv(self.width, (1, 1), name="conv0")(x)))
+    h = nn.relu(self.norm(name="bn1")(self.conv(self.width, (3, 3), self.stride, name="conv1")(h)))
+    h = self.norm(name="bn2", scale_init=nn.initializers.zeros)(
+        self.conv(self.width * self.expansion, (1, 1), name="conv2")(h))
+    if x.shape != h.shape:
+      x = self.norm(name="proj_bn")(self.conv(self.width * self.expansion, (1, 1), self.stride, name="proj")(x))
+    return nn.relu(x + h)
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNet(nn.Module):
+  num_outputs: int
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  block: str = "basic"  # basic | bottleneck
+  width: int = 64  # channels of the first stage; later stages double it
+  stem: str = "imagenet"  # imagenet (7x7/2 conv + 3x3/2 pool) | small (3x3/1 conv)
+  bn_momentum: float = 0.9
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC, train: bool = False):
+    if x_BxHxWxC.ndim == 3:
+      x_BxHxWxC = x_BxHxWxC[..., None]
+    conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=self.dtype)
+    # Statistics are computed in float32 whatever the compute dtype (flax does so for bf16 inputs).
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+                             epsilon=1e-5, dtype=self.dtype)
+    h = x_BxHxWxC.astype(self.dtype)
+    if self.stem == "imagenet":
+      h = nn.relu(norm(name="stem_bn")(conv(self.width, (7, 7), 2, name="stem_conv")(h)))
+      h = nn.max_pool(h, (3, 3), (2, 2), padding="SAME")
+    elif self.stem == "small":
+      h = nn.relu(norm(name="stem_bn")(conv(self.width, (3, 3), name="stem_conv")(h)))
+    else:
+      raise ValueError(f"Unknown ResNet stem {self.stem!r}. Known: imagenet, small.")
+    block = BLOCKS[self.block]
+    for i, n_blocks in enumerate(self.stage_sizes):
+      for j in range(n_blocks):
+        stride = 2 if i > 0 and j == 0 else 1
+        h = block(self.width * 2 ** i, stride, norm, conv, name=f"stage{i}_block{j}")(h)
+    h_BxD = h.mean(axis=(1, 2))
+    return nn.Dense(self.num_outputs, dtype=self.dtype, name="head")(h_BxD).astype(jnp.float32)
+
+
+register("resnet18", stage_sizes=(2, 2, 2, 2), block="basic")(ResNet)
+register("resnet34", stage_sizes=(3, 4, 6, 3), block="basic")(ResNet)
+register("resnet50", stage_sizes=(3, 4, 6, 3), block="bottleneck")(ResNet)

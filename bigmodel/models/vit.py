@@ -1,0 +1,57 @@
+"""Vision Transformer (Dosovitskiy et al. 2021).
+
+Cut the image into P x P patches (einops), embed each linearly, add a learned
+position embedding, prepend a class token (or not, and mean-pool instead), run the
+pre-LayerNorm encoder blocks of `transformer.py`, classify. Sizes by name:
+vit_ti, vit_s, vit_b (Touvron et al. 2021; Dosovitskiy et al. 2021).
+"""
+import einops
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bigmodel.models import register
+from bigmodel.models.transformer import EncoderBlock
+
+
+class ViT(nn.Module):
+  num_outputs: int
+  patch_size: int = 16
+  dim: int = 192  # D, the token width
+  num_layers: int = 12
+  num_heads: int = 3
+  mlp_dim: int = 768
+  pool: str = "cls"  # cls (a learned class token) | mean (average of the patch tokens)
+  dropout: float = 0.0
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC, train: bool = False):
+    if x_BxHxWxC.ndim == 3:
+      x_BxHxWxC = x_BxHxWxC[..., None]
+    _, H, W, _ = x_BxHxWxC.shape
+    P = self.patch_size
+    if H % P or W % P:
+      raise ValueError(f"Image size {H}x{W} is not a multiple of model.patch_size={P}.")
+    if self.pool not in ("cls", "mean"):
+      raise ValueError(f"Unknown ViT pool {self.pool!r}. Known: cls, mean.")
+    patches_BxNxPPC = einops.rearrange(x_BxHxWxC.astype(self.dtype), "b (h p) (w q) c -> b (h w) (p q c)", p=P, q=P)
+    h_BxNxD = nn.Dense(self.dim, dtype=self.dtype, name="patch_embed")(patches_BxNxPPC)
+    if self.pool == "cls":
+      cls_1x1xD = self.param("cls", nn.initializers.zeros, (1, 1, self.dim))
+      h_BxNxD = jnp.concatenate([jnp.broadcast_to(cls_1x1xD, (h_BxNxD.shape[0], 1, self.dim)).astype(self.dtype),
+                                 h_BxNxD], axis=1)
+    N = h_BxNxD.shape[1]
+    pos_NxD = self.param("pos_embed", nn.initializers.normal(0.02), (N, self.dim))
+    h_BxNxD = nn.Dropout(self.dropout, deterministic=not train)(h_BxNxD + pos_NxD.astype(self.dtype))
+    for i in range(self.num_layers):
+      h_BxNxD = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout, self.dtype, name=f"block{i}")(h_BxNxD, train)
+    h_BxNxD = nn.LayerNorm(dtype=self.dtype, name="ln_final")(h_BxNxD)
+    h_BxD = h_BxNxD[:, 0] if self.pool == "cls" else h_BxNxD.mean(axis=1)
+    # Zero-init head, as in the paper: the first logits are uniform.
+    return nn.Dense(self.num_outputs, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                    name="head")(h_BxD).astype(jnp.float32)
+
+
+register("vit_ti", dim=192, num_layers=12, num_heads=3, mlp_dim=768)(ViT)
+register("vit_s", dim=384, num_layers=12, num_heads=6, mlp_dim=1536)(ViT)
+register("vit_b", dim=768, num_layers=12, num_heads=12, mlp_dim=3072)(ViT)

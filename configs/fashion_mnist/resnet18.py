@@ -1,0 +1,23 @@
+"""Fashion-MNIST offline, ResNet-18 (11.2 M parameters) with the small-image stem.
+
+Setup:  apt-get install -y dataset-fashion-mnist
+Run:    python -m bigmodel.train --config=configs/fashion_mnist/resnet18.py --workdir=runs/fashion_resnet18
+Expect: TBD
+"""
+import ml_collections
+
+from bigmodel import config as config_lib
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.data = dict(name="fashion_mnist_local", batch_size=128, normalize=True,
+                augment=("random_crop", "flip"), crop_padding=2)
+  c.model = dict(name="resnet18", stem="small")
+  c.optimizer = dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, schedule="warmup_cosine",
+                     warmup_steps=100, weight_decay=5e-4)
+  c.total_steps = 2000
+  c.log_every = 50
+  c.eval_every = 1000
+  c.checkpoint_every = 200
+  return config_lib.resolve(c)
