@@ -85,12 +85,23 @@ def _open_pretrained(path):
   if not path.exists():
     raise FileNotFoundError(f"init.checkpoint: {path} does not exist. Give a training workdir or "
                             "<workdir>/checkpoints/<step>.")
-  mngr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True),
-                               item_handlers={"state": ocp.StandardCheckpointHandler()})
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+  mngr = ocp.CheckpointManager(path, options=options, item_handlers={
+      "state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
   step = mngr.latest_step() if step is None else step
   if step is None or step not in mngr.all_steps():
     raise FileNotFoundError(f"init.checkpoint: no checkpoint in {path}.")
   return mngr, step
+
+
+def read_weights(path, sharding):
+  """(params, model_state, step) of the checkpoint at `path` (see _open_pretrained), as plain dicts."""
+  mngr, step = _open_pretrained(path)
+  meta = mngr.item_metadata(step)["state"]
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta)
+  state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+  mngr.close()
+  return state["params"], state.get("model_state", {}), step
 
 
 def load_pretrained(c, params, model_state, sharding):
@@ -99,12 +110,9 @@ def load_pretrained(c, params, model_state, sharding):
   Arrays matching a `c.reinit` regex, or absent from the checkpoint, keep their fresh
   initialisation; any other shape mismatch is an error naming the parameter.
   """
-  mngr, step = _open_pretrained(c.checkpoint)
-  meta = mngr.item_metadata(step)["state"]
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta)
-  stored_tree = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-  stored = {**{_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(stored_tree["params"])[0]},
-            **{_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(stored_tree.get("model_state", {}))[0]}}
+  stored_params, stored_state, step = read_weights(c.checkpoint, sharding)
+  stored = {_path(p): x for tree in (stored_params, stored_state)
+            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
   fresh, problems, used = [], [], set()
 
   def merge(keypath, leaf):
@@ -120,7 +128,6 @@ def load_pretrained(c, params, model_state, sharding):
 
   params = jax.tree_util.tree_map_with_path(merge, params)
   model_state = jax.tree_util.tree_map_with_path(merge, model_state)
-  mngr.close()
   if problems:
     raise ValueError(f"init.checkpoint {c.checkpoint} (step {step}) does not fit this model:\n" +
                      "\n".join(problems) + "\nStart those parameters afresh by adding a regex that matches "

@@ -1,7 +1,8 @@
 """Per-example losses by name. Each maps (outputs_BxO, targets_B[xO]) -> loss_B.
 
 The task each loss implies decides the metrics: classification (softmax or
-sigmoid) reports accuracy and a confusion matrix, regression reports MSE and R².
+sigmoid) reports accuracy and a confusion matrix, regression reports MSE and R²,
+language modelling (per-token cross-entropy) reports perplexity and bits per byte.
 """
 import jax
 import jax.numpy as jnp
@@ -27,8 +28,15 @@ def mse(preds_BxO, targets_B):
   return jnp.mean((preds_BxO - targets_BxO) ** 2, axis=-1)
 
 
-LOSSES = {"softmax_xent": softmax_xent, "sigmoid_bce": sigmoid_bce, "mse": mse}
-TASKS = {"softmax_xent": "classification", "sigmoid_bce": "classification", "mse": "regression"}
+def lm_xent(logits_BxLxV, targets_BxL):
+  """Next-token (or masked-token) cross-entropy per position; targets < 0 are ignored (loss 0)."""
+  loss_BxL = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, jnp.maximum(targets_BxL, 0))
+  return jnp.where(targets_BxL >= 0, loss_BxL, 0.0)
+
+
+LOSSES = {"softmax_xent": softmax_xent, "sigmoid_bce": sigmoid_bce, "mse": mse, "lm_xent": lm_xent}
+TASKS = {"softmax_xent": "classification", "sigmoid_bce": "classification", "mse": "regression",
+         "lm_xent": "language_model"}
 
 
 def predict_classes(logits_BxO):
@@ -45,3 +53,10 @@ def num_outputs(loss_name, num_classes):
   if num_classes is None:  # regression on a scalar target
     return 1
   return num_classes
+
+
+def weights(task, targets):
+  """Which loss entries count: every example, or the positions with a target (>= 0) for LMs."""
+  if task == "language_model":
+    return (targets >= 0).astype(jnp.float32)
+  return jnp.ones(targets.shape[:1], jnp.float32)

@@ -2,7 +2,10 @@
 
 Classification: accuracy, macro precision / recall / F1 and the confusion matrix
 (rows = true class, columns = predicted). Regression: MSE, MAE and R².
+Language modelling: per-token loss, perplexity, bits per byte and next-token accuracy.
 """
+import math
+
 import numpy as np
 
 
@@ -30,3 +33,11 @@ def regression(sums):
   variance = syy / n - (sy / n) ** 2
   return {"loss": sse / n, "mse": sse / n, "mae": sae / n,
           "r2": 1.0 - (sse / n) / variance if variance > 0 else float("nan")}
+
+
+def language_model(sums, bytes_per_token):
+  """Bits per byte = nats per token / ln 2 / bytes per token: comparable across tokenizers."""
+  tokens = float(sums["tokens"])
+  loss = float(sums["loss"]) / tokens
+  return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bits_per_byte": loss / math.log(2) / bytes_per_token,
+          "accuracy": float(sums["correct"]) / tokens, "tokens": int(tokens)}

@@ -32,9 +32,10 @@ class TrainState(train_state.TrainState):
   model_state: Any  # non-parameter collections, e.g. BatchNorm statistics
 
 
-def train_step(state, batch, *, loss_fn, classify):
+def train_step(state, batch, *, loss_fn, task):
   """One optimizer update on a global batch; pure, jitted once in `Experiment`."""
   rng = jax.random.fold_in(state.rng, state.step)
+  w = losses.weights(task, batch["y"])  # which examples (or tokens) count
 
   def loss_and_aux(params):
     variables = {"params": params, **state.model_state}
@@ -43,22 +44,28 @@ def train_step(state, batch, *, loss_fn, classify):
                                         mutable=list(state.model_state))
     else:
       out, model_state = state.apply_fn(variables, batch["x"], train=True, rngs={"dropout": rng}), {}
-    return loss_fn(out, batch["y"]).mean(), (out, model_state)
+    return jnp.sum(loss_fn(out, batch["y"]) * w) / jnp.maximum(w.sum(), 1), (out, model_state)
 
   (loss, (out, model_state)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, model_state=model_state)
   step_metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
-  if classify and batch["y"].ndim == 1:
+  if task == "language_model":
+    step_metrics["accuracy"] = jnp.sum((jnp.argmax(out, -1) == batch["y"]) * w) / jnp.maximum(w.sum(), 1)
+  elif task == "classification" and batch["y"].ndim == 1:
     step_metrics["accuracy"] = jnp.mean(losses.predict_classes(out) == batch["y"])
   return state, step_metrics
 
 
-def eval_step(state, batch, *, loss_fn, num_classes):
+def eval_step(state, batch, *, loss_fn, task, num_classes):
   """Sums of evaluation statistics over the real (mask=True) rows of a batch."""
   out = state.apply_fn({"params": state.params, **state.model_state}, batch["x"], train=False)
   mask = batch["mask"].astype(jnp.float32)
+  if task == "language_model":
+    w_BxL = losses.weights(task, batch["y"]) * mask[:, None]
+    return {"loss": jnp.sum(loss_fn(out, batch["y"]) * w_BxL), "tokens": w_BxL.sum(),
+            "correct": jnp.sum((jnp.argmax(out, -1) == batch["y"]) * w_BxL)}
   sums = {"loss": jnp.sum(loss_fn(out, batch["y"]) * mask)}
-  if num_classes:  # classification: a confusion matrix holds every other metric
+  if task == "classification":  # a confusion matrix holds every other metric
     true_BxC = jax.nn.one_hot(batch["y"], num_classes) * mask[:, None]
     pred_BxC = jax.nn.one_hot(losses.predict_classes(out), num_classes)
     sums["confusion"] = jnp.einsum("bi,bj->ij", true_BxC, pred_BxC)
@@ -82,8 +89,17 @@ class Experiment:
     self.num_classes = self.dataset.num_classes if self.task == "classification" else None
     if self.task == "classification" and not self.num_classes:
       raise ValueError(f"loss={config.loss!r} needs a labelled dataset; {config.data.name!r} has no classes.")
+    is_corpus = self.dataset.bytes_per_token is not None
+    if (self.task == "language_model") != is_corpus:
+      raise ValueError(f"loss={config.loss!r} and data.name={config.data.name!r} do not go together: "
+                       "language-model corpora need loss='lm_xent', and lm_xent needs a corpus "
+                       "(shakespeare, text_files, fine_foods_text, tiny_shakespeare, lm1b).")
     model_config = dict(config.model)
-    model_config.setdefault("num_outputs", losses.num_outputs(config.loss, self.num_classes))
+    model_config.setdefault("num_outputs", self.dataset.num_classes if is_corpus else
+                            losses.num_outputs(config.loss, self.num_classes))
+    if self.dataset.tokenizer is not None and model_config.get("vocab_size") == 0:
+      # +1: the masked-LM mask id; a classifier fine-tuned from a BERT keeps its vocabulary in the config.
+      model_config["vocab_size"] = self.dataset.tokenizer.vocab_size + (self.dataset.mask is not None)
     self.model = models.build(model_config)
     self.tx, self.schedule = optim.optimizer(config.optimizer, config.total_steps)
     n = self.mesh.devices.size
@@ -96,15 +112,15 @@ class Experiment:
     state_sh = jax.tree.map(lambda _: repl, self.state)
     loss_fn = losses.LOSSES[config.loss]
     self.train_step = jax.jit(
-        functools.partial(train_step, loss_fn=loss_fn, classify=self.task == "classification"),
+        functools.partial(train_step, loss_fn=loss_fn, task=self.task),
         in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl), donate_argnums=0)
     self.eval_step = jax.jit(
-        functools.partial(eval_step, loss_fn=loss_fn, num_classes=self.num_classes),
+        functools.partial(eval_step, loss_fn=loss_fn, task=self.task, num_classes=self.num_classes),
         in_shardings=(state_sh, batch_sh), out_shardings=repl)
 
   def _init_state(self):
     params_rng, dropout_rng, state_rng = jax.random.split(jax.random.key(self.config.seed), 3)
-    x = jnp.zeros((1, *self.dataset.example_shape), jnp.float32)
+    x = jnp.zeros((1, *self.dataset.example_shape), self.dataset.input_dtype)
     variables = self.model.init({"params": params_rng, "dropout": dropout_rng}, x, train=False)
     params = variables.pop("params")
     return TrainState.create(apply_fn=self.model.apply, params=params, tx=self.tx,
@@ -113,12 +129,15 @@ class Experiment:
   def evaluate(self, state):
     split = self.dataset.splits[self.config.data.eval_split]
     total = None
-    for batch in pipeline.eval_batches(split, self.config.data.eval_batch_size, self.dataset.norm):
+    for batch in pipeline.eval_batches(split, self.config.data.eval_batch_size, self.dataset.norm,
+                                       self.dataset.mask):
       sums = self.eval_step(state, sharding.put_batch(batch, self.mesh))
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
       if sharding.must_block_each_step(self.mesh):
         jax.block_until_ready(total)
     total = jax.device_get(total)
+    if self.task == "language_model":
+      return metrics.language_model(total, self.dataset.bytes_per_token[self.config.data.eval_split])
     if self.num_classes:
       return metrics.classification(total["confusion"], total["loss"])
     return metrics.regression(total)
@@ -164,9 +183,12 @@ def train_and_evaluate(config, workdir):
   if main_host:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(c.to_json(indent=2))
+    if ex.dataset.tokenizer is not None:  # generation and fine-tuning read text the same way
+      ex.dataset.tokenizer.save(workdir)
 
   mngr = checkpoint.manager(workdir, c.keep_checkpoints)
-  train_iter = pipeline.train_iterator(ex.dataset.splits[c.data.train_split], c.data, c.seed, ex.dataset.norm)
+  train_iter = pipeline.train_iterator(ex.dataset.splits[c.data.train_split], c.data, c.seed, ex.dataset.norm,
+                                       ex.dataset.mask)
   state = ex.state
   if mngr.latest_step() is not None:
     state, data_state = checkpoint.restore(mngr, mngr.latest_step(), checkpoint.abstract(state))
@@ -205,6 +227,9 @@ def train_and_evaluate(config, workdir):
           train_metrics = _read(pending, step - len(pending))  # raises before a bad state is saved
           now = time.perf_counter()
           train_metrics.update(steps_per_sec=len(pending) / (now - t_read),
+                               examples_per_sec=len(pending) * c.data.batch_size / (now - t_read),
+                               **({"tokens_per_sec": len(pending) * c.data.batch_size * c.data.seq_len /
+                                   (now - t_read)} if ex.task == "language_model" else {}),
                                data_wait_fraction=data_wait / (now - t_read),  # time inside next()
                                learning_rate=float(ex.schedule(step - 1)))
           writer.write(step, "train", train_metrics)

@@ -1,16 +1,18 @@
 """Datasets by name, all read the same way: a TFDS builder -> `tfds` data source -> grain.
 
 Built-in offline datasets register themselves with TFDS; `image_folder` reads your
-own images (see image_folder.py); any other name is looked up in the TFDS catalog
-(`mnist`, `fashion_mnist`, `cifar10`, `cifar100`, ...), which downloads on first
-use and so needs a network.
+own images (see image_folder.py); text corpora and labelled texts are tokenised in
+memory (see text.py); any other name is looked up in the TFDS catalog (`mnist`,
+`fashion_mnist`, `cifar10`, `cifar100`, ...), which downloads on first use and so
+needs a network.
 """
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bigmodel.data import augment, fashion_mnist, image_folder, mnist1d, pipeline, sklearn_sets
+from bigmodel.data import augment, fashion_mnist, image_folder, mlm, mnist1d, pipeline, sklearn_sets, text
 
 # Offline datasets, built from installed packages.
 OFFLINE = {"mnist1d": mnist1d.Mnist1d, "digits": sklearn_sets.Digits, "diabetes": sklearn_sets.Diabetes,
@@ -32,6 +34,14 @@ DEFAULTS = dict(
     folder="",  # image_folder: <folder>/<split>/<class>/<images>
     image_size=0,  # image_folder: resize to image_size x image_size; 0 = keep (all must agree)
     channels=3,  # image_folder: 1 = grey, 3 = RGB
+    tokenizer="char",  # text: byte | char | bpe (built from the training text), or a directory with a saved one
+    vocab_size=1024,  # text: bpe vocabulary size
+    seq_len=256,  # text: tokens per example (language models: context length)
+    files=(),  # text_files: paths or one glob; text_csv: (train file, test file)
+    text_key="text",  # text_csv: column of the text
+    label_key="label",  # text_csv: column of the label
+    val_fraction=0.1,  # text corpora: the end of each document held out for validation
+    mlm_mask_rate=0.0,  # text corpora: > 0 turns next-token windows into masked-LM examples (BERT: 0.15)
 )
 
 
@@ -42,6 +52,10 @@ class Dataset:
   num_classes: int | None  # None for regression
   example_shape: tuple  # shape of one input x
   norm: tuple | None = None  # (mean, std) over all axes but the last, when data.normalize
+  tokenizer: object = None  # text datasets: turns text into the model's input ids and back
+  bytes_per_token: dict | None = None  # language-model corpora, per split: for bits per byte
+  input_dtype: str = "float32"  # int32 for token ids
+  mask: object = None  # masked-LM corpora: mask(batch, rng) -> masked batch
 
 
 class InMemory:
@@ -86,6 +100,7 @@ def _builder(c):
   except tfds.core.registered.DatasetNotFoundError:
     raise ValueError(
         f"Unknown dataset {name!r}. Built in (offline): {', '.join(sorted(OFFLINE))}; image_folder; "
+        f"text: {', '.join(text.CORPORA + text.LABELLED)}; "
         "or any TFDS catalog name (needs a network on first use), e.g. mnist, "
         "fashion_mnist, cifar10.") from None
 
@@ -93,6 +108,12 @@ def _builder(c):
 def load(c) -> Dataset:
   """Prepares dataset `c.name` (once per data_dir) and opens its train and eval splits."""
   augment.build(c.augment, c.crop_padding)  # unknown names fail before any work
+  if c.name in (*text.CORPORA, *text.TFDS_CORPORA, *text.LABELLED):
+    dataset = _load_text(c)
+    for split in (c.train_split, c.eval_split):
+      if split not in dataset.splits:
+        raise ValueError(f"Dataset {c.name!r} has no split {split!r}. Splits: {', '.join(dataset.splits)}.")
+    return dataset
   builder = _builder(c)
   try:
     builder.download_and_prepare()
@@ -122,3 +143,16 @@ def _stats(split, max_examples=10_000):
   x = pipeline.preprocess(split.gather(np.arange(min(len(split), max_examples))))["x"]
   axes = tuple(range(x.ndim - 1))
   return x.mean(axes), x.std(axes) + 1e-6
+
+
+def _load_text(c) -> Dataset:
+  if c.name in text.LABELLED:
+    splits, classes, tok = text.load_labelled(c)
+    return Dataset(name=c.name, splits=splits, num_classes=len(classes), example_shape=(c.seq_len,),
+                   tokenizer=tok, input_dtype="int32")
+  corpus = text.load_corpus(c)  # a language-model corpus: the "classes" are the vocabulary
+  vocab = corpus.tokenizer.vocab_size
+  mask = functools.partial(mlm.mask_batch, rate=c.mlm_mask_rate, vocab_size=vocab) if c.mlm_mask_rate else None
+  return Dataset(name=c.name, splits=corpus.splits, num_classes=vocab + 1 if mask else vocab,
+                 example_shape=(c.seq_len,), tokenizer=corpus.tokenizer,
+                 bytes_per_token=corpus.bytes_per_token, input_dtype="int32", mask=mask)

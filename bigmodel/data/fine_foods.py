@@ -25,7 +25,7 @@ import numpy as np
 
 DIR = "/usr/lib/R/site-library/modeldata/data"
 CLASSES = ["other", "great"]
-INSTALL = "apt-get install -y r-cran-modeldata"
+INSTALL = "apt-get install -y --no-install-recommends r-cran-modeldata"
 
 
 @dataclasses.dataclass

@@ -17,9 +17,14 @@ from bigmodel.data import augment
 
 
 def preprocess(batch):
-  """Inputs as float32; uint8 images scaled to [0, 1]."""
+  """uint8 images scaled to [0, 1] as float32; other floats as float32; token ids as int32."""
   x = batch["x"]
-  x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+  if x.dtype == np.uint8:
+    x = x.astype(np.float32) / 255.0
+  elif np.issubdtype(x.dtype, np.integer):
+    x = x.astype(np.int32)
+  else:
+    x = x.astype(np.float32)
   return {**batch, "x": x}
 
 
@@ -66,8 +71,10 @@ class ShuffledBatches:
     return out_B
 
 
-def train_iterator(split, c, seed, norm=None):
-  """An endless iterator of preprocessed training batches; has get_state/set_state."""
+def train_iterator(split, c, seed, norm=None, mask=None):
+  """An endless iterator of preprocessed training batches; has get_state/set_state.
+
+  `norm`: (mean, std) to standardise inputs with; `mask(batch, rng)`: masked-LM masking."""
   if c.batch_size > len(split):
     raise ValueError(f"data.batch_size={c.batch_size} exceeds the training split's {len(split)} examples.")
   mine = _host_slice(c.batch_size)
@@ -79,11 +86,13 @@ def train_iterator(split, c, seed, norm=None):
     aug_seed = int(np.random.SeedSequence([seed, jax.process_index()]).generate_state(1)[0])
     ds = ds.random_map(lambda batch, rng: {**batch, "x": apply(batch["x"], rng)}, seed=aug_seed)
   ds = ds.map(lambda batch: normalize(batch, norm))
+  if mask is not None:
+    ds = ds.random_map(mask, seed=int(np.random.SeedSequence([seed, jax.process_index(), 1]).generate_state(1)[0]))
   options = grain.ReadOptions(num_threads=c.num_threads, prefetch_buffer_size=c.prefetch)
   return iter(ds.to_iter_dataset(options))
 
 
-def eval_batches(split, batch_size, norm=None):
+def eval_batches(split, batch_size, norm=None, mask=None):
   """The whole split in fixed-size batches; the last is padded and `mask` marks real rows."""
   mine = _host_slice(batch_size)
   n = len(split)
@@ -91,5 +100,7 @@ def eval_batches(split, batch_size, norm=None):
     idx_B = np.arange(start, start + batch_size)
     mask_B = idx_B < n
     batch = normalize(preprocess(split.gather(np.where(mask_B, idx_B, 0)[mine])), norm)
+    if mask is not None:  # the same masks at every evaluation
+      batch = mask(batch, np.random.default_rng([start, jax.process_index()]))
     batch["mask"] = mask_B[mine]
     yield batch

@@ -11,13 +11,13 @@ from bigmodel import config as config_lib
 
 def get_config():
   c = ml_collections.ConfigDict()
-  c.data = dict(name="fashion_mnist_local", batch_size=128, normalize=True,
-                augment=("random_crop", "flip"), crop_padding=2)
+  # A short budget: crops would slow learning more than they help; flips are nearly free.
+  c.data = dict(name="fashion_mnist_local", batch_size=128, normalize=True, augment=("flip",))
   c.model = dict(name="resnet18", stem="small")
   c.optimizer = dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, schedule="warmup_cosine",
-                     warmup_steps=100, weight_decay=5e-4)
-  c.total_steps = 2000
-  c.log_every = 50
-  c.eval_every = 1000
-  c.checkpoint_every = 200
+                     warmup_steps=25, weight_decay=5e-4)
+  c.total_steps = 250  # 0.53 epochs: what ~17 minutes of a 2-core CPU buys
+  c.log_every = 10
+  c.eval_every = 250
+  c.checkpoint_every = 50
   return config_lib.resolve(c)

@@ -13,10 +13,10 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.data = dict(name="fashion_mnist_local", batch_size=128, normalize=True, augment=("flip",))
   c.model = dict(name="vit_ti", patch_size=7, pool="cls")
-  c.optimizer = dict(name="adamw", learning_rate=1e-3, b2=0.99, schedule="warmup_cosine", warmup_steps=200,
+  c.optimizer = dict(name="adamw", learning_rate=1e-3, b2=0.99, schedule="warmup_cosine", warmup_steps=80,
                      weight_decay=0.05, grad_clip_norm=1.0)
-  c.total_steps = 2000
-  c.log_every = 50
-  c.eval_every = 1000
+  c.total_steps = 800  # 1.7 epochs: what ~13 minutes of a 2-core CPU buys
+  c.log_every = 20
+  c.eval_every = 800
   c.checkpoint_every = 200
   return config_lib.resolve(c)

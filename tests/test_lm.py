@@ -1,0 +1,191 @@
+"""Language models: causal masking, KV cache, sampling, masked LM, training, generation, fine-tuning."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from bigmodel import checkpoint, config as config_lib, data, generate, models
+from bigmodel.data import mlm, pipeline
+from bigmodel.train import Experiment, train_and_evaluate
+from conftest import run_cli, tiny_config
+
+TINY = dict(num_layers=2, num_heads=2, dim=32, max_len=16)
+
+
+def tiny_gpt(**kw):
+  return models.build({"name": "gpt", "num_outputs": 50, **TINY, **kw})
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+def test_future_tokens_do_not_change_past_logits(positions):
+  model = tiny_gpt(positions=positions)
+  x = jax.random.randint(jax.random.key(0), (2, 12), 0, 50)
+  params = model.init(jax.random.key(1), x)["params"]
+  changed = x.at[:, 7:].set((x[:, 7:] + 1) % 50)
+  a, b = model.apply({"params": params}, x), model.apply({"params": params}, changed)
+  np.testing.assert_allclose(a[:, :7], b[:, :7], atol=1e-5)
+  assert not np.allclose(a[:, 7:], b[:, 7:], atol=1e-3)
+  # The BERT-style encoder is bidirectional: the same change reaches earlier positions.
+  bert = tiny_gpt(positions=positions, causal=False)
+  params = bert.init(jax.random.key(1), x)["params"]
+  assert not np.allclose(bert.apply({"params": params}, x)[:, :7], bert.apply({"params": params}, changed)[:, :7],
+                         atol=1e-3)
+
+
+def test_padding_is_invisible_to_the_real_tokens_and_the_mean_pool():
+  model = tiny_gpt(causal=False, pool="mean")
+  x = jnp.array([[5, 6, 7, -1, -1, -1], [5, 6, 7, 8, 9, 10]])
+  params = model.init(jax.random.key(1), x)["params"]
+  short = model.apply({"params": params}, x[:1, :3])
+  np.testing.assert_allclose(model.apply({"params": params}, x)[:1], short, atol=1e-5)
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+def test_kv_cache_decoding_gives_the_same_tokens_as_recomputing_the_context(positions):
+  model = tiny_gpt(positions=positions)
+  prompt = jax.random.randint(jax.random.key(0), (2, 5), 0, 50)
+  params = model.init(jax.random.key(1), prompt)["params"]
+  # Scale up the weights so the random model has clear preferences (no near-ties in argmax).
+  params = jax.tree.map(lambda p: p * 8, params)
+  kw = dict(max_new_tokens=20, temperature=0.0)  # 5 + 20 > max_len 16: the window slides too
+  cached = generate.generate(model, params, prompt, use_cache=True, **kw)
+  uncached = generate.generate(model, params, prompt, use_cache=False, **kw)
+  assert cached.shape == (2, 25)
+  np.testing.assert_array_equal(cached, uncached)
+  assert len(np.unique(cached[:, 5:])) > 3  # not one token repeated: the check has teeth
+
+
+def test_seeded_sampling_is_reproducible_and_top_k_1_is_greedy():
+  model = tiny_gpt()
+  prompt = jnp.zeros((3, 2), jnp.int32)
+  params = model.init(jax.random.key(1), prompt)["params"]
+  sample = lambda **kw: generate.generate(model, params, prompt, 10, **kw)
+  np.testing.assert_array_equal(sample(seed=3), sample(seed=3))
+  assert not np.array_equal(sample(seed=3), sample(seed=4))
+  greedy = sample(temperature=0.0)
+  np.testing.assert_array_equal(sample(seed=5, top_k=1), greedy)
+  np.testing.assert_array_equal(sample(seed=5, top_p=1e-6), greedy)
+
+
+def test_top_p_keeps_the_fewest_tokens_that_reach_p():
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  draws = {int(generate.sample_token(logits, jax.random.key(i), 1.0, 0, 0.7)[0]) for i in range(200)}
+  assert draws == {0, 1}  # 0.5 < 0.7 <= 0.5 + 0.3
+  draws = {int(generate.sample_token(logits, jax.random.key(i), 1.0, 3, 1.0)[0]) for i in range(200)}
+  assert draws == {0, 1, 2}
+
+
+def test_masked_lm_masks_the_bert_rates_and_targets_only_masked_positions():
+  tokens = np.random.default_rng(0).integers(0, 100, (200, 128)).astype(np.int32)
+  tokens[:, 100:] = -1  # padding is never chosen
+  out = mlm.mask_batch({"x": tokens, "y": tokens}, np.random.default_rng(1), rate=0.15, vocab_size=100)
+  chosen = out["y"] >= 0
+  assert abs(chosen[:, :100].mean() - 0.15) < 0.01 and not chosen[:, 100:].any()
+  np.testing.assert_array_equal(out["y"][chosen], tokens[chosen])
+  masked = out["x"][chosen] == 100
+  kept = out["x"][chosen] == tokens[chosen]
+  assert abs(masked.mean() - 0.8) < 0.02 and 0.08 < kept.mean() < 0.12  # 10 % kept (+ chance in random)
+  np.testing.assert_array_equal(out["x"][~chosen], tokens[~chosen])
+
+
+def lm_config(data_dir, **kw):
+  c = tiny_config(data_dir, total_steps=80, eval_every=80, checkpoint_every=80, log_every=20)
+  c.data = dict(name="shakespeare", tokenizer="char", seq_len=32, batch_size=16, eval_batch_size=256,
+                eval_split="val", data_dir=data_dir)
+  c.model = dict(name="gpt", num_layers=2, num_heads=2, dim=64, max_len=32)
+  c.loss = "lm_xent"
+  c.optimizer = dict(name="adamw", learning_rate=3e-3)
+  for k, v in kw.items():
+    section, _, name = k.rpartition(".")
+    (c[section] if section else c)[name] = v
+  return c
+
+
+def test_gpt_trains_on_shakespeare_saves_its_tokenizer_and_generates_from_the_cli(data_dir, tmp_path):
+  workdir = str(tmp_path / "lm")
+  final = train_and_evaluate(lm_config(data_dir), workdir)
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  train_loss = [r["loss"] for r in records if r["split"] == "train"]
+  assert train_loss[-1] < train_loss[0] - 0.5, train_loss
+  assert final["loss"] < np.log(76) - 1.2 and final["perplexity"] == pytest.approx(np.exp(final["loss"]))
+  # Bits per byte: nats per token / ln 2 / bytes per token (~1 byte per character here).
+  assert final["bits_per_byte"] == pytest.approx(final["loss"] / np.log(2), rel=0.02)
+  assert "tokens_per_sec" in records[0] and os.path.exists(os.path.join(workdir, "tokenizer.json"))
+  args = ("bigmodel.generate", f"--workdir={workdir}", "--prompt=ROMEO:", "--max_new_tokens=40", "--top_k=10",
+          "--temperature=0.8", "--seed=7")
+  a, b = run_cli(*args).stdout, run_cli(*args).stdout
+  assert a == b and a.startswith("ROMEO:") and len(a) >= 40
+
+
+@pytest.mark.parametrize("model", [dict(name="lstm_lm", dim=32, hidden=64, num_layers=1),
+                                   dict(name="gpt", num_layers=1, num_heads=2, dim=32, max_len=32,
+                                        positions="rope", tie_embeddings=False, dropout=0.1)])
+def test_other_language_models_lower_the_loss(data_dir, tmp_path, model):
+  c = lm_config(data_dir, total_steps=60, eval_every=60, checkpoint_every=60, log_every=10)
+  c.model = model
+  train_and_evaluate(c, str(tmp_path))
+  loss = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
+  assert loss[-2] < loss[0] - 0.5, loss  # last train read vs first
+  out = generate.generate(*generate.load(str(tmp_path))[:2], np.zeros((1, 3), np.int32), 5)
+  assert out.shape == (1, 8)
+
+
+def test_bert_masked_lm_trains_with_a_mask_token_beyond_the_vocabulary(data_dir, tmp_path):
+  c = lm_config(data_dir, **{"data.mlm_mask_rate": 0.15})
+  c.model = dict(name="bert_tiny", num_layers=1, max_len=32)
+  ex = Experiment(c)
+  assert ex.model.vocab_size == ex.dataset.tokenizer.vocab_size + 1
+  final = train_and_evaluate(c, str(tmp_path))
+  assert final["accuracy"] > 0.15 and final["tokens"] < 0.2 * 32 * len(ex.dataset.splits["val"]), final
+
+
+def test_a_pretrained_lm_loads_into_a_classifier_with_a_new_head(data_dir, tmp_path):
+  pretrain = str(tmp_path / "lm")
+  lm = lm_config(data_dir, total_steps=30, **{"data.name": "fine_foods_text", "data.tokenizer": "byte"})
+  train_and_evaluate(lm, pretrain)
+  lm_params, _, _ = checkpoint.read_weights(pretrain, None)
+  c = lm_config(data_dir, total_steps=30, **{"data.name": "fine_foods", "data.tokenizer": pretrain,
+                                             "data.eval_split": "test"})
+  c.loss = "softmax_xent"
+  c.model = dict(lm.model, pool="mean")
+  c.init = dict(checkpoint=pretrain)
+  c.optimizer.freeze = ("^embed/", "^pos_embed")
+  ex = Experiment(c)
+  params, _, message = checkpoint.load_pretrained(config_lib.resolve(c).init, ex.state.params, {}, None)
+  assert "fresh: head/bias, head/kernel" in message
+  np.testing.assert_array_equal(params["block1"]["attn"]["qkv"]["kernel"], lm_params["block1"]["attn"]["qkv"]["kernel"])
+  assert params["head"]["kernel"].shape == (64, 2)
+  final = train_and_evaluate(c, str(tmp_path / "clf"))
+  assert 0.5 < final["accuracy"] and np.array(final["confusion_matrix"]).shape == (2, 2)
+  tuned, _, _ = checkpoint.read_weights(str(tmp_path / "clf"), None)
+  np.testing.assert_array_equal(tuned["embed"]["embedding"], lm_params["embed"]["embedding"])  # frozen
+  # A model of another width cannot take these weights: the error names the parameter.
+  c.model.dim = 32
+  with pytest.raises(ValueError, match=r"block0/attn/qkv/kernel: checkpoint has \(64, 192\)"):
+    train_and_evaluate(c, str(tmp_path / "wrong"))
+
+
+def test_text_csv_classification_reads_the_users_files(data_dir, tmp_path):
+  rows = [("what a great film", "pos"), ("awful and boring", "neg")] * 40
+  for split in ("train", "test"):
+    with open(tmp_path / f"{split}.jsonl", "w") as f:
+      for text, label in rows:
+        f.write(json.dumps({"review": text, "sentiment": label}) + "\n")
+  c = lm_config(data_dir, total_steps=40, **{"data.name": "text_csv", "data.tokenizer": "byte",
+                                              "data.eval_split": "test", "data.seq_len": 24})
+  c.data.files = (str(tmp_path / "train.jsonl"), str(tmp_path / "test.jsonl"))
+  c.data.text_key, c.data.label_key = "review", "sentiment"
+  c.loss = "softmax_xent"
+  c.model = dict(name="gpt", num_layers=1, num_heads=2, dim=32, max_len=24, pool="last")
+  assert train_and_evaluate(c, str(tmp_path / "run"))["accuracy"] == 1.0
+
+
+def test_lm_loss_with_a_non_corpus_dataset_is_refused(data_dir):
+  c = tiny_config(data_dir)
+  c.loss = "lm_xent"
+  with pytest.raises(ValueError, match="need loss='lm_xent'"):
+    Experiment(c)
