@@ -124,13 +124,18 @@ def test_gpt_trains_on_shakespeare_saves_its_tokenizer_and_generates_from_the_cl
 @pytest.mark.parametrize("model", [dict(name="lstm_lm", dim=32, hidden=64, num_layers=1),
                                    dict(name="gpt", num_layers=1, num_heads=2, dim=32, max_len=32,
                                         positions="rope", tie_embeddings=False, dropout=0.1)])
-def test_other_language_models_lower_the_loss(data_dir, tmp_path, model):
-  c = lm_config(data_dir, total_steps=60, eval_every=60, checkpoint_every=60, log_every=10)
+def test_other_language_models_lower_the_loss_on_the_users_text_files(data_dir, tmp_path, model):
+  lines = [f"{n} green bottles hanging on the wall, and if one green bottle should accidentally fall\n"
+           for n in ("ten", "nine", "eight", "seven", "six", "five", "four", "three", "two", "one")]
+  for i in range(3):
+    (tmp_path / f"song{i}.txt").write_text("".join(lines * 10))
+  c = lm_config(data_dir, total_steps=60, eval_every=60, checkpoint_every=60, log_every=10,
+                **{"data.name": "text_files", "data.files": (str(tmp_path / "song*.txt"),)})
   c.model = model
-  train_and_evaluate(c, str(tmp_path))
-  loss = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
-  assert loss[-2] < loss[0] - 0.5, loss  # last train read vs first
-  out = generate.generate(*generate.load(str(tmp_path))[:2], np.zeros((1, 3), np.int32), 5)
+  final = train_and_evaluate(c, str(tmp_path / "run"))
+  loss = [json.loads(line)["loss"] for line in open(tmp_path / "run" / "metrics.jsonl")]
+  assert loss[-2] < loss[0] - 0.5 and final["loss"] < 2.0, (loss, final)  # last train read vs first
+  out = generate.generate(*generate.load(str(tmp_path / "run"))[:2], np.zeros((1, 3), np.int32), 5)
   assert out.shape == (1, 8)
 
 

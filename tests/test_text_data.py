@@ -107,7 +107,7 @@ def test_every_dataset_in_modeldata_unserializes():
 
 
 def test_fine_foods_without_the_package_says_how_to_install(tmp_path):
-  with pytest.raises(FileNotFoundError, match="apt-get install -y r-cran-modeldata"):
+  with pytest.raises(FileNotFoundError, match="apt-get install -y --no-install-recommends r-cran-modeldata"):
     fine_foods.load(str(tmp_path))
 
 

@@ -101,7 +101,7 @@ def test_unknown_config_keys_are_rejected_with_the_valid_ones(data_dir):
     config_lib.resolve(c)
   c = tiny_config(data_dir)
   c.loss = "hinge"
-  with pytest.raises(ValueError, match=r"Unknown loss 'hinge'\. Known: mse, sigmoid_bce, softmax_xent"):
+  with pytest.raises(ValueError, match=r"Unknown loss 'hinge'\. Known: lm_xent, mse, sigmoid_bce, softmax_xent"):
     config_lib.resolve(c)
 
 

@@ -2,7 +2,8 @@
 
 Setup:  apt-get install -y dataset-fashion-mnist
 Run:    python -m bigmodel.train --config=configs/fashion_mnist/cnn.py --workdir=runs/fashion_cnn
-Expect: TBD
+Expect: 92.1 % test accuracy after 3,000 steps (6.4 epochs), 9.5 min on a 2-core CPU, dataset already
+        prepared (measured 2026-11-23). The dataset's README lists 87.6-91.6 % for 2-conv CNNs.
 """
 import ml_collections
 

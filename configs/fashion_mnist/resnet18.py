@@ -2,7 +2,9 @@
 
 Setup:  apt-get install -y dataset-fashion-mnist
 Run:    python -m bigmodel.train --config=configs/fashion_mnist/resnet18.py --workdir=runs/fashion_resnet18
-Expect: TBD
+Expect: 85.5 % test accuracy after 250 steps (0.53 epochs), 21 min on a 2-core CPU (4.2 s/step;
+        measured 2026-11-23). The dataset's README reports 94.9 % for a fully trained ResNet-18: raise
+        total_steps (e.g. 20,000) on an accelerator.
 """
 import ml_collections
 

@@ -2,7 +2,8 @@
 
 Setup:  apt-get install -y dataset-fashion-mnist
 Run:    python -m bigmodel.train --config=configs/fashion_mnist/vit_ti.py --workdir=runs/fashion_vit_ti
-Expect: TBD
+Expect: 84.2 % test accuracy after 800 steps (1.7 epochs), 16 min on a 2-core CPU (1.15 s/step;
+        measured 2026-11-23). More steps on an accelerator for more.
 """
 import ml_collections
 
