@@ -98,7 +98,7 @@ class Experiment:
     model_config.setdefault("num_outputs", self.dataset.num_classes if is_corpus else
                             losses.num_outputs(config.loss, self.num_classes))
     if self.dataset.tokenizer is not None and model_config.get("vocab_size") == 0:
-      # +1: the masked-LM mask id; a classifier fine-tuned from a BERT keeps its vocabulary in the config.
+      # +1 for the masked-LM mask id. A classifier on a pretrained BERT sets model.vocab_size to the BERT's.
       model_config["vocab_size"] = self.dataset.tokenizer.vocab_size + (self.dataset.mask is not None)
     self.model = models.build(model_config)
     self.tx, self.schedule = optim.optimizer(config.optimizer, config.total_steps)

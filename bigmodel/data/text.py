@@ -62,7 +62,8 @@ def _corpus(c):
     return shakespeare.read_text_files(c.files[0] if len(c.files) == 1 else list(c.files), c.val_fraction)
   if c.name == "fine_foods_text":
     # LM pretraining text: the training reviews only, so the test reviews stay unseen.
-    return shakespeare.split_text("\n\n".join(fine_foods.load()["train"].texts) + "\n\n", c.val_fraction)
+    reviews = "\n\n".join(fine_foods.load()["train"].texts) + "\n\n"
+    return dict(zip(("train", "val"), shakespeare.split_text(reviews, c.val_fraction)))
   import tensorflow_datasets as tfds  # TFDS text corpora: one record per line or document
   train, val = TFDS_CORPORA[c.name]
   out = {}
@@ -85,8 +86,6 @@ def tokenizer_for(c, train_text):
 
 def load_corpus(c) -> Texts:
   text = _corpus(c)
-  if isinstance(text, tuple):
-    text = dict(zip(("train", "val"), text))
   tok = tokenizer_for(c, text["train"])
   splits, bytes_per_token = {}, {}
   for split, stride in (("train", 1), ("val", c.seq_len)):
