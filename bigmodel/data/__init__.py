@@ -147,8 +147,9 @@ def _stats(split, max_examples=10_000):
 
 def _load_text(c) -> Dataset:
   if c.name in text.LABELLED:
-    splits, classes, tok = text.load_labelled(c)
-    return Dataset(name=c.name, splits=splits, num_classes=len(classes), example_shape=(c.seq_len,),
+    arrays, classes, tok = text.load_labelled(c)
+    return Dataset(name=c.name, splits={k: InMemory(v) for k, v in arrays.items()}, num_classes=len(classes),
+                   example_shape=(c.seq_len,),
                    tokenizer=tok, input_dtype="int32")
   corpus = text.load_corpus(c)  # a language-model corpus: the "classes" are the vocabulary
   vocab = corpus.tokenizer.vocab_size

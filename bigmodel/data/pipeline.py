@@ -85,7 +85,8 @@ def train_iterator(split, c, seed, norm=None, mask=None):
     # Each host its own stream of crops and flips.
     aug_seed = int(np.random.SeedSequence([seed, jax.process_index()]).generate_state(1)[0])
     ds = ds.random_map(lambda batch, rng: {**batch, "x": apply(batch["x"], rng)}, seed=aug_seed)
-  ds = ds.map(lambda batch: normalize(batch, norm))
+  if norm is not None:
+    ds = ds.map(lambda batch: normalize(batch, norm))
   if mask is not None:
     ds = ds.random_map(mask, seed=int(np.random.SeedSequence([seed, jax.process_index(), 1]).generate_state(1)[0]))
   options = grain.ReadOptions(num_threads=c.num_threads, prefetch_buffer_size=c.prefetch)

@@ -95,19 +95,6 @@ def load_corpus(c) -> Texts:
   return Texts(splits, tok, bytes_per_token)
 
 
-class Sequences:
-  """Texts as fixed-length id rows (truncated; -1 pads) with integer labels."""
-
-  def __init__(self, ids_NxL, labels_N):
-    self.arrays = {"x": ids_NxL, "y": labels_N}
-
-  def __len__(self):
-    return len(self.arrays["y"])
-
-  def gather(self, indices):
-    return {k: v[indices] for k, v in self.arrays.items()}
-
-
 def encode_padded(tok, texts, seq_len):
   ids_NxL = np.full((len(texts), seq_len), -1, np.int32)
   for i, t in enumerate(texts):
@@ -117,7 +104,7 @@ def encode_padded(tok, texts, seq_len):
 
 
 def load_labelled(c):
-  """(splits {"train", "test"} of Sequences, class names, tokenizer)."""
+  """(splits {"train", "test"} as {"x": ids_NxL, "y": labels_N}, class names, tokenizer)."""
   if c.name == "fine_foods":
     raw = fine_foods.load()
   else:
@@ -126,5 +113,5 @@ def load_labelled(c):
     train = fine_foods.read_labelled(c.files[0], c.text_key, c.label_key)
     raw = {"train": train, "test": fine_foods.read_labelled(c.files[1], c.text_key, c.label_key, train.classes)}
   tok = tokenizer_for(c, "".join(raw["train"].texts))
-  splits = {s: Sequences(encode_padded(tok, r.texts, c.seq_len), r.labels) for s, r in raw.items()}
+  splits = {s: {"x": encode_padded(tok, r.texts, c.seq_len), "y": r.labels} for s, r in raw.items()}
   return splits, raw["train"].classes, tok
