@@ -7,7 +7,7 @@ into the workdir.
 """
 import ml_collections
 
-from bigmodel import checkpoint, data, losses, models, optim, registry
+from bigmodel import checkpoint, data, losses, models, optim, pruning, registry, sharding
 
 DEFAULTS = dict(
     seed=0,  # parameters, dropout and data order all derive from it
@@ -17,8 +17,12 @@ DEFAULTS = dict(
     eval_every=1000,  # steps between evaluations on data.eval_split (and at the end)
     checkpoint_every=1000,  # steps between checkpoints (and at the end, and on SIGTERM)
     keep_checkpoints=3,
+    micro_batches=1,  # gradient accumulation: each batch runs as this many sequential parts, one update
+    compilation_cache="auto",  # persistent XLA cache: auto = <workdir>/../.jax_cache; "" = off; or a directory
+    distributed=False,  # multi-host (TPU pod, multi-node GPU): jax.distributed.initialize() at start
 )
-SECTIONS = {"data": data.DEFAULTS, "optimizer": optim.DEFAULTS, "init": checkpoint.INIT_DEFAULTS}
+SECTIONS = {"data": data.DEFAULTS, "optimizer": optim.DEFAULTS, "init": checkpoint.INIT_DEFAULTS,
+            "pruning": pruning.DEFAULTS, "sharding": sharding.DEFAULTS}
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

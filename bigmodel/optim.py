@@ -19,6 +19,8 @@ DEFAULTS = dict(
     b1=0.9,
     b2=0.999,
     eps=1e-8,
+    moments_dtype="",  # adam/adamw: dtype of the first moment, e.g. bfloat16 (halves it); "" = the params'
+
     rmsprop_decay=0.9,
     weight_decay=0.0,  # decoupled for adamw; added to the gradient (L2) otherwise
     grad_clip_norm=0.0,  # clip the global gradient norm to this; 0 = off
@@ -63,10 +65,13 @@ def _freeze_labels(patterns):
 def optimizer(c, total_steps):
   """Returns (optax transformation, schedule) for optimizer config `c`."""
   lr = schedule(c, total_steps)
+  mu_dtype = c.moments_dtype or None
+  if c.moments_dtype and c.name not in ("adam", "adamw"):
+    raise ValueError(f"optimizer.moments_dtype is for adam and adamw; {c.name!r} keeps its state in float32.")
   optimizers = {
       "sgd": lambda: optax.sgd(lr, momentum=c.momentum or None, nesterov=c.nesterov),
-      "adam": lambda: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps),
-      "adamw": lambda: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps,
+      "adam": lambda: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps, mu_dtype=mu_dtype),
+      "adamw": lambda: optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, mu_dtype=mu_dtype,
                                    weight_decay=c.weight_decay, mask=_decay_mask),
       "rmsprop": lambda: optax.rmsprop(lr, decay=c.rmsprop_decay, eps=c.eps,
                                        momentum=c.momentum or None, nesterov=c.nesterov),

@@ -1,12 +1,47 @@
-"""Device mesh and data placement: batch sharded over `data`, parameters replicated."""
+"""Device mesh, parameter shardings and batch placement.
+
+The mesh has three axes, sized by the config's `sharding` block (-1 = the devices left over):
+  data    data parallelism: the batch is split, parameters are replicated;
+  fsdp    the batch is split too, and parameters and optimizer state are sharded (FSDP / ZeRO-3);
+          XLA gathers each weight where it is used and reduce-scatters its gradient;
+  tensor  tensor parallelism (Megatron): attention heads and MLP columns are split.
+Parameters name their axes with `nn.with_logical_partitioning` ("embed", "heads", "mlp",
+"vocab"; see models/gpt.py) and `sharding.rules` maps those names to mesh axes. A parameter
+whose names leave `fsdp` unused (every unnamed one: CNNs, ResNets, RNNs) is sharded over
+`fsdp` along its largest dimension that divides evenly. A dimension that does not divide by
+its mesh axis stays whole, so any model runs under any mesh.
+"""
 import jax
 import numpy as np
+from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+AXES = ("data", "fsdp", "tensor")
+DEFAULTS = dict(
+    data=-1,  # mesh axis sizes; -1 = all devices not taken by the other axes
+    fsdp=1,
+    tensor=1,
+    # Logical parameter axis -> mesh axis (MaxText's pattern). Unlisted names stay whole.
+    rules=(("embed", "fsdp"), ("heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor")),
+)
 
-def make_mesh() -> Mesh:
-  """A 1-D `data` mesh over every visible device (all hosts)."""
-  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
+
+def axis_sizes(c, num_devices):
+  sizes = [c[a] for a in AXES]
+  if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"sharding axis sizes {dict(zip(AXES, sizes))}: each must be positive or -1 (the rest), "
+                     "and at most one -1.")
+  fixed = int(np.prod([s for s in sizes if s != -1]))
+  if num_devices % fixed or (-1 not in sizes and fixed != num_devices):
+    raise ValueError(f"sharding axis sizes {dict(zip(AXES, sizes))} do not fit {num_devices} devices: their "
+                     "product must equal the device count (use -1 for one axis to take the rest).")
+  return tuple(num_devices // fixed if s == -1 else s for s in sizes)
+
+
+def make_mesh(c=None) -> Mesh:
+  """A (data, fsdp, tensor) mesh over every visible device (all hosts); all data-parallel by default."""
+  sizes = axis_sizes(c or DEFAULTS, jax.device_count())
+  return jax.make_mesh(sizes, AXES, axis_types=(AxisType.Auto,) * len(AXES))
 
 
 def replicated(mesh):
@@ -14,11 +49,69 @@ def replicated(mesh):
 
 
 def batch_sharded(mesh):
-  return NamedSharding(mesh, P("data"))
+  """The batch dimension is split over every axis that is data-parallel: data and fsdp."""
+  return NamedSharding(mesh, P(("data", "fsdp")))
+
+
+def batch_devices(mesh) -> int:
+  return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def _mesh_axes(entry):
+  return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def param_sharding(shape, logical, mesh, rules):
+  """NamedSharding for one parameter of `shape` whose axes are named `logical` (a PartitionSpec)."""
+  axes = list(nn.logical_to_mesh_axes(tuple(logical), rules) or ())
+  axes += [None] * (len(shape) - len(axes))
+  for i, entry in enumerate(axes):
+    kept = tuple(a for a in _mesh_axes(entry) if mesh.shape[a] > 1)  # a size-1 axis leaves the dim free
+    size = int(np.prod([mesh.shape[a] for a in kept]))
+    axes[i] = None if not kept or shape[i] % size else kept[0] if len(kept) == 1 else kept  # else: stays whole
+  used = {a for entry in axes for a in _mesh_axes(entry)}
+  n = mesh.shape["fsdp"]
+  if n > 1 and "fsdp" not in used:
+    free = [i for i in np.argsort(shape)[::-1] if axes[i] is None and shape[i] % n == 0]
+    if free:
+      axes[free[0]] = "fsdp"
+  return NamedSharding(mesh, P(*axes))
+
+
+def param_shardings(abstract_params, logical_params, mesh, rules):
+  """The params tree of NamedShardings; `logical_params` from `nn.get_partition_spec` (P() = unnamed)."""
+  return jax.tree.map(lambda x, spec: param_sharding(x.shape, spec, mesh, rules), abstract_params, logical_params,
+                      is_leaf=lambda x: isinstance(x, P))
+
+
+def _path(keypath):
+  return jax.tree_util.keystr(keypath, simple=True, separator="/")
+
+
+def mirror_params(abstract_tree, params_shardings, mesh):
+  """Shardings for a tree (the train state) holding the params and per-parameter copies of them
+  (optimizer moments, pruning masks): a leaf whose path ends with a parameter's path and has its
+  shape is sharded like that parameter; anything else (step, rng, statistics) is replicated."""
+  params = {_path(p): (tuple(s.shape), sh) for p, s, sh in zip(
+      *zip(*jax.tree_util.tree_flatten_with_path(abstract_tree.params)[0]), jax.tree.leaves(params_shardings))}
+
+  def pick(keypath, leaf):
+    path = _path(keypath)
+    for name, (shape, sh) in params.items():
+      if (path == name or path.endswith("/" + name)) and tuple(leaf.shape) == shape:
+        return sh
+    return replicated(mesh)
+  return jax.tree_util.tree_map_with_path(pick, abstract_tree)
+
+
+def bytes_per_device(tree, shardings):
+  """Bytes one device holds of `tree` (abstract arrays) under `shardings`: the largest shard per leaf."""
+  return sum(int(np.prod(sh.shard_shape(x.shape))) * np.dtype(x.dtype).itemsize
+             for x, sh in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)))
 
 
 def put_batch(batch, mesh):
-  """Places this host's slice of a batch as one global array sharded over `data`."""
+  """Places this host's slice of a batch as one global array split over the data-parallel axes."""
   sharding = batch_sharded(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 

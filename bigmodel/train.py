@@ -18,11 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags, logging
+from flax import linen as nn
 from flax.training import train_state
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from bigmodel import checkpoint, config as config_lib, data, losses, metrics, models, optim, sharding
+from bigmodel import checkpoint, config as config_lib, data, losses, metrics, models, optim, pruning, sharding
 from bigmodel.data import pipeline
 from bigmodel.metric_writer import MetricWriter
 
@@ -32,27 +33,54 @@ class TrainState(train_state.TrainState):
   model_state: Any  # non-parameter collections, e.g. BatchNorm statistics
 
 
-def train_step(state, batch, *, loss_fn, task):
-  """One optimizer update on a global batch; pure, jitted once in `Experiment`."""
+def train_step(state, batch, *, loss_fn, task, micro_batches=1):
+  """One optimizer update on a global batch; pure, jitted once in `Experiment`.
+
+  With micro_batches > 1 the batch is split and the gradients summed over the parts in a
+  `lax.scan` (gradient accumulation): the update equals the whole batch's, at a micro-batch's
+  activation memory (BatchNorm statistics are then per micro-batch)."""
   rng = jax.random.fold_in(state.rng, state.step)
-  w = losses.weights(task, batch["y"])  # which examples (or tokens) count
 
-  def loss_and_aux(params):
-    variables = {"params": params, **state.model_state}
-    if state.model_state:
-      out, model_state = state.apply_fn(variables, batch["x"], train=True, rngs={"dropout": rng},
-                                        mutable=list(state.model_state))
+  def sums(params, model_state, mb, rng):
+    """Summed (not averaged) loss over the batch's weighted examples or tokens, and its statistics."""
+    w = losses.weights(task, mb["y"])  # which examples (or tokens) count
+    variables = {"params": params, **model_state}
+    if model_state:
+      out, model_state = state.apply_fn(variables, mb["x"], train=True, rngs={"dropout": rng},
+                                        mutable=list(model_state))
     else:
-      out, model_state = state.apply_fn(variables, batch["x"], train=True, rngs={"dropout": rng}), {}
-    return jnp.sum(loss_fn(out, batch["y"]) * w) / jnp.maximum(w.sum(), 1), (out, model_state)
+      out = state.apply_fn(variables, mb["x"], train=True, rngs={"dropout": rng})
+    stats = {"loss": jnp.sum(loss_fn(out, mb["y"]) * w), "weight": jnp.sum(w)}
+    if task == "language_model":
+      stats["correct"] = jnp.sum((jnp.argmax(out, -1) == mb["y"]) * w)
+    elif task == "classification" and mb["y"].ndim == 1:
+      stats["correct"] = jnp.sum(losses.predict_classes(out) == mb["y"])
+    return stats["loss"], (stats, model_state)
 
-  (loss, (out, model_state)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(state.params)
+  grad_fn = jax.grad(sums, has_aux=True)
+  if micro_batches == 1:
+    grads, (stats, model_state) = grad_fn(state.params, state.model_state, batch, rng)
+  else:
+    parts = jax.tree.map(lambda x: x.reshape(micro_batches, x.shape[0] // micro_batches, *x.shape[1:]), batch)
+
+    def accumulate(carry, part_i):
+      grads, stats, model_state = carry
+      part, i = part_i
+      g, (s, model_state) = grad_fn(state.params, model_state, part, jax.random.fold_in(rng, i))
+      return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, stats, s), model_state), None
+
+    zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
+    stats_shape = jax.eval_shape(lambda: grad_fn(state.params, state.model_state,
+                                                 jax.tree.map(lambda x: x[0], parts), rng)[1][0])
+    (grads, stats, model_state), _ = jax.lax.scan(
+        accumulate, (zeros(state.params), zeros(stats_shape), state.model_state),
+        (parts, jnp.arange(micro_batches)))
+  weight = jnp.maximum(stats["weight"], 1)
+  grads = jax.tree.map(lambda g: g / weight, grads)
   state = state.apply_gradients(grads=grads, model_state=model_state)
-  step_metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
-  if task == "language_model":
-    step_metrics["accuracy"] = jnp.sum((jnp.argmax(out, -1) == batch["y"]) * w) / jnp.maximum(w.sum(), 1)
-  elif task == "classification" and batch["y"].ndim == 1:
-    step_metrics["accuracy"] = jnp.mean(losses.predict_classes(out) == batch["y"])
+  step_metrics = {"loss": stats["loss"] / weight, "grad_norm": optax.global_norm(grads)}
+  if "correct" in stats:
+    step_metrics["accuracy"] = stats["correct"] / (weight if task == "language_model" else batch["y"].shape[0])
   return state, step_metrics
 
 
@@ -83,7 +111,7 @@ class Experiment:
 
   def __init__(self, config):
     self.config = config = config_lib.resolve(config)
-    self.mesh = sharding.make_mesh()
+    self.mesh = sharding.make_mesh(config.sharding)
     self.dataset = data.load(config.data)
     self.task = losses.TASKS[config.loss]
     self.num_classes = self.dataset.num_classes if self.task == "classification" else None
@@ -102,29 +130,64 @@ class Experiment:
       model_config["vocab_size"] = self.dataset.tokenizer.vocab_size + (self.dataset.mask is not None)
     self.model = models.build(model_config)
     self.tx, self.schedule = optim.optimizer(config.optimizer, config.total_steps)
-    n = self.mesh.devices.size
+    pruning.check(config.pruning, config.total_steps)
+    if config.pruning.target_sparsity:  # the masks ride in the optimizer state, so checkpoints keep them
+      self.tx = optax.chain(self.tx, pruning.magnitude_pruning(config.pruning))
+    n = sharding.batch_devices(self.mesh)
     for key in ("batch_size", "eval_batch_size"):
       if config.data[key] % n:
-        raise ValueError(f"data.{key}={config.data[key]} must be a multiple of the {n} devices.")
+        raise ValueError(f"data.{key}={config.data[key]} must be a multiple of the {n} data-parallel devices "
+                         "(sharding.data x sharding.fsdp).")
+    if config.data.batch_size % (n * config.micro_batches):
+      raise ValueError(f"data.batch_size={config.data.batch_size} must split into micro_batches="
+                       f"{config.micro_batches} parts of a multiple of {n} devices each.")
 
+    # Shardings from the parameters' logical axis names (see sharding.py), read off an abstract init.
+    logical = nn.get_partition_spec(jax.eval_shape(self._init_variables))["params"]
+    abstract = jax.eval_shape(self._init_state)
+    params_sh = sharding.param_shardings(abstract.params, logical, self.mesh, config.sharding.rules)
+    self.state_shardings = state_sh = sharding.mirror_params(abstract, params_sh, self.mesh)
+    self.state = jax.jit(self._init_state, out_shardings=state_sh)()
     repl, batch_sh = sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)
-    self.state = jax.jit(self._init_state, out_shardings=repl)()
-    state_sh = jax.tree.map(lambda _: repl, self.state)
     loss_fn = losses.LOSSES[config.loss]
     self.train_step = jax.jit(
-        functools.partial(train_step, loss_fn=loss_fn, task=self.task),
+        functools.partial(train_step, loss_fn=loss_fn, task=self.task, micro_batches=config.micro_batches),
         in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl), donate_argnums=0)
     self.eval_step = jax.jit(
         functools.partial(eval_step, loss_fn=loss_fn, task=self.task, num_classes=self.num_classes),
         in_shardings=(state_sh, batch_sh), out_shardings=repl)
 
-  def _init_state(self):
-    params_rng, dropout_rng, state_rng = jax.random.split(jax.random.key(self.config.seed), 3)
+  def _init_variables(self):
+    """The model's variables, parameters still boxed with their logical axis names."""
+    params_rng, dropout_rng, _ = jax.random.split(jax.random.key(self.config.seed), 3)
     x = jnp.zeros((1, *self.dataset.example_shape), self.dataset.input_dtype)
-    variables = self.model.init({"params": params_rng, "dropout": dropout_rng}, x, train=False)
+    return self.model.init({"params": params_rng, "dropout": dropout_rng}, x, train=False)
+
+  def _init_state(self):
+    variables = nn.unbox(self._init_variables())
     params = variables.pop("params")
+    state_rng = jax.random.split(jax.random.key(self.config.seed), 3)[2]
     return TrainState.create(apply_fn=self.model.apply, params=params, tx=self.tx,
                              rng=jax.random.key_data(state_rng), model_state=variables)
+
+  def preflight(self, compiled, compile_seconds):
+    """What one device holds and one step costs, from the compiled train step (XLA's own analyses)."""
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+    memory = compiled.memory_analysis()
+    per_device = {
+        "params": sharding.bytes_per_device(self.state.params, self.state_shardings.params),
+        "optimizer_state": sharding.bytes_per_device(self.state.opt_state, self.state_shardings.opt_state),
+        "temporaries": getattr(memory, "temp_size_in_bytes", None),
+        "arguments": getattr(memory, "argument_size_in_bytes", None),
+        "outputs": getattr(memory, "output_size_in_bytes", None),
+        "generated_code": getattr(memory, "generated_code_size_in_bytes", None)}
+    nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+    return {"parameters": sum(p.size for p in jax.tree.leaves(self.state.params)),
+            "mesh": dict(self.mesh.shape), "flops_per_step_per_device": cost.get("flops"),
+            "bytes_per_device": per_device,
+            "bytes_total": {"params": nbytes(self.state.params), "optimizer_state": nbytes(self.state.opt_state)},
+            "compile_seconds": compile_seconds}
 
   def evaluate(self, state):
     split = self.dataset.splits[self.config.data.eval_split]
@@ -175,6 +238,7 @@ def _read(pending, first_step):
 
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns eval metrics."""
+  _use_compilation_cache(config_lib.resolve(config).compilation_cache, workdir)
   ex = Experiment(config)
   c = ex.config
   os.makedirs(workdir, exist_ok=True)
@@ -197,7 +261,7 @@ def train_and_evaluate(config, workdir):
   elif c.init.checkpoint:  # a new run starting from another run's parameters
     params, model_state, message = checkpoint.load_pretrained(
         c.init, state.params, state.model_state, sharding.replicated(ex.mesh))
-    state = state.replace(params=params, model_state=model_state)
+    state = jax.device_put(state.replace(params=params, model_state=model_state), ex.state_shardings)
     say(message)
   n_params = sum(p.size for p in jax.tree.leaves(state.params))
   say(f"{c.model.name}: {n_params:,} parameters, {ex.mesh.devices.size} device(s), "
@@ -208,13 +272,17 @@ def train_and_evaluate(config, workdir):
   step = int(state.step)
   bar = tqdm(total=c.total_steps, initial=step, disable=not main_host, dynamic_ncols=True)
   pending, t_read, data_wait, eval_metrics = [], time.perf_counter(), 0.0, None
+  train_step = None
   try:
     with _Preemption() as preemption:
       while step < c.total_steps:
         t_wait = time.perf_counter()
-        batch = next(train_iter)
+        batch = sharding.put_batch(next(train_iter), ex.mesh)
         data_wait += time.perf_counter() - t_wait
-        state, step_metrics = ex.train_step(state, sharding.put_batch(batch, ex.mesh))
+        if train_step is None:  # compile once, ahead of time, and report what the step will cost
+          train_step = _compile_and_report(ex, state, batch, workdir, say, main_host)
+          t_read, data_wait = time.perf_counter(), 0.0
+        state, step_metrics = train_step(state, batch)
         step += 1
         pending.append(step_metrics)
         if block:
@@ -253,12 +321,53 @@ def train_and_evaluate(config, workdir):
     writer.close()
   if eval_metrics is None and step == c.total_steps:  # the workdir was already finished
     eval_metrics = ex.evaluate(state)
+  if c.pruning.target_sparsity and main_host:
+    _report_sparsity(c.pruning, state.params, workdir, say)
   return eval_metrics
+
+
+def _use_compilation_cache(setting, workdir):
+  """Turns on JAX's persistent compilation cache, so a rerun of the same config skips compiling."""
+  if not setting or jax.config.jax_compilation_cache_dir:  # off, or already chosen (JAX_COMPILATION_CACHE_DIR)
+    return
+  path = os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache") if setting == "auto" else setting
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # small models recompile fast, but often
+
+
+def _compile_and_report(ex, state, batch, workdir, say, main_host):
+  """The train step compiled for these shapes and shardings; writes and prints the pre-flight report."""
+  start = time.perf_counter()
+  compiled = ex.train_step.lower(state, batch).compile()
+  report = ex.preflight(compiled, time.perf_counter() - start)
+  if main_host:
+    with open(os.path.join(workdir, "preflight.json"), "w") as f:
+      json.dump(report, f, indent=2)
+  mb = lambda n: f"{n / 2**20:,.1f} MB" if n is not None else "n/a"
+  per_device, flops = report["bytes_per_device"], report["flops_per_step_per_device"]
+  say(f"pre-flight: mesh {report['mesh']}, compiled in {report['compile_seconds']:.1f} s, "
+      f"{flops / 1e9 if flops else float('nan'):,.3f} GFLOP per step per device; per device: params "
+      f"{mb(per_device['params'])}, optimizer state {mb(per_device['optimizer_state'])}, temporaries "
+      f"{mb(per_device['temporaries'])} (preflight.json)")
+  return compiled
+
+
+def _report_sparsity(c, params, workdir, say):
+  report = pruning.report(c, jax.device_get(params))
+  with open(os.path.join(workdir, "sparsity.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  say(f"sparsity: {report['in_scope_sparsity']:.4f} of {report['in_scope_parameters']:,} in-scope weights "
+      f"(target {c.target_sparsity}), {report['overall_sparsity']:.4f} of all {report['parameters']:,}; "
+      "per layer in sparsity.json")
+  for path, layer in report["layers"].items():
+    say(f"  {path}: {layer['sparsity']:.4f} of {layer['size']:,}")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  if flags.FLAGS.config.get("distributed") or os.environ.get("BIGMODEL_DISTRIBUTED") == "1":
+    jax.distributed.initialize()  # coordinator, host count and id from the environment (TPU pod, SLURM, MPI)
   final = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   if final is not None:
     print(json.dumps({k: v for k, v in final.items() if k != "confusion_matrix"}))

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from conftest import ROOT, XLA_TIMEOUT, run_cli
+from conftest import ROOT, XLA_TEST_FLAGS, run_cli
 
 CNN = "--config=configs/mnist1d/cnn.py"
 
@@ -45,7 +45,7 @@ def test_unknown_override_key_fails_at_start(data_dir, tmp_path):
 
 
 def start(data_dir, workdir, **kw):
-  env = dict(os.environ, XLA_FLAGS=XLA_TIMEOUT)
+  env = dict(os.environ, XLA_FLAGS=XLA_TEST_FLAGS)
   args = [sys.executable, "-m", "bigmodel.train", CNN, f"--workdir={workdir}",
           *small(data_dir, **{"total_steps": 1_000_000, "checkpoint_every": 200, "log_every": 20,
                         "eval_every": 1_000_000, **kw})]

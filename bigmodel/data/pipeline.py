@@ -36,8 +36,10 @@ def normalize(batch, norm):
   return {**batch, "x": (batch["x"] - mean) / std}
 
 
-def _host_slice(global_batch_size):
-  n, i = jax.process_count(), jax.process_index()
+def host_slice(global_batch_size, i=None, n=None):
+  """The rows of each global batch that host i of n reads (each host reads only its own)."""
+  n = jax.process_count() if n is None else n
+  i = jax.process_index() if i is None else i
   if global_batch_size % n:
     raise ValueError(f"batch_size {global_batch_size} must divide evenly over {n} hosts.")
   per_host = global_batch_size // n
@@ -77,7 +79,7 @@ def train_iterator(split, c, seed, norm=None, mask=None):
   `norm`: (mean, std) to standardise inputs with; `mask(batch, rng)`: masked-LM masking."""
   if c.batch_size > len(split):
     raise ValueError(f"data.batch_size={c.batch_size} exceeds the training split's {len(split)} examples.")
-  mine = _host_slice(c.batch_size)
+  mine = host_slice(c.batch_size)
   ds = (grain.MapDataset.source(ShuffledBatches(len(split), c.batch_size, seed))
         .map(lambda idx_B: preprocess(split.gather(idx_B[mine]))))
   if c.augment:
@@ -95,7 +97,7 @@ def train_iterator(split, c, seed, norm=None, mask=None):
 
 def eval_batches(split, batch_size, norm=None, mask=None):
   """The whole split in fixed-size batches; the last is padded and `mask` marks real rows."""
-  mine = _host_slice(batch_size)
+  mine = host_slice(batch_size)
   n = len(split)
   for start in range(0, n, batch_size):
     idx_B = np.arange(start, start + batch_size)

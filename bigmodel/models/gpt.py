@@ -21,6 +21,17 @@ import jax.numpy as jnp
 from bigmodel.models import register
 
 
+def named(init, *axes):
+  """An initializer whose parameter carries logical axis names, for sharding (see bigmodel/sharding.py)."""
+  return nn.with_logical_partitioning(init, axes)
+
+
+def dense(features, axes, init, dtype, name):
+  """nn.Dense with its kernel's and bias's axes named: `axes` = (input axis, output axis)."""
+  return nn.Dense(features, dtype=dtype, kernel_init=named(init, *axes),
+                  bias_init=named(nn.initializers.zeros, axes[1]), name=name)
+
+
 def rope(x_BxLxHxK, positions_L):
   """Rotary position embedding (Su et al. 2021): rotate channel pairs by position-dependent angles."""
   K = x_BxLxHxK.shape[-1]
@@ -44,7 +55,7 @@ class SelfAttention(nn.Module):
   def __call__(self, x_BxLxD, positions_L, valid_BxL, train, decode):
     B, L, D = x_BxLxD.shape
     H = self.num_heads
-    qkv = nn.Dense(3 * D, dtype=self.dtype, kernel_init=nn.initializers.normal(0.02), name="qkv")(x_BxLxD)
+    qkv = dense(3 * D, ("embed", "heads"), nn.initializers.normal(0.02), self.dtype, "qkv")(x_BxLxD)
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = einops.rearrange(qkv, "b l (three h k) -> three b l h k", three=3, h=H)
     if self.use_rope:
       q_BxLxHxK, k_BxLxHxK = rope(q_BxLxHxK, positions_L), rope(k_BxLxHxK, positions_L)
@@ -66,7 +77,7 @@ class SelfAttention(nn.Module):
     probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS.astype(jnp.float32), axis=-1).astype(self.dtype)
     probs_BxHxLxS = nn.Dropout(self.dropout, deterministic=not train)(probs_BxHxLxS)
     out_BxLxD = einops.rearrange(jnp.einsum("bhls,bshk->blhk", probs_BxHxLxS, v_BxLxHxK), "b l h k -> b l (h k)")
-    return nn.Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="out")(out_BxLxD)
+    return dense(D, ("heads", "embed"), self.out_init, self.dtype, "out")(out_BxLxD)
 
 
 class Block(nn.Module):
@@ -89,8 +100,8 @@ class Block(nn.Module):
                                            self.dropout, self.dtype, name="attn")(
         h, positions_L, valid_BxL, train, decode))
     h = nn.LayerNorm(dtype=self.dtype, name="ln_mlp")(x_BxLxD)
-    h = nn.gelu(nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=nn.initializers.normal(0.02), name="mlp_in")(h))
-    return x_BxLxD + drop(nn.Dense(x_BxLxD.shape[-1], dtype=self.dtype, kernel_init=out_init, name="mlp_out")(h))
+    h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), nn.initializers.normal(0.02), self.dtype, "mlp_in")(h))
+    return x_BxLxD + drop(dense(x_BxLxD.shape[-1], ("mlp", "embed"), out_init, self.dtype, "mlp_out")(h))
 
 
 class GPT(nn.Module):
@@ -107,6 +118,7 @@ class GPT(nn.Module):
   pool: str = "none"  # none (per-token logits) | mean | last (sequence classification)
   dropout: float = 0.0
   dtype: str = "float32"
+  remat: bool = False  # recompute each block's activations in the backward pass: less memory, ~1/3 more compute
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False, decode: bool = False):
@@ -127,14 +139,15 @@ class GPT(nn.Module):
         raise ValueError(f"Sequence of {L} tokens exceeds model.max_len={self.max_len}.")
       positions_L = jnp.arange(L)
     valid_BxL = tokens_BxL >= 0
-    embed = nn.Embed(V, self.dim, embedding_init=nn.initializers.normal(0.02), name="embed")
+    embed = nn.Embed(V, self.dim, embedding_init=named(nn.initializers.normal(0.02), "vocab", "embed"), name="embed")
     h_BxLxD = embed(jnp.maximum(tokens_BxL, 0)) * valid_BxL[..., None]
     if self.positions == "learned":
-      pos_embed = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_len, self.dim))
+      pos_embed = self.param("pos_embed", named(nn.initializers.normal(0.02), None, "embed"), (self.max_len, self.dim))
       h_BxLxD = h_BxLxD + jnp.take(pos_embed, positions_L, axis=0)
     h_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(h_BxLxD.astype(self.dtype))
+    block = nn.remat(Block, static_argnums=(4, 5)) if self.remat else Block  # (self, x, pos, valid, train, decode)
     for i in range(self.num_layers):
-      h_BxLxD = Block(self.num_heads, self.mlp_dim or 4 * self.dim, self.max_len, self.causal,
+      h_BxLxD = block(self.num_heads, self.mlp_dim or 4 * self.dim, self.max_len, self.causal,
                       self.positions == "rope", self.num_layers, self.dropout, self.dtype, name=f"block{i}")(
           h_BxLxD, positions_L, valid_BxL, train, decode)
     h_BxLxD = nn.LayerNorm(dtype=self.dtype, name="ln_final")(h_BxLxD)
@@ -148,7 +161,7 @@ class GPT(nn.Module):
       return nn.Dense(self.num_outputs, name="head")(h_BxD)
     if self.tie_embeddings:
       return embed.attend(h_BxLxD.astype(jnp.float32))
-    return nn.Dense(V, kernel_init=nn.initializers.normal(0.02), name="lm_head")(h_BxLxD).astype(jnp.float32)
+    return dense(V, ("embed", "vocab"), nn.initializers.normal(0.02), None, "lm_head")(h_BxLxD).astype(jnp.float32)
 
 
 # Sizes by name. gpt_tiny is nanoGPT's shakespeare_char CPU recipe; gpt_small is GPT-2 small (124 M with

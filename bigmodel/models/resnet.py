@@ -67,6 +67,7 @@ class ResNet(nn.Module):
   stem: str = "imagenet"  # imagenet (7x7/2 conv + 3x3/2 pool) | small (3x3/1 conv)
   bn_momentum: float = 0.9
   dtype: str = "float32"
+  remat: bool = False  # recompute each block's activations in the backward pass: less memory, more compute
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool = False):
@@ -84,7 +85,7 @@ class ResNet(nn.Module):
       h = nn.relu(norm(name="stem_bn")(conv(self.width, (3, 3), name="stem_conv")(h)))
     else:
       raise ValueError(f"Unknown ResNet stem {self.stem!r}. Known: imagenet, small.")
-    block = BLOCKS[self.block]
+    block = nn.remat(BLOCKS[self.block]) if self.remat else BLOCKS[self.block]
     for i, n_blocks in enumerate(self.stage_sizes):
       for j in range(n_blocks):
         stride = 2 if i > 0 and j == 0 else 1

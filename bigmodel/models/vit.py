@@ -23,6 +23,7 @@ class ViT(nn.Module):
   pool: str = "cls"  # cls (a learned class token) | mean (average of the patch tokens)
   dropout: float = 0.0
   dtype: str = "float32"
+  remat: bool = False  # recompute each block's activations in the backward pass: less memory, more compute
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool = False):
@@ -43,8 +44,9 @@ class ViT(nn.Module):
     N = h_BxNxD.shape[1]
     pos_NxD = self.param("pos_embed", nn.initializers.normal(0.02), (N, self.dim))
     h_BxNxD = nn.Dropout(self.dropout, deterministic=not train)(h_BxNxD + pos_NxD.astype(self.dtype))
+    block = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock  # (self, x, train)
     for i in range(self.num_layers):
-      h_BxNxD = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout, self.dtype, name=f"block{i}")(h_BxNxD, train)
+      h_BxNxD = block(self.num_heads, self.mlp_dim, self.dropout, self.dtype, name=f"block{i}")(h_BxNxD, train)
     h_BxNxD = nn.LayerNorm(dtype=self.dtype, name="ln_final")(h_BxNxD)
     h_BxD = h_BxNxD[:, 0] if self.pool == "cls" else h_BxNxD.mean(axis=1)
     # Zero-init head, as in the paper: the first logits are uniform.

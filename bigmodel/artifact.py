@@ -1,0 +1,248 @@
+"""Loads and runs an exported model (see bigmodel/export.py) with jax and numpy only.
+
+    model = artifact.load("model_dir")
+    probs_BxC = model.classify(x_BxS)                    # raw inputs, as the dataset holds them
+    ids = model.generate([model.encode("ROMEO:")], 50, temperature=0.8, top_k=40)
+    print(model.decode(ids[0]))
+
+A model dir holds model.json (task, input spec, labels, the weights' paths, shapes and dtypes),
+forward.jax (the forward function serialised by jax.export: StableHLO with a symbolic batch size,
+and for language models a symbolic length), weights.npz (one array per parameter path: the
+function's first argument, so edited weights need no new export) and, for text, the tokenizer.
+The model's Python code is not needed: nothing here imports flax or bigmodel.models (text goes
+through bigmodel/tokenizers.py: numpy, and sentencepiece for BPE).
+
+Inputs are padded up to a few batch sizes (and, for token ids, lengths), so the function
+compiles once per bucket; `warmup()` compiles them all.
+"""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FORMAT = "bigmodel.export/1"
+SPEC, FUNCTION, WEIGHTS = "model.json", "forward.jax", "weights.npz"
+TASKS = ("classify", "generate")
+
+
+class ArtifactError(ValueError):
+  """A model dir that is missing, incomplete or corrupt."""
+
+
+def load(model_dir, batch_sizes=(1, 8, 32), lengths=()):
+  """The exported model in `model_dir`, compiled lazily for each of these batch sizes (and lengths)."""
+  return Artifact(model_dir, batch_sizes, lengths)
+
+
+def _read_spec(model_dir):
+  if not os.path.isdir(model_dir):
+    raise ArtifactError(f"Model dir {model_dir!r} does not exist. Make one with: python -m bigmodel.export "
+                        f"--workdir=<training workdir> --out={model_dir}")
+  path = os.path.join(model_dir, SPEC)
+  if not os.path.exists(path):
+    raise ArtifactError(f"{model_dir!r} holds no {SPEC}: it is not an exported model. Make one with: "
+                        f"python -m bigmodel.export --workdir=<training workdir> --out={model_dir}")
+  try:
+    with open(path, encoding="utf-8") as f:
+      spec = json.load(f)
+  except (ValueError, UnicodeDecodeError) as e:
+    raise ArtifactError(f"{path} is corrupt ({e}). Export the model again.") from None
+  if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+    found = spec.get("format") if isinstance(spec, dict) else None
+    raise ArtifactError(f"{path} has format {found!r}; this loader reads {FORMAT!r}. Export the model again "
+                        "with this version of bigmodel.")
+  missing = [k for k in ("task", "input", "weights") if k not in spec]
+  if missing or spec["task"] not in TASKS:
+    raise ArtifactError(f"{path} is incomplete: missing {missing or 'a known task'}. Export the model again.")
+  return spec
+
+
+def _read_function(model_dir, spec):
+  path = os.path.join(model_dir, FUNCTION)
+  try:
+    with open(path, "rb") as f:
+      exported = jax.export.deserialize(bytearray(f.read()))
+  except FileNotFoundError:
+    raise ArtifactError(f"{path} is missing: the model dir is incomplete. Export the model again.") from None
+  except Exception as e:  # flatbuffers and jax raise many kinds on bad bytes
+    raise ArtifactError(f"{path} could not be read ({type(e).__name__}: {e}). It is corrupt, or was written by "
+                        f"another jax (exported with {spec.get('jax_version')}, this is {jax.__version__}). "
+                        "Export the model again.") from None
+  platform = jax.default_backend()
+  if platform not in exported.platforms and not (platform == "gpu" and "cuda" in exported.platforms):
+    raise ArtifactError(f"{path} was exported for {', '.join(exported.platforms)}, not {platform}. Export it "
+                        f"again with --platforms={platform}.")
+  return exported
+
+
+def _read_weights(model_dir, spec, exported):
+  """The weights in the order the function takes them, checked against its argument shapes."""
+  path = os.path.join(model_dir, WEIGHTS)
+  try:
+    stored = np.load(path)
+  except FileNotFoundError:
+    raise ArtifactError(f"{path} is missing: the model dir is incomplete. Export the model again.") from None
+  except Exception as e:
+    raise ArtifactError(f"{path} is corrupt ({type(e).__name__}: {e}). Export the model again.") from None
+  wanted = exported.in_avals[:-1]  # the last argument is the input
+  if len(spec["weights"]) != len(wanted):
+    raise ArtifactError(f"{model_dir}/{SPEC} lists {len(spec['weights'])} weights; {FUNCTION} takes "
+                        f"{len(wanted)}. The files come from different exports: export the model again.")
+  weights = []
+  with stored:
+    for w, aval in zip(spec["weights"], wanted):
+      if w["path"] not in stored.files:
+        raise ArtifactError(f"{path} has no array {w['path']!r}. Export the model again.")
+      try:
+        x = stored[w["path"]]
+      except Exception as e:
+        raise ArtifactError(f"{path}: array {w['path']!r} is corrupt ({e}). Export the model again.") from None
+      if x.dtype.kind == "V":  # bfloat16 and other ml_dtypes are stored as raw bytes
+        x = x.view(jnp.dtype(w["dtype"]))
+      if x.shape != aval.shape or x.dtype != aval.dtype:
+        raise ArtifactError(f"{path}: {w['path']} is {x.dtype}{list(x.shape)}, the function takes "
+                            f"{aval.dtype}{list(aval.shape)}. Weights must keep the shapes they were exported with.")
+      weights.append(x)
+  return weights
+
+
+def _read_tokenizer(model_dir):
+  from bigmodel import tokenizers  # numpy only (sentencepiece for BPE); not model code
+  try:
+    return tokenizers.load(model_dir)
+  except (OSError, ValueError, KeyError) as e:
+    raise ArtifactError(f"The tokenizer in {model_dir} could not be read ({e}). Export the model again.") from None
+
+
+def _bucket(n, sizes):
+  """The smallest size >= n (sizes sorted)."""
+  return next(s for s in sizes if s >= n)
+
+
+def sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B):
+  """Per row: greedy at temperature 0; otherwise a draw from the softmax at that temperature, cut to
+  the top_k most likely tokens (0 = all), then to the fewest whose probabilities sum to top_p."""
+  V = logits_BxV.shape[-1]
+  greedy_B = jnp.argmax(logits_BxV, -1)
+  logits_BxV = logits_BxV.astype(jnp.float32) / jnp.where(temperature_B > 0, temperature_B, 1.0)[:, None]
+  k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, V), V)
+  kth_B1 = jnp.take_along_axis(-jnp.sort(-logits_BxV, -1), k_B[:, None] - 1, -1)
+  logits_BxV = jnp.where(logits_BxV < kth_B1, -jnp.inf, logits_BxV)
+  sorted_BxV = -jnp.sort(-logits_BxV, -1)
+  probs_BxV = jax.nn.softmax(sorted_BxV, -1)
+  before_BxV = jnp.cumsum(probs_BxV, -1) - probs_BxV  # probability of the more likely tokens
+  cutoff_B1 = jnp.min(jnp.where(before_BxV < top_p_B[:, None], sorted_BxV, jnp.inf), -1, keepdims=True)
+  logits_BxV = jnp.where((top_p_B[:, None] < 1) & (logits_BxV < cutoff_B1), -jnp.inf, logits_BxV)
+  drawn_B = jax.vmap(jax.random.categorical)(key_B, logits_BxV)
+  return jnp.where(temperature_B > 0, drawn_B, greedy_B).astype(jnp.int32)
+
+
+class Artifact:
+  """An exported model: `forward`, and `classify` or `generate` by its task."""
+
+  def __init__(self, model_dir, batch_sizes=(1, 8, 32), lengths=()):
+    self.spec = spec = _read_spec(model_dir)
+    self.task, self.input, self.labels = spec["task"], spec["input"], spec.get("labels")
+    self.exported = _read_function(model_dir, spec)
+    self.weights = jax.device_put(_read_weights(model_dir, spec, self.exported))
+    self.input_dtype = np.dtype(self.exported.in_avals[-1].dtype)
+    self.tokenizer = _read_tokenizer(model_dir) if self.input["kind"] in ("text", "tokens") else None
+    if not batch_sizes or min(batch_sizes) < 1:
+      raise ValueError(f"Batch sizes must be >= 1, got {batch_sizes}.")
+    self.batch_sizes = sorted(set(batch_sizes))
+    self.lengths = ()
+    if self.task == "generate":
+      context = self.context = self.input["context"]
+      if any(not 1 <= n <= context for n in lengths):
+        raise ValueError(f"Lengths must be in [1, {context}] (the model's context), got {lengths}.")
+      defaults = [2 ** i for i in range(4, context.bit_length())]  # 16, 32, ... below the context
+      self.lengths = sorted({*(lengths or defaults), context})
+    self._forward = jax.jit(self.exported.call)
+    self._next = jax.jit(self._next_tokens)
+
+  def _pad(self, x):
+    """x padded to a bucket: its batch with copies of row 0 (any real row is a safe input), token
+    ids on the right with -1 (a causal model cannot see right pads)."""
+    B = _bucket(len(x), self.batch_sizes)
+    x = np.concatenate([x, np.repeat(x[:1], B - len(x), 0)])
+    if self.task == "generate":
+      x = np.pad(x, ((0, 0), (0, _bucket(x.shape[1], self.lengths) - x.shape[1])), constant_values=-1)
+    return x
+
+  def forward(self, x):
+    """The model's outputs for a batch: logits_BxC, or logits_BxLxV for token ids_BxL (-1 = padding)."""
+    x = np.asarray(x, self.input_dtype)
+    if self.task == "generate" and x.shape[1] > self.context:
+      raise ValueError(f"{x.shape[1]} token ids exceed the model's context of {self.context}.")
+    outs, largest = [], self.batch_sizes[-1]
+    for start in range(0, len(x), largest):
+      chunk = x[start:start + largest]
+      out = np.asarray(self._forward(self.weights, self._pad(chunk)))[:len(chunk)]
+      outs.append(out[:, :x.shape[1]] if self.task == "generate" else out)
+    return np.concatenate(outs)
+
+  def classify(self, x):
+    """Class probabilities_BxC for a batch of raw inputs (softmax, or one sigmoid per class)."""
+    logits_BxC = self.forward(x).astype(np.float64)
+    if self.spec.get("output") == "sigmoid":
+      p = 1 / (1 + np.exp(-logits_BxC))
+      return np.concatenate([1 - p, p], -1) if p.shape[-1] == 1 else p  # one output: P(class 1)
+    e = np.exp(logits_BxC - logits_BxC.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+  def encode(self, text):
+    """Text -> the model's input: token ids (language models), or seq_len ids padded with -1."""
+    ids = self.tokenizer.encode(text)
+    if self.input["kind"] == "tokens":
+      return ids
+    seq_len = self.input["shape"][0]  # truncated and padded as in training
+    return np.pad(ids[:seq_len], (0, max(seq_len - len(ids), 0)), constant_values=-1)
+
+  def decode(self, ids):
+    return self.tokenizer.decode(ids)
+
+  def _next_tokens(self, weights, ids_BxL, last_B, seed_B, step_B, temperature_B, top_k_B, top_p_B):
+    logits_BxLxV = self.exported.call(weights, ids_BxL)
+    logits_BxV = jnp.take_along_axis(logits_BxLxV, last_B[:, None, None], axis=1)[:, 0]
+    key_B = jax.vmap(lambda seed, step: jax.random.fold_in(jax.random.key(seed), step))(seed_B, step_B)
+    return sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B)
+
+  def generate(self, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+    """Each prompt (a sequence of ids) followed by its sampled ids, as lists. Every setting is one
+    value or one per prompt. Token i of a row is drawn with fold_in(key(seed), i), whatever else is
+    in the batch, so a seed gives the same text alone or batched. Once the context is full, the last
+    `context` tokens are read for each new token."""
+    n = len(prompts)
+    per_row = lambda v, dtype: np.broadcast_to(np.asarray(v, dtype), (n,))
+    new_N, temperature_N = per_row(max_new_tokens, np.int32), per_row(temperature, np.float32)
+    top_k_N, top_p_N, seed_N = per_row(top_k, np.int32), per_row(top_p, np.float32), per_row(seed, np.uint32)
+    tokens = [[int(t) for t in p] for p in prompts]
+    if any(not t for t in tokens):
+      raise ValueError("Every prompt must hold at least one token.")
+    done_N = np.zeros(n, np.int32)
+    while (active := np.flatnonzero(done_N < new_N)).size:
+      for rows in np.array_split(active, -(-active.size // self.batch_sizes[-1])):
+        windows = [tokens[i][-self.context:] for i in rows]
+        ids_BxL = np.full((len(rows), max(map(len, windows))), -1, np.int32)
+        for b, w in enumerate(windows):
+          ids_BxL[b, :len(w)] = w
+        ids_BxL = self._pad(ids_BxL)
+        pad = lambda v: np.concatenate([v, np.repeat(v[:1], len(ids_BxL) - len(v))])
+        last_B = pad(np.array([len(w) - 1 for w in windows], np.int32))
+        next_B = self._next(self.weights, ids_BxL, last_B, pad(seed_N[rows]), pad(done_N[rows]),
+                            pad(temperature_N[rows]), pad(top_k_N[rows]), pad(top_p_N[rows]))
+        for i, t in zip(rows, np.asarray(next_B)):
+          tokens[i].append(int(t))
+        done_N[rows] += 1
+    return tokens
+
+  def warmup(self):
+    """Compiles every bucket now rather than on the first request that needs it."""
+    for B in self.batch_sizes:
+      if self.task == "classify":
+        self.forward(np.zeros((B, *self.input["shape"]), self.input_dtype))
+      else:
+        for L in self.lengths:
+          self.generate([[0] * L] * B, 1)

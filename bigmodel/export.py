@@ -1,0 +1,132 @@
+"""Exports a trained model: `python -m bigmodel.export --workdir=runs/x --out=model_dir`.
+
+Writes a self-contained artifact of the workdir's newest checkpoint (see bigmodel/artifact.py
+for the files): the forward function serialised with jax.export, for CPU and CUDA, over a
+symbolic batch size (and, for language models, a symbolic length up to the context); the
+weights as arrays; the input spec; the label names; the tokenizer for text. Preprocessing is
+inside the function: uint8 images are scaled to [0, 1] and data.normalize's mean and std
+applied, so it takes raw inputs as the dataset holds them. Classifiers export their logits,
+language models their per-position next-token logits (token id -1 is padding).
+
+Load it with `bigmodel.artifact.load(model_dir)` (jax and numpy only), serve it with
+`python -m bigmodel.serve --model=model_dir`.
+"""
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+
+from bigmodel import artifact, checkpoint, data, sharding, tokenizers
+from bigmodel.data import text
+from bigmodel.train import Experiment
+
+
+def _label_names(config, dataset):
+  """The dataset's class names: text labels, TFDS ClassLabel names, else "0".."N-1"."""
+  c = config.data
+  if c.name in text.LABELLED:
+    return [str(name) for name in text.load_labelled(c)[1]]
+  try:
+    info = data._builder(c).info  # the builder Experiment prepared; its ClassLabel knows the names
+    names = list(info.features[info.supervised_keys[1]].names)
+  except Exception:  # a dataset without ClassLabel names
+    names = []
+  return names if len(names) == dataset.num_classes else [str(i) for i in range(dataset.num_classes)]
+
+
+def _read_config(workdir):
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir!r} a bigmodel.train workdir?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def export(workdir, out, platforms=("cpu", "cuda")):
+  """Writes the artifact of `workdir`'s newest checkpoint into `out`; returns its model.json."""
+  config = _read_config(workdir)
+  ex = Experiment(config)
+  model, dataset = ex.model, ex.dataset
+  if ex.task == "regression":
+    raise ValueError(f"{workdir} trained a regression model (loss={config.loss!r}); export serves "
+                     "classifiers and language models.")
+  if ex.task == "language_model" and not getattr(model, "causal", True):
+    raise ValueError(f"{workdir} is a masked LM (causal=False): it cannot generate text. Fine-tune it into a "
+                     "classifier (README: Fine-tuning) and export that.")
+  params, model_state, step = checkpoint.read_weights(workdir, sharding.replicated(ex.mesh))
+  flat, treedef = jax.tree_util.tree_flatten_with_path({"params": params, **model_state})
+  paths = [jax.tree_util.keystr(p, simple=True, separator="/") for p, _ in flat]
+  weights = [np.asarray(x) for _, x in flat]
+  tok = tokenizers.load(workdir) if os.path.exists(os.path.join(workdir, tokenizers.FILE)) else dataset.tokenizer
+
+  if ex.task == "language_model":
+    context = getattr(model, "max_len", 0) or config.data.seq_len
+    x_shape = jax.export.symbolic_shape("b, l", constraints=[f"l <= {context}"])
+    x_dtype = np.int32
+    spec = dict(task="generate", input=dict(kind="tokens", context=context, vocab_size=tok.vocab_size))
+
+    def forward(weights, ids_BxL):
+      return model.apply(jax.tree.unflatten(treedef, weights), ids_BxL)
+  else:
+    raw = dataset.splits[config.data.train_split].gather(np.arange(1))["x"]
+    x_shape = jax.export.symbolic_shape(", ".join(["b", *map(str, dataset.example_shape)]))
+    x_dtype = raw.dtype if raw.dtype == np.uint8 else np.dtype(dataset.input_dtype)
+    kind = "text" if tok is not None else "array"
+    spec = dict(task="classify", input=dict(kind=kind, shape=list(dataset.example_shape), dtype=str(x_dtype)),
+                labels=_label_names(config, dataset), output="sigmoid" if config.loss == "sigmoid_bce" else "softmax")
+    norm = None if dataset.norm is None else tuple(np.asarray(a, np.float32) for a in dataset.norm)
+
+    def forward(weights, x_BxS):  # pipeline.preprocess and pipeline.normalize, then the model
+      if x_BxS.dtype == jnp.uint8:
+        x_BxS = x_BxS.astype(jnp.float32) / 255.0
+      if norm is not None:
+        x_BxS = (x_BxS - norm[0]) / norm[1]
+      return model.apply(jax.tree.unflatten(treedef, weights), x_BxS, train=False)
+
+  exported = jax.export.export(jax.jit(forward), platforms=platforms)(
+      [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights], jax.ShapeDtypeStruct(x_shape, x_dtype))
+  spec = dict(format=artifact.FORMAT, **spec,
+              weights=[dict(path=p, shape=list(w.shape), dtype=str(w.dtype)) for p, w in zip(paths, weights)],
+              source=dict(workdir=os.path.abspath(workdir), step=step, data=config.data.name,
+                          model=config.model.to_dict()),
+              platforms=list(exported.platforms), jax_version=jax.__version__)
+
+  tmp = out.rstrip("/") + ".tmp"  # written whole, then moved into place
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  with open(os.path.join(tmp, artifact.FUNCTION), "wb") as f:
+    f.write(exported.serialize())
+  np.savez(os.path.join(tmp, artifact.WEIGHTS), **dict(zip(paths, weights)))
+  if tok is not None:
+    tok.save(tmp)
+  with open(os.path.join(tmp, artifact.SPEC), "w", encoding="utf-8") as f:
+    json.dump(spec, f, indent=2, ensure_ascii=False)
+  if os.path.exists(out):
+    if not os.path.exists(os.path.join(out, artifact.SPEC)):
+      shutil.rmtree(tmp)
+      raise FileExistsError(f"--out={out} exists and is not an exported model: choose a new directory.")
+    shutil.rmtree(out)
+  os.rename(tmp, out)
+  return spec
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.ERROR)  # orbax warns that the workdir opens read-only
+  f = flags.FLAGS
+  spec = export(f.workdir, f.out, tuple(f.platforms))
+  print(f"Exported {spec['source']['model']['name']} (step {spec['source']['step']}, task {spec['task']}, "
+        f"{sum(np.prod(w['shape'], dtype=int) for w in spec['weights']):,} weights) to {f.out}")
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("workdir", None, "A training workdir (holds config.json and checkpoints/).")
+  flags.DEFINE_string("out", None, "Directory to write the exported model into.")
+  flags.DEFINE_list("platforms", ["cpu", "cuda"], "Platforms the exported function runs on.")
+  flags.mark_flags_as_required(["workdir", "out"])
+  app.run(main)
