@@ -92,8 +92,8 @@ def mirror_params(abstract_tree, params_shardings, mesh):
   """Shardings for a tree (the train state) holding the params and per-parameter copies of them
   (optimizer moments, pruning masks): a leaf whose path ends with a parameter's path and has its
   shape is sharded like that parameter; anything else (step, rng, statistics) is replicated."""
-  params = {_path(p): (tuple(s.shape), sh) for p, s, sh in zip(
-      *zip(*jax.tree_util.tree_flatten_with_path(abstract_tree.params)[0]), jax.tree.leaves(params_shardings))}
+  flat = jax.tree_util.tree_flatten_with_path(abstract_tree.params)[0]
+  params = {_path(p): (tuple(x.shape), sh) for (p, x), sh in zip(flat, jax.tree.leaves(params_shardings))}
 
   def pick(keypath, leaf):
     path = _path(keypath)

@@ -54,8 +54,8 @@ def first_steps(config, steps=STEPS):
     compiled = compiled or ex.train_step.lower(state, batch).compile()
     state, metrics = compiled(state, batch)
     losses.append(float(metrics["loss"]))  # blocks: many collectives in flight deadlock on CPU
-  specs = {k: str(v.spec) for k, v in (("qkv", ex.state_shardings.params["block0"]["attn"]["qkv"]["kernel"]),)
-           } if "block0" in state.params else {}
+  specs = {"qkv": str(ex.state_shardings.params["block0"]["attn"]["qkv"]["kernel"].spec)} \
+      if "block0" in state.params else {}
   return {"losses": losses, "preflight": ex.preflight(compiled, 0.0), "specs": specs}
 
 
