@@ -16,27 +16,19 @@ import os
 import shutil
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from bigmodel import artifact, checkpoint, data, sharding, tokenizers
-from bigmodel.data import text
+from bigmodel import artifact, checkpoint, sharding, tokenizers
+from bigmodel.data import pipeline
 from bigmodel.train import Experiment
 
 
-def _label_names(config, dataset):
-  """The dataset's class names: text labels, TFDS ClassLabel names, else "0".."N-1"."""
-  c = config.data
-  if c.name in text.LABELLED:
-    return [str(name) for name in text.load_labelled(c)[1]]
-  try:
-    info = data._builder(c).info  # the builder Experiment prepared; its ClassLabel knows the names
-    names = list(info.features[info.supervised_keys[1]].names)
-  except Exception:  # a dataset without ClassLabel names
-    names = []
-  return names if len(names) == dataset.num_classes else [str(i) for i in range(dataset.num_classes)]
+def _label_names(dataset):
+  """The dataset's class names (text labels, TFDS ClassLabel names), else "0".."N-1"."""
+  names = dataset.label_names or ()
+  return list(names) if len(names) == dataset.num_classes else [str(i) for i in range(dataset.num_classes)]
 
 
 def _read_config(workdir):
@@ -78,14 +70,11 @@ def export(workdir, out, platforms=("cpu", "cuda")):
     x_dtype = raw.dtype if raw.dtype == np.uint8 else np.dtype(dataset.input_dtype)
     kind = "text" if tok is not None else "array"
     spec = dict(task="classify", input=dict(kind=kind, shape=list(dataset.example_shape), dtype=str(x_dtype)),
-                labels=_label_names(config, dataset), output="sigmoid" if config.loss == "sigmoid_bce" else "softmax")
+                labels=_label_names(dataset), output="sigmoid" if config.loss == "sigmoid_bce" else "softmax")
     norm = None if dataset.norm is None else tuple(np.asarray(a, np.float32) for a in dataset.norm)
 
-    def forward(weights, x_BxS):  # pipeline.preprocess and pipeline.normalize, then the model
-      if x_BxS.dtype == jnp.uint8:
-        x_BxS = x_BxS.astype(jnp.float32) / 255.0
-      if norm is not None:
-        x_BxS = (x_BxS - norm[0]) / norm[1]
+    def forward(weights, x_BxS):  # the training pipeline's own preprocessing, then the model
+      x_BxS = pipeline.normalize(pipeline.preprocess({"x": x_BxS}), norm)["x"]
       return model.apply(jax.tree.unflatten(treedef, weights), x_BxS, train=False)
 
   exported = jax.export.export(jax.jit(forward), platforms=platforms)(

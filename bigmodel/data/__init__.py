@@ -56,6 +56,7 @@ class Dataset:
   bytes_per_token: dict | None = None  # language-model corpora, per split: for bits per byte
   input_dtype: str = "float32"  # int32 for token ids
   mask: object = None  # masked-LM corpora: mask(batch, rng) -> masked batch
+  label_names: tuple | None = None  # class names, where the dataset has them (ClassLabel names, text labels)
 
 
 class InMemory:
@@ -134,6 +135,7 @@ def load(c) -> Dataset:
   label = info.features[y_key]
   return Dataset(name=c.name, splits=splits,
                  num_classes=getattr(label, "num_classes", None),
+                 label_names=tuple(getattr(label, "names", None) or ()) or None,
                  example_shape=tuple(info.features[x_key].shape),
                  norm=_stats(splits[c.train_split]) if c.normalize else None)
 
@@ -149,7 +151,7 @@ def _load_text(c) -> Dataset:
   if c.name in text.LABELLED:
     arrays, classes, tok = text.load_labelled(c)
     return Dataset(name=c.name, splits={k: InMemory(v) for k, v in arrays.items()}, num_classes=len(classes),
-                   example_shape=(c.seq_len,),
+                   example_shape=(c.seq_len,), label_names=tuple(map(str, classes)),
                    tokenizer=tok, input_dtype="int32")
   corpus = text.load_corpus(c)  # a language-model corpus: the "classes" are the vocabulary
   vocab = corpus.tokenizer.vocab_size
