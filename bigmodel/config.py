@@ -18,6 +18,7 @@ DEFAULTS = dict(
     checkpoint_every=1000,  # steps between checkpoints (and at the end, and on SIGTERM)
     keep_checkpoints=3,
     micro_batches=1,  # gradient accumulation: each batch runs as this many sequential parts, one update
+    steps_per_call=1,  # > 1: up to this many steps run in one jitted call (a lax.fori_loop), one dispatch
     compilation_cache="auto",  # persistent XLA cache: auto = <workdir>/../.jax_cache; "" = off; or a directory
     distributed=False,  # multi-host (TPU pod, multi-node GPU): jax.distributed.initialize() at start
 )

@@ -1,8 +1,21 @@
 """Scalars to TensorBoard event files (tensorboardX: no TensorFlow) and metrics.jsonl."""
 import json
 import os
+import sys
 
-import tensorboardX
+
+def _import_tensorboardx():
+  """tensorboardX imports torch when it is installed (2-3 s here) only to accept torch tensors; we
+  write floats, so hide torch while it imports (unless this process already imported it)."""
+  hide = "torch" not in sys.modules
+  if hide:
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError
+  try:
+    import tensorboardX
+  finally:
+    if hide:
+      del sys.modules["torch"]
+  return tensorboardX
 
 
 class MetricWriter:
@@ -10,7 +23,7 @@ class MetricWriter:
   def __init__(self, workdir, enabled=True):
     self.enabled = enabled  # only the first host writes
     if enabled:
-      self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self.tb = _import_tensorboardx().SummaryWriter(os.path.join(workdir, "tensorboard"))
       self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
 
   def write(self, step, split, metrics):

@@ -23,6 +23,7 @@ from flax.training import train_state
 from ml_collections import config_flags
 from tqdm import tqdm
 
+import bigmodel
 from bigmodel import checkpoint, config as config_lib, data, losses, metrics, models, optim, pruning, sharding
 from bigmodel.data import pipeline
 from bigmodel.metric_writer import MetricWriter
@@ -84,6 +85,35 @@ def train_step(state, batch, *, loss_fn, task, micro_batches=1):
   return state, step_metrics
 
 
+def train_steps(state, feed, num_steps, split=None, *, step_fn, norm=None):
+  """`num_steps` updates in one dispatch; step i reads column i of `feed`.
+
+  `feed` holds the host's batches stacked on axis 1 ({"x": B x K x ..., "y": ...}) or, when
+  the training `split` lives on the device, example indices {"idx": B x K} gathered here.
+  With K > 1 the steps run in a `lax.fori_loop` (num_steps <= K, a traced scalar, so calls of
+  any length share one compilation); metrics come back as K-long arrays."""
+
+  @jax.jit  # traced once, shared by eval_shape and the loop body below
+  def one(state, column):
+    batch = column if split is None else pipeline.normalize(pipeline.preprocess(split.gather(column["idx"])), norm)
+    return step_fn(state, batch)
+
+  K = jax.tree.leaves(feed)[0].shape[1]
+  column = lambda i: jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, 1, keepdims=False), feed)
+  if K == 1:  # no loop: XLA:CPU compiles convolutions inside loops without Eigen, 3-4x slower (jax#12868)
+    state, step_metrics = one(state, column(0))
+    return state, jax.tree.map(lambda v: v[None], step_metrics)
+
+  def body(i, carry):
+    state, metrics_K = carry
+    state, step_metrics = one(state, column(i))
+    return state, jax.tree.map(lambda buf, v: buf.at[i].set(v), metrics_K, step_metrics)
+
+  shapes = jax.eval_shape(one, state, column(0))[1]
+  metrics_K = jax.tree.map(lambda s: jnp.zeros((K, *s.shape), s.dtype), shapes)
+  return jax.lax.fori_loop(0, num_steps, body, (state, metrics_K))
+
+
 def eval_step(state, batch, *, loss_fn, task, num_classes):
   """Sums of evaluation statistics over the real (mask=True) rows of a batch."""
   out = state.apply_fn({"params": state.params, **state.model_state}, batch["x"], train=False)
@@ -129,7 +159,8 @@ class Experiment:
       # +1 for the masked-LM mask id. A classifier on a pretrained BERT sets model.vocab_size to the BERT's.
       model_config["vocab_size"] = self.dataset.tokenizer.vocab_size + (self.dataset.mask is not None)
     self.model = models.build(model_config)
-    self.tx, self.schedule = optim.optimizer(config.optimizer, config.total_steps)
+    self.tx, schedule = optim.optimizer(config.optimizer, config.total_steps)
+    self.schedule = jax.jit(schedule)  # one compilation, not one per jnp op (0.03-0.05 s each)
     pruning.check(config.pruning, config.total_steps)
     if config.pruning.target_sparsity:  # the masks ride in the optimizer state, so checkpoints keep them
       self.tx = optax.chain(self.tx, pruning.magnitude_pruning(config.pruning))
@@ -147,15 +178,36 @@ class Experiment:
     abstract = jax.eval_shape(self._init_state)
     params_sh = sharding.param_shardings(abstract.params, logical, self.mesh, config.sharding.rules)
     self.state_shardings = state_sh = sharding.mirror_params(abstract, params_sh, self.mesh)
-    self.state = jax.jit(self._init_state, out_shardings=state_sh)()
+    # Initialisation runs once: on CPU, compiling it without LLVM optimisation takes 0.6 s instead of 2.6 s
+    # (threefry code for the random draws); train and eval steps keep full optimisation.
+    init_options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+    self.state = jax.jit(self._init_state, out_shardings=state_sh, compiler_options=init_options)()
     repl, batch_sh = sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)
     loss_fn = losses.LOSSES[config.loss]
-    self.train_step = jax.jit(
-        functools.partial(train_step, loss_fn=loss_fn, task=self.task, micro_batches=config.micro_batches),
-        in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl), donate_argnums=0)
+    step_fn = functools.partial(train_step, loss_fn=loss_fn, task=self.task, micro_batches=config.micro_batches)
+    self.train_step = jax.jit(step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
+                              donate_argnums=0)
+    self.device_split = self._device_split()
+    self.train_steps = jax.jit(
+        functools.partial(train_steps, step_fn=step_fn, norm=self.dataset.norm),
+        in_shardings=(state_sh, batch_sh, repl, repl), out_shardings=(state_sh, repl), donate_argnums=0)
     self.eval_step = jax.jit(
         functools.partial(eval_step, loss_fn=loss_fn, task=self.task, num_classes=self.num_classes),
         in_shardings=(state_sh, batch_sh), out_shardings=repl)
+
+  def _device_split(self):
+    """The training split copied to the devices (replicated), if it is cached and fits `data.on_device_mb`.
+
+    Then a step gathers its batch on the device from indices: no host preprocessing, and only
+    B integers cross to the device per step. Augmentations and masked-LM masking run on the
+    host (grain), so those datasets stay host-fed."""
+    c = self.config.data
+    split = self.dataset.splits[c.train_split]
+    if c.augment or self.dataset.mask is not None or not isinstance(split, (data.InMemory, data.text.Windows)):
+      return None
+    if sum(x.nbytes for x in jax.tree.leaves(split)) > c.on_device_mb * 2**20:
+      return None
+    return jax.device_put(split, sharding.replicated(self.mesh))
 
   def _init_variables(self):
     """The model's variables, parameters still boxed with their logical axis names."""
@@ -223,17 +275,41 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self.previous)
 
 
+def _feeder(ex, train_iter):
+  """feed(step, n): the batches of steps step..step+n-1, stacked on axis 1 and padded to
+  `steps_per_call` columns; with the split on the device, just their example indices."""
+  c = ex.config
+  K, mine = c.steps_per_call, pipeline.host_slice(c.data.batch_size)
+  if ex.device_split is not None:  # the same example order as the host pipeline's
+    order = pipeline.ShuffledBatches(len(ex.device_split), c.data.batch_size, c.seed)
+
+    def feed(step, n):
+      columns = [order[b][mine] for b in range(step, step + n)]
+      return {"idx": np.stack(columns + columns[-1:] * (K - n), 1).astype(np.int32)}
+  else:
+    def feed(step, n):
+      batches = [next(train_iter) for _ in range(n)]
+      return jax.tree.map(lambda *xs: np.stack(xs, 1), *batches, *batches[-1:] * (K - n))
+  return feed
+
+
+def _next_event(step, c):
+  """The first step after `step` that logs, evaluates, checkpoints or ends the run."""
+  return min(c.total_steps, *((step // every + 1) * every for every in (c.log_every, c.eval_every,
+                                                                          c.checkpoint_every)))
+
+
 def _read(pending, first_step):
-  """Fetches the metrics of the steps since the last read; stops on a non-finite loss."""
-  fetched = jax.device_get(pending)
-  losses_ = np.array([m["loss"] for m in fetched])
-  bad = np.flatnonzero(~np.isfinite(losses_))
+  """Fetches the metrics of the calls since the last read; stops on a non-finite loss."""
+  fetched = jax.device_get([m for m, _ in pending])
+  per_step = {k: np.concatenate([m[k][:n] for m, (_, n) in zip(fetched, pending)]) for k in fetched[0]}
+  bad = np.flatnonzero(~np.isfinite(per_step["loss"]))
   if bad.size:
     raise FloatingPointError(
-        f"Loss became {losses_[bad[0]]} at step {first_step + bad[0] + 1}. Training stopped; "
+        f"Loss became {per_step['loss'][bad[0]]} at step {first_step + bad[0] + 1}. Training stopped; "
         "the checkpoints in the workdir are from before it. Try a lower learning rate, "
         "gradient clipping (optimizer.grad_clip_norm) or float32.")
-  return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+  return {k: float(np.mean(v)) for k, v in per_step.items()}
 
 
 def train_and_evaluate(config, workdir):
@@ -251,12 +327,13 @@ def train_and_evaluate(config, workdir):
       ex.dataset.tokenizer.save(workdir)
 
   mngr = checkpoint.manager(workdir, c.keep_checkpoints)
-  train_iter = pipeline.train_iterator(ex.dataset.splits[c.data.train_split], c.data, c.seed, ex.dataset.norm,
-                                       ex.dataset.mask)
+  train_iter = None if ex.device_split is not None else pipeline.train_iterator(
+      ex.dataset.splits[c.data.train_split], c.data, c.seed, ex.dataset.norm, ex.dataset.mask)
   state = ex.state
   if mngr.latest_step() is not None:
     state, data_state = checkpoint.restore(mngr, mngr.latest_step(), checkpoint.abstract(state))
-    train_iter.set_state(data_state)
+    if train_iter is not None:
+      train_iter.set_state(data_state)
     say(f"Resumed from step {int(state.step)} in {workdir}")
   elif c.init.checkpoint:  # a new run starting from another run's parameters
     params, model_state, message = checkpoint.load_pretrained(
@@ -265,40 +342,48 @@ def train_and_evaluate(config, workdir):
     say(message)
   n_params = sum(p.size for p in jax.tree.leaves(state.params))
   say(f"{c.model.name}: {n_params:,} parameters, {ex.mesh.devices.size} device(s), "
-      f"{c.total_steps} steps, data {c.data.name}")
+      f"{c.total_steps} steps, data {c.data.name}"
+      f"{' (on device)' if ex.device_split is not None else ''}")
 
   writer = MetricWriter(workdir, enabled=main_host)
   block = sharding.must_block_each_step(ex.mesh)
+  feed = _feeder(ex, train_iter)
   step = int(state.step)
   bar = tqdm(total=c.total_steps, initial=step, disable=not main_host, dynamic_ncols=True)
   pending, t_read, data_wait, eval_metrics = [], time.perf_counter(), 0.0, None
-  train_step = None
+  train_steps = None
   try:
     with _Preemption() as preemption:
       while step < c.total_steps:
+        # The first call runs one step (time to first step); later ones run to the next log, eval or checkpoint.
+        n = 1 if train_steps is None else min(c.steps_per_call, _next_event(step, c) - step)
         t_wait = time.perf_counter()
-        batch = sharding.put_batch(next(train_iter), ex.mesh)
+        batches = sharding.put_batch(feed(step, n), ex.mesh)
         data_wait += time.perf_counter() - t_wait
-        if train_step is None:  # compile once, ahead of time, and report what the step will cost
-          train_step = _compile_and_report(ex, state, batch, workdir, say, main_host)
+        first = train_steps is None
+        if first:  # compile once, ahead of time, and report what the step will cost
+          train_steps = _compile_and_report(ex, state, batches, workdir, say, main_host)
           t_read, data_wait = time.perf_counter(), 0.0
-        state, step_metrics = train_step(state, batch)
-        step += 1
-        pending.append(step_metrics)
-        if block:
-          step_metrics["loss"].block_until_ready()
+        state, metrics_K = train_steps(state, batches, np.int32(n), ex.device_split)
+        pending.append((metrics_K, n))
+        if block or first:
+          metrics_K["loss"].block_until_ready()
+        if first:
+          say(f"first step done {time.perf_counter() - bigmodel.STARTED:.1f} s after start")
+        step += n
         done = step == c.total_steps
         stop = preemption.requested
         save = done or stop or step % c.checkpoint_every == 0
         evaluate = done or step % c.eval_every == 0
         if save or evaluate or step % c.log_every == 0:
-          train_metrics = _read(pending, step - len(pending))  # raises before a bad state is saved
+          steps_read = sum(n for _, n in pending)
+          train_metrics = _read(pending, step - steps_read)  # raises before a bad state is saved
           now = time.perf_counter()
-          train_metrics.update(steps_per_sec=len(pending) / (now - t_read),
-                               examples_per_sec=len(pending) * c.data.batch_size / (now - t_read),
-                               **({"tokens_per_sec": len(pending) * c.data.batch_size * c.data.seq_len /
+          train_metrics.update(steps_per_sec=steps_read / (now - t_read),
+                               examples_per_sec=steps_read * c.data.batch_size / (now - t_read),
+                               **({"tokens_per_sec": steps_read * c.data.batch_size * c.data.seq_len /
                                    (now - t_read)} if ex.task == "language_model" else {}),
-                               data_wait_fraction=data_wait / (now - t_read),  # time inside next()
+                               data_wait_fraction=data_wait / (now - t_read),  # time preparing batches
                                learning_rate=float(ex.schedule(step - 1)))
           writer.write(step, "train", train_metrics)
           bar.set_postfix(loss=f"{train_metrics['loss']:.4f}", steps_per_s=f"{train_metrics['steps_per_sec']:.0f}")
@@ -309,7 +394,8 @@ def train_and_evaluate(config, workdir):
             say(f"step {step} eval: " + ", ".join(
                 f"{k}={v:.4f}" for k, v in eval_metrics.items() if isinstance(v, float)))
           if save:
-            checkpoint.save(mngr, step, state, train_iter.get_state())
+            data_state = train_iter.get_state() if train_iter is not None else {"next_index": step}
+            checkpoint.save(mngr, step, state, data_state)
           pending, t_read, data_wait = [], time.perf_counter(), 0.0
         if stop:
           say(f"SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume.")
@@ -335,10 +421,10 @@ def _use_compilation_cache(setting, workdir):
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # small models recompile fast, but often
 
 
-def _compile_and_report(ex, state, batch, workdir, say, main_host):
-  """The train step compiled for these shapes and shardings; writes and prints the pre-flight report."""
+def _compile_and_report(ex, state, batches, workdir, say, main_host):
+  """The train steps compiled for these shapes and shardings; writes and prints the pre-flight report."""
   start = time.perf_counter()
-  compiled = ex.train_step.lower(state, batch).compile()
+  compiled = ex.train_steps.lower(state, batches, np.int32(1), ex.device_split).compile()
   report = ex.preflight(compiled, time.perf_counter() - start)
   if main_host:
     with open(os.path.join(workdir, "preflight.json"), "w") as f:

@@ -27,6 +27,7 @@ def test_train_cli_applies_overrides_and_evaluate_cli_reports_the_checkpoint(dat
   saved = json.load(open(os.path.join(workdir, "config.json")))
   assert saved["optimizer"]["learning_rate"] == 3e-3 and saved["total_steps"] == 60
   assert "steps_per_s" in out.stderr  # the progress bar
+  assert re.search(r"first step done \d+\.\d s after start", out.stderr)  # benchmarks/vs_pytorch.py reads it
   ev = run_cli("bigmodel.evaluate", f"--workdir={workdir}")
   assert "confusion matrix" in ev.stdout and "f1_macro" in ev.stdout
   report = json.load(open(os.path.join(workdir, "eval.json")))

@@ -1,4 +1,6 @@
 """Data: TFDS builders offline, deterministic resumable batches, epochs, eval padding."""
+import os
+
 import ml_collections
 import numpy as np
 import pytest
@@ -35,6 +37,21 @@ def test_streamed_and_cached_splits_agree(data_dir):
   idx = np.array([5, 0, 3999, 17])
   for k in ("x", "y"):
     np.testing.assert_array_equal(cached.gather(idx)[k], streamed.gather(idx)[k])
+
+
+def test_cached_splits_are_decoded_once_and_kept_beside_the_tfds_files(data_dir):
+  c = data_config(data_dir, name="mnist1d")
+  first = data.load(c).splits["train"].arrays
+  path = os.path.join(data._builder(c).data_dir, "bigmodel-arrays-train.npz")
+  source = tfds.data_source("mnist1d", data_dir=data_dir, split="train", download=False)
+  np.testing.assert_array_equal(first["x"][[0, 123]], np.stack([source[0]["x"], source[123]["x"]]))
+  kept = dict(np.load(path))
+  try:  # later loads read the kept arrays, not the records: a change to the file shows through
+    np.savez(path, **{**kept, "y": (kept["y"] + 1) % 10})
+    np.testing.assert_array_equal(data.load(c).splits["train"].arrays["y"], (first["y"] + 1) % 10)
+  finally:
+    np.savez(path, **kept)
+  np.testing.assert_array_equal(data.load(c).splits["train"].arrays["y"], first["y"])
 
 
 def batches(split, c, seed, n, state=None):

@@ -105,6 +105,17 @@ def lm_config(data_dir, **kw):
   return c
 
 
+def test_language_model_windows_gathered_on_the_device_equal_the_hosts(data_dir):
+  ex = Experiment(lm_config(data_dir))
+  assert ex.device_split is not None  # 4.3 M characters: well under data.on_device_mb
+  idx = np.array([0, 5, 123_456, len(ex.device_split) - 1])
+  host = ex.dataset.splits["train"].gather(idx)
+  device = jax.jit(lambda split, i: split.gather(i))(ex.device_split, idx)
+  for k in ("x", "y"):
+    np.testing.assert_array_equal(device[k], host[k])
+  np.testing.assert_array_equal(host["y"][:, :-1], host["x"][:, 1:])
+
+
 def test_gpt_trains_on_shakespeare_saves_its_tokenizer_and_generates_from_the_cli(data_dir, tmp_path):
   workdir = str(tmp_path / "lm")
   final = train_and_evaluate(lm_config(data_dir), workdir)

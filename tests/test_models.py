@@ -110,3 +110,31 @@ def test_a_new_model_registers_without_touching_the_trainer():
     assert isinstance(m, Probe)
   finally:
     del models.MODELS["test_linear_probe"]
+
+
+@pytest.mark.parametrize("ndim,strides,padding", [(1, 2, ((1, 1),)), (1, 1, "SAME"), (2, 2, ((1, 1), (1, 1))),
+                                                  (2, 1, "VALID")])
+def test_conv_as_matmul_equals_xla_convolution_and_its_gradients(ndim, strides, padding):
+  from bigmodel.models.cnn import conv_as_matmul
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, *(11,) * ndim, 4)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(*(3,) * ndim, 4, 5)), jnp.float32)
+  dims = ("NWC", "WIO", "NWC") if ndim == 1 else ("NHWC", "HWIO", "NHWC")
+
+  def loss(conv, x, kernel):
+    out = conv(x, kernel, (strides,) * ndim, padding, dimension_numbers=dims)
+    return jnp.sum(jnp.sin(out)), out
+
+  (_, want), want_grads = jax.value_and_grad(lambda *a: loss(jax.lax.conv_general_dilated, *a),
+                                             argnums=(0, 1), has_aux=True)(x, kernel)
+  (_, got), got_grads = jax.value_and_grad(lambda *a: loss(conv_as_matmul, *a), argnums=(0, 1), has_aux=True)(x, kernel)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  for g, w in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_as_matmul_refuses_dilation():
+  from bigmodel.models.cnn import conv_as_matmul
+  with pytest.raises(ValueError, match="no dilation"):
+    conv_as_matmul(jnp.ones((1, 8, 1)), jnp.ones((3, 1, 1)), (1,), ((1, 1),), rhs_dilation=(2,))

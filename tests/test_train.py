@@ -146,3 +146,36 @@ def test_a_registered_model_trains_through_the_same_trainer(data_dir, tmp_path):
     assert train_and_evaluate(c, str(tmp_path))["accuracy"] > 0.2
   finally:
     del models.MODELS["test_probe"]
+
+
+def test_steps_per_call_and_on_device_data_give_the_same_updates(data_dir, tmp_path):
+  """Batches gathered on the device or fed from the host, one step or up to 7 per dispatch: the
+  same run, and the calls stop at every log, eval and checkpoint step."""
+  base = dict(total_steps=30, log_every=10, eval_every=15, checkpoint_every=30)
+  variants = {"host, 1 per call": {"data.on_device_mb": 0, "steps_per_call": 1},
+              "device, 1 per call": {"steps_per_call": 1},
+              "device, 7 per call": {"steps_per_call": 7},
+              "host, 7 per call": {"data.on_device_mb": 0, "steps_per_call": 7}}
+  params, logged = {}, {}
+  for name, overrides in variants.items():
+    c = tiny_config(data_dir, **base, **overrides)
+    assert (Experiment(c).device_split is None) == name.startswith("host")
+    workdir = str(tmp_path / name.replace(", ", "_").replace(" ", ""))
+    train_and_evaluate(c, workdir)
+    params[name] = final_params(workdir, c)[1]
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    logged[name] = [(r["split"], r["step"]) for r in records]
+  reference = params["host, 1 per call"]
+  for name in variants:
+    assert logged[name] == [("train", 10), ("train", 15), ("eval", 15), ("train", 20), ("train", 30),
+                            ("eval", 30)], name
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name),
+                 params[name], reference)
+  init = jax.device_get(Experiment(tiny_config(data_dir)).state.params)
+  assert not np.allclose(init["head"]["kernel"], reference["head"]["kernel"], atol=1e-3)
+
+
+def test_streamed_splits_and_on_device_mb_0_feed_from_the_host(data_dir):
+  assert Experiment(tiny_config(data_dir)).device_split is not None
+  assert Experiment(tiny_config(data_dir, **{"data.cache": False})).device_split is None
+  assert Experiment(tiny_config(data_dir, **{"data.on_device_mb": 0})).device_split is None

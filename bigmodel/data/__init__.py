@@ -8,9 +8,12 @@ needs a network.
 """
 import dataclasses
 import functools
+import os
 
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from bigmodel.data import augment, fashion_mnist, image_folder, mlm, mnist1d, pipeline, sklearn_sets, text
 
@@ -26,6 +29,8 @@ DEFAULTS = dict(
     eval_split="test",
     data_dir="",  # TFDS data_dir; "" = TFDS's default (~/tensorflow_datasets)
     cache=True,  # hold each split in memory as arrays (small datasets)
+    on_device_mb=1024,  # a cached training split up to this size lives on the accelerator and batches are
+                        # gathered inside the train step; 0 = feed each batch from the host (grain)
     num_threads=2,  # grain threads reading and preprocessing batches
     prefetch=8,  # batches grain keeps ready ahead of the train step
     augment=(),  # training-time augmentations, in order: random_crop, flip
@@ -59,11 +64,13 @@ class Dataset:
   label_names: tuple | None = None  # class names, where the dataset has them (ClassLabel names, text labels)
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["arrays"], meta_fields=[])
+@dataclasses.dataclass
 class InMemory:
-  """A split held as arrays: a batch is one fancy index per feature."""
+  """A split held as arrays: a batch is one fancy index per feature.
 
-  def __init__(self, arrays):
-    self.arrays = arrays
+  A pytree: on the accelerator (see `on_device_mb`) the same `gather` runs inside the train step."""
+  arrays: dict  # {"x": x_N..., "y": y_N...}, numpy or jax arrays
 
   def __len__(self):
     return len(self.arrays["y"])
@@ -131,13 +138,31 @@ def load(c) -> Dataset:
   splits = {}
   for split in dict.fromkeys((c.train_split, c.eval_split)):
     source = Streamed(builder.as_data_source(split), x_key, y_key)
-    splits[split] = InMemory(source.gather(np.arange(len(source)))) if c.cache else source
+    splits[split] = InMemory(_decoded(builder, split, source)) if c.cache else source
   label = info.features[y_key]
   return Dataset(name=c.name, splits=splits,
                  num_classes=getattr(label, "num_classes", None),
                  label_names=tuple(getattr(label, "names", None) or ()) or None,
                  example_shape=tuple(info.features[x_key].shape),
                  norm=_stats(splits[c.train_split]) if c.normalize else None)
+
+
+def _decoded(builder, split, source):
+  """All of a split as arrays, decoded once and kept beside TFDS's files as .npz: decoding runs
+  at ~0.1 ms a record (Fashion-MNIST's 70,000 took 5.6 s each run, the .npz loads in 0.1 s)."""
+  path = epath.Path(builder.data_dir) / f"bigmodel-arrays-{split}.npz"
+  if path.exists():
+    with path.open("rb") as f, np.load(f) as arrays:
+      return {k: arrays[k] for k in arrays.files}
+  arrays = source.gather(np.arange(len(source)))
+  try:  # written whole, then renamed: a killed run leaves no partial file
+    tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
+    with tmp.open("wb") as f:
+      np.savez(f, **arrays)
+    tmp.rename(path)
+  except OSError:  # a read-only data_dir: decode every run
+    pass
+  return arrays
 
 
 def _stats(split, max_examples=10_000):

@@ -17,8 +17,10 @@ a directory holding a saved one (a pretraining run's workdir, so fine-tuning rea
 way pretraining did). The trainer saves it in the workdir.
 """
 import dataclasses
+import functools
 import os
 
+import jax
 import numpy as np
 
 from bigmodel import tokenizers
@@ -29,19 +31,21 @@ TFDS_CORPORA = {"tiny_shakespeare": ("train", "validation"), "lm1b": ("train", "
 LABELLED = ("fine_foods", "text_csv")
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["tokens_N"], meta_fields=["seq_len", "stride"])
+@dataclasses.dataclass
 class Windows:
-  """The windows of `seq_len + 1` tokens that start at multiples of `stride`."""
+  """The windows of `seq_len + 1` tokens that start at multiples of `stride`.
 
-  def __init__(self, tokens_N, seq_len, stride):
-    if len(tokens_N) < seq_len + 1:
-      raise ValueError(f"The text has {len(tokens_N)} tokens, fewer than data.seq_len + 1 = {seq_len + 1}.")
-    self.tokens_N, self.seq_len, self.stride = tokens_N, seq_len, stride
+  A pytree: on the accelerator (see `data.on_device_mb`) the same `gather` runs inside the train step."""
+  tokens_N: object  # numpy or jax array
+  seq_len: int
+  stride: int
 
   def __len__(self):
     return (len(self.tokens_N) - self.seq_len - 1) // self.stride + 1
 
-  def gather(self, indices):
-    window_BxL1 = self.tokens_N[np.asarray(indices)[:, None] * self.stride + np.arange(self.seq_len + 1)]
+  def gather(self, indices_B):
+    window_BxL1 = self.tokens_N[indices_B[:, None] * self.stride + np.arange(self.seq_len + 1)]
     return {"x": window_BxL1[:, :-1], "y": window_BxL1[:, 1:]}
 
 
@@ -90,6 +94,8 @@ def load_corpus(c) -> Texts:
   splits, bytes_per_token = {}, {}
   for split, stride in (("train", 1), ("val", c.seq_len)):
     ids = tok.encode(text[split])
+    if len(ids) < c.seq_len + 1:
+      raise ValueError(f"The {split} text has {len(ids)} tokens, fewer than data.seq_len + 1 = {c.seq_len + 1}.")
     splits[split] = Windows(ids, c.seq_len, stride)
     bytes_per_token[split] = len(text[split].encode("utf-8")) / len(ids)
   return Texts(splits, tok, bytes_per_token)

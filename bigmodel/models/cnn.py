@@ -3,12 +3,36 @@
 `cnn1d` defaults to the MNIST-1D paper's model: three conv layers of 25 channels,
 kernels 5, 3, 3, stride 2, padding 1 (length 40 -> 19 -> 10 -> 5), then linear.
 """
+import itertools
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from bigmodel.models import register
+
+
+def conv_as_matmul(x, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                   dimension_numbers=None, feature_group_count=1, precision=None):
+  """`lax.conv_general_dilated` for channels-last inputs, as (patches of x) @ kernel.
+
+  XLA:CPU runs convolutions inside a loop (`steps_per_call` > 1) as naive loops instead of
+  Eigen, 3-4x slower (jax#12868); slices and one matmul do not have that problem. Same
+  parameters and results; im2col memory (kernel-size copies of the input), so small models only."""
+  del dimension_numbers  # flax passes channels-last: (batch, spatial..., features)
+  if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))) or feature_group_count != 1:
+    raise ValueError("model.conv_impl='matmul' supports plain convolutions only (no dilation, no groups).")
+  window = kernel.shape[:-2]
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(x.shape[1:-1], window, window_strides, padding)
+  x = jnp.pad(x, [(0, 0), *padding, (0, 0)])
+  out = [(x.shape[1 + i] - w) // s + 1 for i, (w, s) in enumerate(zip(window, window_strides))]
+  patches = [x[(slice(None), *(slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, window_strides, out)))]
+             for offset in itertools.product(*map(range, window))]
+  patches_BxOxPxC = jnp.stack(patches, axis=-2)
+  kernel_PxCxF = kernel.reshape(-1, *kernel.shape[-2:])
+  return jnp.einsum("...pc,pcf->...f", patches_BxOxPxC, kernel_PxCxF, precision=precision)
 
 
 class ConvNet(nn.Module):
@@ -23,16 +47,20 @@ class ConvNet(nn.Module):
   hidden: int = 0  # width of a dense layer before the head; 0 = none
   dropout: float = 0.0
   dtype: str = "float32"
+  conv_impl: str = "lax"  # lax | matmul (see conv_as_matmul: faster with steps_per_call > 1 on CPU)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if x.ndim == self.ndim + 1:  # no channel axis yet
       x = x[..., None]
+    if self.conv_impl not in ("lax", "matmul"):
+      raise ValueError(f"model.conv_impl must be 'lax' or 'matmul', got {self.conv_impl!r}.")
     h = x.astype(self.dtype)
     for i, (c, k, s) in enumerate(zip(self.channels, self.kernel_sizes, self.strides, strict=True)):
       h = nn.Conv(c, (k,) * self.ndim, strides=(s,) * self.ndim,
                   padding=[(self.padding, self.padding)] * self.ndim,
-                  dtype=self.dtype, name=f"conv{i}")(h)
+                  dtype=self.dtype, name=f"conv{i}",
+                  conv_general_dilated=conv_as_matmul if self.conv_impl == "matmul" else None)(h)
       h = nn.relu(h)
       if self.pool > 1:
         h = nn.max_pool(h, (self.pool,) * self.ndim, strides=(self.pool,) * self.ndim)

@@ -4,8 +4,8 @@ Not in the paper: the paper's data and budget (batch 100, 8,000 steps), with
 AdamW, warmup + cosine decay, dropout 0.1.
 
 Run:    python -m bigmodel.train --config=configs/mnist1d/transformer.py --workdir=runs/mnist1d_transformer
-Expect: 88.8 % test accuracy (seeds 0-2: 89.1 ± 0.4 %); 106 s on a 2-core CPU
-        (measured 2026-11-23).
+Expect: 88.7 % test accuracy (seeds 0-2: 89.1 ± 0.5 %); 160-169 s a run on a 2-core CPU
+        (measured 2026-11-23; 106 s in an earlier session, see README).
 """
 from configs.mnist1d import common
 

@@ -1,0 +1,89 @@
+"""Where the time to the first train step goes, per config: imports, data, tracing, compiling.
+
+Run:  python -m benchmarks.first_step [--configs=configs/mnist1d/cnn.py,...] [--repeats=3]
+
+For each config, fresh processes: `import bigmodel.train` alone; `data.load` of the config's
+dataset (its TFDS files and array cache already prepared); and the trainer itself, compilation
+cache empty and then warm, with JAX's compile log on, stopped at its first step. The log's
+seconds for lowering to StableHLO and for compiling every jitted function before that step are
+summed (tracing and everything else make the rest); the trainer's own "first step done N s
+after start" line gives the total. Medians over --repeats; prints a markdown table.
+"""
+import collections
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+CONFIGS = ["configs/mnist1d/logreg.py", "configs/mnist1d/mlp.py", "configs/mnist1d/cnn.py",
+           "configs/mnist1d/gru.py", "configs/shakespeare/gpt_fast.py"]
+flags.DEFINE_list("configs", CONFIGS, "Config files.")
+flags.DEFINE_integer("repeats", 3, "Runs of each measurement (medians are reported).")
+# Tracing is left out: nested jits log their traces inside their parent's, so they would count twice.
+PHASE = re.compile(r"Finished (jaxpr to MLIR module conversion|XLA compilation of) jit\(\S+\) in ([\d.]+) sec")
+
+
+def wall(code):
+  start = time.perf_counter()
+  subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+  return time.perf_counter() - start
+
+
+def trainer(config, cache):
+  """(first step seconds, {phase: seconds}) of the trainer with `cache` as compilation cache,
+  stopped as soon as it reports its first step."""
+  workdir = tempfile.mkdtemp(prefix="first_step_")
+  proc = subprocess.Popen([sys.executable, "-m", "bigmodel.train", f"--config={config}", f"--workdir={workdir}",
+                           f"--config.compilation_cache={cache}"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_LOG_COMPILES": "1"})
+  phases, head = collections.Counter(), []
+  for line in proc.stderr:
+    head.append(line)
+    if first := re.search(r"first step done ([\d.]+) s", line):
+      break
+    if m := PHASE.search(line):
+      phases["compile" if m.group(1).startswith("XLA") else "lower"] += float(m.group(2))
+  proc.kill()
+  proc.wait()
+  if not first:
+    raise RuntimeError("".join(head)[-3000:])
+  return float(first.group(1)), phases
+
+
+def main(argv):
+  del argv
+  rows = []
+  for config in flags.FLAGS.configs:
+    module = config.removesuffix(".py").replace("/", ".")
+    load = (f"import importlib, time; from bigmodel import data; c = importlib.import_module({module!r}).get_config(); "
+            "t = time.perf_counter(); data.load(c.data); print(time.perf_counter() - t)")
+    subprocess.run([sys.executable, "-c", load], check=True, capture_output=True)  # prepare, fill the array cache
+    runs = collections.defaultdict(list)
+    for _ in range(flags.FLAGS.repeats):
+      runs["import"].append(wall("import bigmodel.train"))
+      runs["data"].append(float(subprocess.run([sys.executable, "-c", load], check=True, capture_output=True,
+                                               text=True).stdout.split()[-1]))
+      cache = tempfile.mkdtemp(prefix="first_step_cache_")
+      cold, phases = trainer(config, cache)
+      warm, _ = trainer(config, cache)
+      runs["cold"].append(cold)
+      runs["warm"].append(warm)
+      for k in ("lower", "compile"):
+        runs[k].append(phases[k])
+    rows.append((config, {k: statistics.median(v) for k, v in runs.items()}))
+  print("| config | first step, cold cache (s) | warm cache (s) | import bigmodel.train | data.load | "
+        "lowering | XLA compile | tracing and the rest |")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|")
+  for config, m in rows:
+    rest = m["cold"] - m["import"] - m["data"] - m["lower"] - m["compile"]
+    print(f"| {config} | {m['cold']:.1f} | {m['warm']:.1f} | {m['import']:.1f} | {m['data']:.2f} | "
+          f"{m['lower']:.1f} | {m['compile']:.1f} | {rest:.1f} |")
+
+
+if __name__ == "__main__":
+  app.run(main)
