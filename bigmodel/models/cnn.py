@@ -18,7 +18,8 @@ def conv_as_matmul(x, kernel, window_strides, padding, lhs_dilation=None, rhs_di
   """`lax.conv_general_dilated` for channels-last inputs, as (patches of x) @ kernel.
 
   XLA:CPU runs convolutions inside a loop (`steps_per_call` > 1) as naive loops instead of
-  Eigen, 3-4x slower (jax#12868); slices and one matmul do not have that problem. Same
+  Eigen, 3-4x slower (jax#12868); slices and one matmul do not have that problem
+  (`lax.conv_general_dilated_patches` would not help: it is itself a convolution). Same
   parameters and results; im2col memory (kernel-size copies of the input), so small models only."""
   del dimension_numbers  # flax passes channels-last: (batch, spatial..., features)
   if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))) or feature_group_count != 1:
