@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from bigmodel import sharding
+from bigmodel import config as config_lib, experiment, sharding
 from bigmodel.data import pipeline
-from bigmodel.train import Experiment
+from bigmodel.train import Trainer
 
 
 def gpt_4x256():
@@ -62,10 +62,9 @@ def _timed(fn):
 
 def measure(name, steps):
   start = time.perf_counter()
-  ex = Experiment(CONFIGS[name]())
-  c = ex.config
-  batches = pipeline.train_iterator(ex.dataset.splits[c.data.train_split], c.data, 0, ex.dataset.norm,
-                                    ex.dataset.mask)
+  ex = Trainer(experiment.build(config_lib.resolve(CONFIGS[name]())))
+  c, dataset = ex.exp.config, ex.exp.dataset
+  batches = pipeline.train_iterator(dataset.splits[c.data.train_split], c.data, 0, dataset.norm, dataset.mask)
   batch = sharding.put_batch(next(batches), ex.mesh)
   t = time.perf_counter()
   compiled = ex.train_step.lower(ex.state, batch).compile()
@@ -82,9 +81,10 @@ def measure(name, steps):
     times.append(time.perf_counter() - t)
   step_s = float(np.median(times))
   flops = (report["flops_per_step_per_device"] or 0) * ex.mesh.devices.size
-  per_step = c.data.batch_size * (c.data.seq_len if ex.task == "language_model" else 1)
+  tokens = ex.exp.task.tokens_per_example(c.data)
+  per_step = c.data.batch_size * (tokens or 1)
   return dict(name=name, model=c.model.name, params=report["parameters"], batch=c.data.batch_size,
-              unit="tokens" if ex.task == "language_model" else "examples", first_step=first_step,
+              unit="tokens" if tokens else "examples", first_step=first_step,
               compile=report["compile_seconds"], steps_per_s=1 / step_s, items_per_s=per_step / step_s,
               flops=flops, flops_per_s=flops / step_s, memory=report["bytes_per_device"], mesh=ex.mesh)
 

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigmodel import sampling, tokenizers  # jax and numpy (sentencepiece for BPE): no model code
+
 FORMAT = "bigmodel.export/1"
 SPEC, FUNCTION, WEIGHTS = "model.json", "forward.jax", "weights.npz"
 TASKS = ("classify", "generate")
@@ -109,7 +111,6 @@ def _read_weights(model_dir, spec, exported):
 
 
 def _read_tokenizer(model_dir):
-  from bigmodel import tokenizers  # numpy only (sentencepiece for BPE); not model code
   try:
     return tokenizers.load(model_dir)
   except (OSError, ValueError, KeyError) as e:
@@ -119,24 +120,6 @@ def _read_tokenizer(model_dir):
 def _bucket(n, sizes):
   """The smallest size >= n (sizes sorted)."""
   return next(s for s in sizes if s >= n)
-
-
-def sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B):
-  """Per row: greedy at temperature 0; otherwise a draw from the softmax at that temperature, cut to
-  the top_k most likely tokens (0 = all), then to the fewest whose probabilities sum to top_p."""
-  V = logits_BxV.shape[-1]
-  greedy_B = jnp.argmax(logits_BxV, -1)
-  logits_BxV = logits_BxV.astype(jnp.float32) / jnp.where(temperature_B > 0, temperature_B, 1.0)[:, None]
-  k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, V), V)
-  kth_B1 = jnp.take_along_axis(-jnp.sort(-logits_BxV, -1), k_B[:, None] - 1, -1)
-  logits_BxV = jnp.where(logits_BxV < kth_B1, -jnp.inf, logits_BxV)
-  sorted_BxV = -jnp.sort(-logits_BxV, -1)
-  probs_BxV = jax.nn.softmax(sorted_BxV, -1)
-  before_BxV = jnp.cumsum(probs_BxV, -1) - probs_BxV  # probability of the more likely tokens
-  cutoff_B1 = jnp.min(jnp.where(before_BxV < top_p_B[:, None], sorted_BxV, jnp.inf), -1, keepdims=True)
-  logits_BxV = jnp.where((top_p_B[:, None] < 1) & (logits_BxV < cutoff_B1), -jnp.inf, logits_BxV)
-  drawn_B = jax.vmap(jax.random.categorical)(key_B, logits_BxV)
-  return jnp.where(temperature_B > 0, drawn_B, greedy_B).astype(jnp.int32)
 
 
 class Artifact:
@@ -160,7 +143,8 @@ class Artifact:
       defaults = [2 ** i for i in range(4, context.bit_length())]  # 16, 32, ... below the context
       self.lengths = sorted({*(lengths or defaults), context})
     self._forward = jax.jit(self.exported.call)
-    self._next = jax.jit(self._next_tokens)
+    self._last = jax.jit(lambda weights, ids_BxL, last_B: jnp.take_along_axis(
+        self.exported.call(weights, ids_BxL), last_B[:, None, None], axis=1)[:, 0])
 
   def _pad(self, x):
     """x padded to a bucket: its batch with copies of row 0 (any real row is a safe input), token
@@ -203,40 +187,27 @@ class Artifact:
   def decode(self, ids):
     return self.tokenizer.decode(ids)
 
-  def _next_tokens(self, weights, ids_BxL, last_B, seed_B, step_B, temperature_B, top_k_B, top_p_B):
-    logits_BxLxV = self.exported.call(weights, ids_BxL)
-    logits_BxV = jnp.take_along_axis(logits_BxLxV, last_B[:, None, None], axis=1)[:, 0]
-    key_B = jax.vmap(lambda seed, step: jax.random.fold_in(jax.random.key(seed), step))(seed_B, step_B)
-    return sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B)
+  def _next_logits(self, rows, tokens):
+    """sampling.generate's next_logits: each row's last `context` tokens through the function, in
+    chunks of the largest batch size, each padded to its buckets."""
+    out, largest = [], self.batch_sizes[-1]
+    for start in range(0, len(tokens), largest):
+      windows = [t[-self.context:] for t in tokens[start:start + largest]]
+      ids_BxL = np.full((len(windows), max(map(len, windows))), -1, np.int32)
+      for b, w in enumerate(windows):
+        ids_BxL[b, :len(w)] = w
+      ids_BxL = self._pad(ids_BxL)
+      last_B = np.array([len(w) - 1 for w in windows] + [len(windows[0]) - 1] * (len(ids_BxL) - len(windows)),
+                        np.int32)
+      out.append(self._last(self.weights, ids_BxL, last_B)[:len(windows)])
+    return jnp.concatenate(out)
 
   def generate(self, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, seed=0):
-    """Each prompt (a sequence of ids) followed by its sampled ids, as lists. Every setting is one
-    value or one per prompt. Token i of a row is drawn with fold_in(key(seed), i), whatever else is
-    in the batch, so a seed gives the same text alone or batched. Once the context is full, the last
-    `context` tokens are read for each new token."""
-    n = len(prompts)
-    per_row = lambda v, dtype: np.broadcast_to(np.asarray(v, dtype), (n,))
-    new_N, temperature_N = per_row(max_new_tokens, np.int32), per_row(temperature, np.float32)
-    top_k_N, top_p_N, seed_N = per_row(top_k, np.int32), per_row(top_p, np.float32), per_row(seed, np.uint32)
-    tokens = [[int(t) for t in p] for p in prompts]
-    if any(not t for t in tokens):
-      raise ValueError("Every prompt must hold at least one token.")
-    done_N = np.zeros(n, np.int32)
-    while (active := np.flatnonzero(done_N < new_N)).size:
-      for rows in np.array_split(active, -(-active.size // self.batch_sizes[-1])):
-        windows = [tokens[i][-self.context:] for i in rows]
-        ids_BxL = np.full((len(rows), max(map(len, windows))), -1, np.int32)
-        for b, w in enumerate(windows):
-          ids_BxL[b, :len(w)] = w
-        ids_BxL = self._pad(ids_BxL)
-        pad = lambda v: np.concatenate([v, np.repeat(v[:1], len(ids_BxL) - len(v))])
-        last_B = pad(np.array([len(w) - 1 for w in windows], np.int32))
-        next_B = self._next(self.weights, ids_BxL, last_B, pad(seed_N[rows]), pad(done_N[rows]),
-                            pad(temperature_N[rows]), pad(top_k_N[rows]), pad(top_p_N[rows]))
-        for i, t in zip(rows, np.asarray(next_B)):
-          tokens[i].append(int(t))
-        done_N[rows] += 1
-    return tokens
+    """Each prompt (a sequence of ids) followed by its sampled ids, as lists (sampling.generate:
+    every setting one value or one per prompt; a seed gives the same text alone or batched).
+    Once the context is full, the last `context` tokens are read for each new token."""
+    return sampling.generate(self._next_logits, prompts, max_new_tokens, temperature=temperature, top_k=top_k,
+                             top_p=top_p, seed=seed)
 
   def warmup(self):
     """Compiles every bucket now rather than on the first request that needs it."""

@@ -11,9 +11,10 @@ arrays are matched by path, so a new head or extra layers start fresh.
 import re
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+
+from bigmodel import paths
 
 
 def manager(workdir, keep):
@@ -34,14 +35,10 @@ INIT_DEFAULTS = dict(
 )
 
 
-def _path(keypath):
-  return jax.tree_util.keystr(keypath, simple=True, separator="/")
-
-
 def _shapes(tree):
   """{'params/conv0/kernel': (5, 1, 25), ...} for every array leaf."""
-  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {_path(path): tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")}
+  names, leaves, _ = paths.flatten(tree)
+  return {name: tuple(leaf.shape) for name, leaf in zip(names, leaves) if hasattr(leaf, "shape")}
 
 
 def check_compatible(mngr, step, abstract_state):
@@ -59,19 +56,16 @@ def check_compatible(mngr, step, abstract_state):
         "\nUse a new --workdir, or the config that made this checkpoint.")
 
 
-def restore(mngr, step, abstract_state, with_data=True):
-  """Returns (state, data_state) saved at `step`, placed like `abstract_state`."""
+def restore(mngr, step, like, with_data=True):
+  """Returns (state, data_state) saved at `step`, with the shapes, dtypes and shardings of `like`
+  (a state, or its jax.ShapeDtypeStructs): restored straight into the current shardings."""
+  abstract_state = jax.tree.map(ocp.tree.to_shape_dtype_struct, like)
   check_compatible(mngr, step, abstract_state)
   items = dict(state=ocp.args.StandardRestore(abstract_state))
   if with_data:
     items["data"] = ocp.args.JsonRestore()
   restored = mngr.restore(step, args=ocp.args.Composite(**items))
   return restored["state"], restored.get("data") if with_data else None
-
-
-def abstract(tree):
-  """Shape, dtype and sharding of each array: what orbax restores into."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=x.sharding), tree)
 
 
 def _open_pretrained(path):
@@ -83,14 +77,13 @@ def _open_pretrained(path):
   elif (path / "checkpoints").exists():
     path = path / "checkpoints"
   if not path.exists():
-    raise FileNotFoundError(f"init.checkpoint: {path} does not exist. Give a training workdir or "
-                            "<workdir>/checkpoints/<step>.")
+    raise FileNotFoundError(f"{path} does not exist. Give a training workdir or <workdir>/checkpoints/<step>.")
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
   mngr = ocp.CheckpointManager(path, options=options, item_handlers={
       "state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
   step = mngr.latest_step() if step is None else step
   if step is None or step not in mngr.all_steps():
-    raise FileNotFoundError(f"init.checkpoint: no checkpoint in {path}.")
+    raise FileNotFoundError(f"No checkpoint in {path}: train first, or give a workdir that holds one.")
   return mngr, step
 
 
@@ -111,12 +104,11 @@ def load_pretrained(c, params, model_state, sharding):
   initialisation; any other shape mismatch is an error naming the parameter.
   """
   stored_params, stored_state, step = read_weights(c.checkpoint, sharding)
-  stored = {_path(p): x for tree in (stored_params, stored_state)
-            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  stored = {name: x for tree in (stored_params, stored_state) for name, x in zip(*paths.flatten(tree)[:2])}
   fresh, problems, used = [], [], set()
 
   def merge(keypath, leaf):
-    path = _path(keypath)
+    path = paths.keystr(keypath)
     if any(re.search(r, path) for r in c.reinit) or path not in stored:
       fresh.append(path)
       return leaf

@@ -7,12 +7,13 @@ into the workdir.
 """
 import ml_collections
 
-from bigmodel import checkpoint, data, losses, models, optim, pruning, registry, sharding
+from bigmodel import checkpoint, data, models, optim, pruning, registry, sharding, tasks
 
 DEFAULTS = dict(
     seed=0,  # parameters, dropout and data order all derive from it
     total_steps=1000,
-    loss="softmax_xent",  # softmax_xent | sigmoid_bce | mse
+    task="",  # classification | regression | language_model | masked_lm (tasks.py); "" = the one `loss` implies
+    loss="",  # softmax_xent | sigmoid_bce | mse | lm_xent; "" = the task's default (classification: softmax_xent)
     log_every=100,  # steps between reading train metrics (each read syncs the host)
     eval_every=1000,  # steps between evaluations on data.eval_split (and at the end)
     checkpoint_every=1000,  # steps between checkpoints (and at the end, and on SIGTERM)
@@ -30,10 +31,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   given = config.to_dict()
   registry.check_keys(given, [*DEFAULTS, *SECTIONS, "model"], "")
   out = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
-  registry.lookup(losses.LOSSES, out["loss"], "loss")
   for section, defaults in SECTIONS.items():
     registry.check_keys(given.get(section, {}), defaults, section)
     out[section] = {**defaults, **given.get(section, {})}
+  tasks.resolve(out["task"], out["loss"], out["data"]["mlm_mask_rate"])  # fails early; experiment.py fills them in
   if "name" not in given.get("model", {}):
     raise ValueError(f"The config needs model.name. Known: {', '.join(sorted(models.MODELS))}.")
   name = given["model"]["name"]

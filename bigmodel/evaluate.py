@@ -1,36 +1,58 @@
-"""Evaluates a workdir's newest checkpoint: `python -m bigmodel.evaluate --workdir=runs/x`.
+"""Evaluation: the summed statistics of a split, and `python -m bigmodel.evaluate --workdir=runs/x`.
 
-Prints accuracy, macro precision / recall / F1 and the confusion matrix (or MSE,
-MAE and R² for regression) on the config's eval split, and writes them to
-<workdir>/eval.json.
+The command prints accuracy, macro precision / recall / F1 and the confusion matrix (or MSE,
+MAE and R² for regression, loss and bits per byte for language models) of a workdir's newest
+checkpoint on the config's eval split, and writes them to <workdir>/eval.json. The trainer
+evaluates through the same functions.
 """
+import functools
 import json
 import os
 
 import jax
-import ml_collections
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from bigmodel import checkpoint
-from bigmodel.train import Experiment
+from bigmodel import experiment, platform, sharding, workdir as workdir_lib
+from bigmodel.data import pipeline
+
+
+def eval_step(variables, batch, *, apply_fn, task, loss_fn):
+  """The task's sums over the real (mask=True) rows of a batch."""
+  out = apply_fn(variables, batch["x"], train=False)
+  return task.eval_sums(out, batch["y"], batch["mask"].astype(jnp.float32), loss_fn)
+
+
+def jit_eval_step(exp, variables_sharding, mesh):
+  """`eval_step` for experiment `exp`, jitted for variables placed with `variables_sharding`."""
+  step = functools.partial(eval_step, apply_fn=exp.model.apply, task=exp.task, loss_fn=exp.loss_fn)
+  return jax.jit(step, in_shardings=(variables_sharding, sharding.batch_sharded(mesh)),
+                 out_shardings=sharding.replicated(mesh))
+
+
+def evaluate(exp, step_fn, variables, mesh, split=None):
+  """The task's metrics of `variables` on `split` (default: the config's eval split)."""
+  c, dataset = exp.config.data, exp.dataset
+  split = split or c.eval_split
+  block = platform.must_block_each_step(mesh)
+  total = None
+  for batch in pipeline.eval_batches(dataset.splits[split], c.eval_batch_size, dataset.norm, dataset.mask):
+    sums = step_fn(variables, sharding.put_batch(batch, mesh))
+    total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    if block:
+      jax.block_until_ready(total)
+  return exp.task.metrics(jax.device_get(total), dataset, split)
+
 
 def evaluate_workdir(workdir, split=None):
   """Returns (step, metrics) for the newest checkpoint in `workdir`."""
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(f"{config_path} not found: is {workdir!r} a bigmodel.train workdir?")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  run = workdir_lib.load(workdir)
   if split:
-    config.data.eval_split = split
-  ex = Experiment(config)
-  mngr = checkpoint.manager(workdir, config.keep_checkpoints)
-  step = mngr.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints: train first.")
-  state, _ = checkpoint.restore(mngr, step, checkpoint.abstract(ex.state), with_data=False)
-  return step, ex.evaluate(state)
+    run.config.data.eval_split = split
+  exp = experiment.build(run.config)
+  step_fn = jit_eval_step(exp, sharding.replicated(run.mesh), run.mesh)
+  return run.step, evaluate(exp, step_fn, {"params": run.params, **run.model_state}, run.mesh)
 
 
 def format_report(step, split, m):
@@ -50,7 +72,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   workdir = flags.FLAGS.workdir
   step, m = evaluate_workdir(workdir, flags.FLAGS.split)
-  split = flags.FLAGS.split or json.load(open(os.path.join(workdir, "config.json")))["data"]["eval_split"]
+  split = flags.FLAGS.split or workdir_lib.read_config(workdir).data.eval_split
   print(format_report(step, split, m))
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval.json"), "w") as f:

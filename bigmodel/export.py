@@ -16,13 +16,11 @@ import os
 import shutil
 
 import jax
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from bigmodel import artifact, checkpoint, sharding, tokenizers
+from bigmodel import artifact, experiment, paths as paths_lib, tasks, workdir as workdir_lib
 from bigmodel.data import pipeline
-from bigmodel.train import Experiment
 
 
 def _label_names(dataset):
@@ -31,32 +29,18 @@ def _label_names(dataset):
   return list(names) if len(names) == dataset.num_classes else [str(i) for i in range(dataset.num_classes)]
 
 
-def _read_config(workdir):
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} a bigmodel.train workdir?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def export(workdir, out, platforms=("cpu", "cuda")):
   """Writes the artifact of `workdir`'s newest checkpoint into `out`; returns its model.json."""
-  config = _read_config(workdir)
-  ex = Experiment(config)
-  model, dataset = ex.model, ex.dataset
-  if ex.task == "regression":
-    raise ValueError(f"{workdir} trained a regression model (loss={config.loss!r}); export serves "
-                     "classifiers and language models.")
-  if ex.task == "language_model" and not getattr(model, "causal", True):
-    raise ValueError(f"{workdir} is a masked LM (causal=False): it cannot generate text. Fine-tune it into a "
-                     "classifier (README: Fine-tuning) and export that.")
-  params, model_state, step = checkpoint.read_weights(workdir, sharding.replicated(ex.mesh))
-  flat, treedef = jax.tree_util.tree_flatten_with_path({"params": params, **model_state})
-  paths = [jax.tree_util.keystr(p, simple=True, separator="/") for p, _ in flat]
-  weights = [np.asarray(x) for _, x in flat]
-  tok = tokenizers.load(workdir) if os.path.exists(os.path.join(workdir, tokenizers.FILE)) else dataset.tokenizer
+  run = workdir_lib.load(workdir)
+  config, model, task = run.config, run.model, tasks.get(run.config.task)
+  if task.serves is None:
+    raise ValueError(f"{workdir} trained a {config.model.name} for task {config.task!r} (loss={config.loss!r}); "
+                     f"{task.not_served}.")
+  paths, weights, treedef = paths_lib.flatten({"params": run.params, **run.model_state})
+  weights = [np.asarray(x) for x in weights]
+  tok = run.tokenizer
 
-  if ex.task == "language_model":
+  if task.serves == "generate":
     context = getattr(model, "max_len", 0) or config.data.seq_len
     x_shape = jax.export.symbolic_shape("b, l", constraints=[f"l <= {context}"])
     x_dtype = np.int32
@@ -64,7 +48,9 @@ def export(workdir, out, platforms=("cpu", "cuda")):
 
     def forward(weights, ids_BxL):
       return model.apply(jax.tree.unflatten(treedef, weights), ids_BxL)
-  else:
+  else:  # the dataset says what raw inputs look like and how training preprocessed them
+    dataset = experiment.build(config).dataset
+    tok = tok or dataset.tokenizer
     raw = dataset.splits[config.data.train_split].gather(np.arange(1))["x"]
     x_shape = jax.export.symbolic_shape(", ".join(["b", *map(str, dataset.example_shape)]))
     x_dtype = raw.dtype if raw.dtype == np.uint8 else np.dtype(dataset.input_dtype)
@@ -81,7 +67,7 @@ def export(workdir, out, platforms=("cpu", "cuda")):
       [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights], jax.ShapeDtypeStruct(x_shape, x_dtype))
   spec = dict(format=artifact.FORMAT, **spec,
               weights=[dict(path=p, shape=list(w.shape), dtype=str(w.dtype)) for p, w in zip(paths, weights)],
-              source=dict(workdir=os.path.abspath(workdir), step=step, data=config.data.name,
+              source=dict(workdir=os.path.abspath(workdir), step=run.step, data=config.data.name,
                           model=config.model.to_dict()),
               platforms=list(exported.platforms), jax_version=jax.__version__)
 

@@ -1,8 +1,6 @@
-"""Per-example losses by name. Each maps (outputs_BxO, targets_B[xO]) -> loss_B.
+"""Per-example losses by name. Each maps (outputs_BxO, targets_B[xO]) -> loss_B (or loss_BxL per token).
 
-The task each loss implies decides the metrics: classification (softmax or
-sigmoid) reports accuracy and a confusion matrix, regression reports MSE and R²,
-language modelling (per-token cross-entropy) reports perplexity and bits per byte.
+Which task a loss serves, and so which metrics are reported, is tasks.py's.
 """
 import jax
 import jax.numpy as jnp
@@ -35,28 +33,3 @@ def lm_xent(logits_BxLxV, targets_BxL):
 
 
 LOSSES = {"softmax_xent": softmax_xent, "sigmoid_bce": sigmoid_bce, "mse": mse, "lm_xent": lm_xent}
-TASKS = {"softmax_xent": "classification", "sigmoid_bce": "classification", "mse": "regression",
-         "lm_xent": "language_model"}
-
-
-def predict_classes(logits_BxO):
-  """Class predictions matching how each classification loss reads the logits."""
-  if logits_BxO.shape[-1] == 1:  # sigmoid with one output: class 1 when logit > 0
-    return (logits_BxO[:, 0] > 0).astype(jnp.int32)
-  return jnp.argmax(logits_BxO, axis=-1)
-
-
-def num_outputs(loss_name, num_classes):
-  """How many outputs the model needs for this loss and dataset."""
-  if loss_name == "sigmoid_bce" and num_classes == 2:
-    return 1
-  if num_classes is None:  # regression on a scalar target
-    return 1
-  return num_classes
-
-
-def weights(task, targets):
-  """Which loss entries count: every example, or the positions with a target (>= 0) for LMs."""
-  if task == "language_model":
-    return (targets >= 0).astype(jnp.float32)
-  return jnp.ones(targets.shape[:1], jnp.float32)

@@ -4,7 +4,7 @@ import re
 import jax
 import optax
 
-from bigmodel import registry
+from bigmodel import paths as paths_lib, registry
 
 DEFAULTS = dict(
     name="adam",
@@ -51,8 +51,7 @@ def _decay_mask(params):
 def _freeze_labels(patterns):
   """params -> the same tree of "frozen" / "trained" labels; a pattern must match something."""
   def labels(params):
-    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-    paths = [jax.tree_util.keystr(p, simple=True, separator="/") for p, _ in flat]
+    paths, _, treedef = paths_lib.flatten(params)
     for pattern in patterns:
       if not any(re.search(pattern, path) for path in paths):
         raise ValueError(f"optimizer.freeze pattern {pattern!r} matches no parameter. Parameters: "

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bigmodel import registry
+from bigmodel import paths as paths_lib, registry
 
 DEFAULTS = dict(
     target_sparsity=0.0,  # fraction of the in-scope weights that end at zero; 0 = no pruning
@@ -62,14 +62,9 @@ def check(c, total_steps):
     raise ValueError(f"pruning.start_step={c.start_step} must be below total_steps={total_steps}.")
 
 
-def _paths(params):
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  return [jax.tree_util.keystr(p, simple=True, separator="/") for p, _ in flat], treedef
-
-
 def in_scope(c, params):
   """The params tree as booleans: True where a weight may be pruned. Fails if nothing is in scope."""
-  paths, treedef = _paths(params)
+  paths, _, treedef = paths_lib.flatten(params)
   chosen = [any(re.search(s, p) for s in c.scope) and not any(re.search(e, p) for e in c.exclude)
             for p in paths]
   if not any(chosen):
@@ -135,7 +130,7 @@ def magnitude_pruning(c) -> optax.GradientTransformation:
 def report(c, params):
   """Measured sparsity (fraction of exact zeros) per in-scope parameter and overall."""
   scope = jax.tree.leaves(in_scope(c, params))
-  paths, _ = _paths(params)
+  paths, _, _ = paths_lib.flatten(params)
   layers, zeros, size, all_zeros, all_size = {}, 0, 0, 0, 0
   for path, w, chosen in zip(paths, jax.tree.leaves(params), scope):
     z = int(np.sum(np.asarray(w) == 0))

@@ -16,6 +16,8 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from bigmodel import paths
+
 AXES = ("data", "fsdp", "tensor")
 DEFAULTS = dict(
     data=-1,  # mesh axis sizes; -1 = all devices not taken by the other axes
@@ -84,19 +86,15 @@ def param_shardings(abstract_params, logical_params, mesh, rules):
                       is_leaf=lambda x: isinstance(x, P))
 
 
-def _path(keypath):
-  return jax.tree_util.keystr(keypath, simple=True, separator="/")
-
-
 def mirror_params(abstract_tree, params_shardings, mesh):
   """Shardings for a tree (the train state) holding the params and per-parameter copies of them
   (optimizer moments, pruning masks): a leaf whose path ends with a parameter's path and has its
   shape is sharded like that parameter; anything else (step, rng, statistics) is replicated."""
-  flat = jax.tree_util.tree_flatten_with_path(abstract_tree.params)[0]
-  params = {_path(p): (tuple(x.shape), sh) for (p, x), sh in zip(flat, jax.tree.leaves(params_shardings))}
+  names, leaves, _ = paths.flatten(abstract_tree.params)
+  params = {name: (tuple(x.shape), sh) for name, x, sh in zip(names, leaves, jax.tree.leaves(params_shardings))}
 
   def pick(keypath, leaf):
-    path = _path(keypath)
+    path = paths.keystr(keypath)
     for name, (shape, sh) in params.items():
       if (path == name or path.endswith("/" + name)) and tuple(leaf.shape) == shape:
         return sh
@@ -115,7 +113,3 @@ def put_batch(batch, mesh):
   sharding = batch_sharded(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
-
-def must_block_each_step(mesh) -> bool:
-  # XLA's CPU collectives deadlock when many multi-device steps are in flight.
-  return mesh.devices.size > 1 and jax.default_backend() == "cpu"

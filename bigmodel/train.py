@@ -24,8 +24,9 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 import bigmodel
-from bigmodel import checkpoint, config as config_lib, data, losses, metrics, models, optim, pruning, sharding
-from bigmodel.data import pipeline
+from bigmodel import (checkpoint, config as config_lib, evaluate, experiment, optim, platform, pruning, sharding,
+                      workdir as workdir_lib)
+from bigmodel.data import feed as feed_lib
 from bigmodel.metric_writer import MetricWriter
 
 
@@ -35,7 +36,7 @@ class TrainState(train_state.TrainState):
 
 
 def train_step(state, batch, *, loss_fn, task, micro_batches=1):
-  """One optimizer update on a global batch; pure, jitted once in `Experiment`.
+  """One optimizer update on a global batch; pure, jitted once in `Trainer`.
 
   With micro_batches > 1 the batch is split and the gradients summed over the parts in a
   `lax.scan` (gradient accumulation): the update equals the whole batch's, at a micro-batch's
@@ -43,19 +44,14 @@ def train_step(state, batch, *, loss_fn, task, micro_batches=1):
   rng = jax.random.fold_in(state.rng, state.step)
 
   def sums(params, model_state, mb, rng):
-    """Summed (not averaged) loss over the batch's weighted examples or tokens, and its statistics."""
-    w = losses.weights(task, mb["y"])  # which examples (or tokens) count
+    """The task's sums over the batch (the loss summed, not averaged, over what counts)."""
     variables = {"params": params, **model_state}
     if model_state:
       out, model_state = state.apply_fn(variables, mb["x"], train=True, rngs={"dropout": rng},
                                         mutable=list(model_state))
     else:
       out = state.apply_fn(variables, mb["x"], train=True, rngs={"dropout": rng})
-    stats = {"loss": jnp.sum(loss_fn(out, mb["y"]) * w), "weight": jnp.sum(w)}
-    if task == "language_model":
-      stats["correct"] = jnp.sum((jnp.argmax(out, -1) == mb["y"]) * w)
-    elif task == "classification" and mb["y"].ndim == 1:
-      stats["correct"] = jnp.sum(losses.predict_classes(out) == mb["y"])
+    stats = task.train_sums(out, mb["y"], loss_fn)
     return stats["loss"], (stats, model_state)
 
   grad_fn = jax.grad(sums, has_aux=True)
@@ -81,145 +77,74 @@ def train_step(state, batch, *, loss_fn, task, micro_batches=1):
   state = state.apply_gradients(grads=grads, model_state=model_state)
   step_metrics = {"loss": stats["loss"] / weight, "grad_norm": optax.global_norm(grads)}
   if "correct" in stats:
-    step_metrics["accuracy"] = stats["correct"] / (weight if task == "language_model" else batch["y"].shape[0])
+    step_metrics["accuracy"] = stats["correct"] / weight
   return state, step_metrics
 
 
-def train_steps(state, feed, num_steps, split=None, *, step_fn, norm=None):
-  """`num_steps` updates in one dispatch; step i reads column i of `feed`.
-
-  `feed` holds the host's batches stacked on axis 1 ({"x": B x K x ..., "y": ...}) or, when
-  the training `split` lives on the device, example indices {"idx": B x K} gathered here.
-  With K > 1 the steps run in a `lax.fori_loop` (num_steps <= K, a traced scalar, so calls of
-  any length share one compilation); metrics come back as K-long arrays."""
-
-  @jax.jit  # traced once, shared by eval_shape and the loop body below
-  def one(state, column):
-    batch = column if split is None else pipeline.normalize(pipeline.preprocess(split.gather(column["idx"])), norm)
-    return step_fn(state, batch)
-
-  K = jax.tree.leaves(feed)[0].shape[1]
-  column = lambda i: jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, 1, keepdims=False), feed)
-  if K == 1:  # no loop: XLA:CPU compiles convolutions inside loops without Eigen, 3-4x slower (jax#12868)
-    state, step_metrics = one(state, column(0))
-    return state, jax.tree.map(lambda v: v[None], step_metrics)
-
-  def body(i, carry):
-    state, metrics_K = carry
-    state, step_metrics = one(state, column(i))
-    return state, jax.tree.map(lambda buf, v: buf.at[i].set(v), metrics_K, step_metrics)
-
-  shapes = jax.eval_shape(one, state, column(0))[1]
-  metrics_K = jax.tree.map(lambda s: jnp.zeros((K, *s.shape), s.dtype), shapes)
-  return jax.lax.fori_loop(0, num_steps, body, (state, metrics_K))
+def train_steps(state, columns, num_steps, device_data, *, step_fn, prepare):
+  """`num_steps` updates in one dispatch (platform.repeat_steps); step i's batch is
+  `prepare(device_data, column i)`: the feed's own (data/feed.py)."""
+  one = jax.jit(lambda state, column: step_fn(state, prepare(device_data, column)))  # traced once
+  return platform.repeat_steps(one, state, columns, num_steps)
 
 
-def eval_step(state, batch, *, loss_fn, task, num_classes):
-  """Sums of evaluation statistics over the real (mask=True) rows of a batch."""
-  out = state.apply_fn({"params": state.params, **state.model_state}, batch["x"], train=False)
-  mask = batch["mask"].astype(jnp.float32)
-  if task == "language_model":
-    w_BxL = losses.weights(task, batch["y"]) * mask[:, None]
-    return {"loss": jnp.sum(loss_fn(out, batch["y"]) * w_BxL), "tokens": w_BxL.sum(),
-            "correct": jnp.sum((jnp.argmax(out, -1) == batch["y"]) * w_BxL)}
-  sums = {"loss": jnp.sum(loss_fn(out, batch["y"]) * mask)}
-  if task == "classification":  # a confusion matrix holds every other metric
-    true_BxC = jax.nn.one_hot(batch["y"], num_classes) * mask[:, None]
-    pred_BxC = jax.nn.one_hot(losses.predict_classes(out), num_classes)
-    sums["confusion"] = jnp.einsum("bi,bj->ij", true_BxC, pred_BxC)
-  else:
-    y = batch["y"].reshape(out.shape)
-    err = out - y
-    sums.update(count=mask.sum() * out.shape[-1],
-                sq_err=jnp.sum((err ** 2).sum(-1) * mask), abs_err=jnp.sum(jnp.abs(err).sum(-1) * mask),
-                y=jnp.sum(y.sum(-1) * mask), y2=jnp.sum((y ** 2).sum(-1) * mask))
-  return sums
+class Trainer:
+  """Training one experiment on one mesh: optimizer, state and its shardings, feed, jitted steps."""
 
-
-class Experiment:
-  """What a config builds: data, model, optimizer, mesh, and the jitted steps."""
-
-  def __init__(self, config):
-    self.config = config = config_lib.resolve(config)
-    self.mesh = sharding.make_mesh(config.sharding)
-    self.dataset = data.load(config.data)
-    self.task = losses.TASKS[config.loss]
-    self.num_classes = self.dataset.num_classes if self.task == "classification" else None
-    if self.task == "classification" and not self.num_classes:
-      raise ValueError(f"loss={config.loss!r} needs a labelled dataset; {config.data.name!r} has no classes.")
-    is_corpus = self.dataset.bytes_per_token is not None
-    if (self.task == "language_model") != is_corpus:
-      raise ValueError(f"loss={config.loss!r} and data.name={config.data.name!r} do not go together: "
-                       "language-model corpora need loss='lm_xent', and lm_xent needs a corpus "
-                       "(shakespeare, text_files, fine_foods_text, tiny_shakespeare, lm1b).")
-    model_config = dict(config.model)
-    model_config.setdefault("num_outputs", self.dataset.num_classes if is_corpus else
-                            losses.num_outputs(config.loss, self.num_classes))
-    if self.dataset.tokenizer is not None and model_config.get("vocab_size") == 0:
-      # +1 for the masked-LM mask id. A classifier on a pretrained BERT sets model.vocab_size to the BERT's.
-      model_config["vocab_size"] = self.dataset.tokenizer.vocab_size + (self.dataset.mask is not None)
-    self.model = models.build(model_config)
-    self.tx, schedule = optim.optimizer(config.optimizer, config.total_steps)
+  def __init__(self, exp, mesh=None):
+    self.exp = exp
+    c = exp.config
+    self.mesh = mesh or sharding.make_mesh(c.sharding)
+    self.tx, schedule = optim.optimizer(c.optimizer, c.total_steps)
     self.schedule = jax.jit(schedule)  # one compilation, not one per jnp op (0.03-0.05 s each)
-    pruning.check(config.pruning, config.total_steps)
-    if config.pruning.target_sparsity:  # the masks ride in the optimizer state, so checkpoints keep them
-      self.tx = optax.chain(self.tx, pruning.magnitude_pruning(config.pruning))
+    pruning.check(c.pruning, c.total_steps)
+    if c.pruning.target_sparsity:  # the masks ride in the optimizer state, so checkpoints keep them
+      self.tx = optax.chain(self.tx, pruning.magnitude_pruning(c.pruning))
     n = sharding.batch_devices(self.mesh)
     for key in ("batch_size", "eval_batch_size"):
-      if config.data[key] % n:
-        raise ValueError(f"data.{key}={config.data[key]} must be a multiple of the {n} data-parallel devices "
+      if c.data[key] % n:
+        raise ValueError(f"data.{key}={c.data[key]} must be a multiple of the {n} data-parallel devices "
                          "(sharding.data x sharding.fsdp).")
-    if config.data.batch_size % (n * config.micro_batches):
-      raise ValueError(f"data.batch_size={config.data.batch_size} must split into micro_batches="
-                       f"{config.micro_batches} parts of a multiple of {n} devices each.")
+    if c.data.batch_size % (n * c.micro_batches):
+      raise ValueError(f"data.batch_size={c.data.batch_size} must split into micro_batches="
+                       f"{c.micro_batches} parts of a multiple of {n} devices each.")
 
     # Shardings from the parameters' logical axis names (see sharding.py), read off an abstract init.
     logical = nn.get_partition_spec(jax.eval_shape(self._init_variables))["params"]
     abstract = jax.eval_shape(self._init_state)
-    params_sh = sharding.param_shardings(abstract.params, logical, self.mesh, config.sharding.rules)
+    params_sh = sharding.param_shardings(abstract.params, logical, self.mesh, c.sharding.rules)
     self.state_shardings = state_sh = sharding.mirror_params(abstract, params_sh, self.mesh)
-    # Initialisation runs once: on CPU, compiling it without LLVM optimisation takes 0.6 s instead of 2.6 s
-    # (threefry code for the random draws); train and eval steps keep full optimisation.
-    init_options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
-    self.state = jax.jit(self._init_state, out_shardings=state_sh, compiler_options=init_options)()
+    self.state = jax.jit(self._init_state, out_shardings=state_sh,
+                         compiler_options=platform.init_compiler_options())()
     repl, batch_sh = sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)
-    loss_fn = losses.LOSSES[config.loss]
-    step_fn = functools.partial(train_step, loss_fn=loss_fn, task=self.task, micro_batches=config.micro_batches)
+    step_fn = functools.partial(train_step, loss_fn=exp.loss_fn, task=exp.task, micro_batches=c.micro_batches)
     self.train_step = jax.jit(step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
                               donate_argnums=0)
-    self.device_split = self._device_split()
+    self.feed = feed_lib.make(exp.dataset, c.data, c.seed, repl)
     self.train_steps = jax.jit(
-        functools.partial(train_steps, step_fn=step_fn, norm=self.dataset.norm),
+        functools.partial(train_steps, step_fn=step_fn, prepare=self.feed.prepare),
         in_shardings=(state_sh, batch_sh, repl, repl), out_shardings=(state_sh, repl), donate_argnums=0)
-    self.eval_step = jax.jit(
-        functools.partial(eval_step, loss_fn=loss_fn, task=self.task, num_classes=self.num_classes),
-        in_shardings=(state_sh, batch_sh), out_shardings=repl)
+    self.eval_step = evaluate.jit_eval_step(exp, self.variables(state_sh), self.mesh)
 
-  def _device_split(self):
-    """The training split copied to the devices (replicated), if it is cached and fits `data.on_device_mb`.
+  @staticmethod
+  def variables(state):
+    return {"params": state.params, **state.model_state}
 
-    Then a step gathers its batch on the device from indices: no host preprocessing, and only
-    B integers cross to the device per step. Augmentations and masked-LM masking run on the
-    host (grain), so those datasets stay host-fed."""
-    c = self.config.data
-    split = self.dataset.splits[c.train_split]
-    if c.augment or self.dataset.mask is not None or not isinstance(split, (data.InMemory, data.text.Windows)):
-      return None
-    if sum(x.nbytes for x in jax.tree.leaves(split)) > c.on_device_mb * 2**20:
-      return None
-    return jax.device_put(split, sharding.replicated(self.mesh))
+  def evaluate(self, state):
+    return evaluate.evaluate(self.exp, self.eval_step, self.variables(state), self.mesh)
 
   def _init_variables(self):
     """The model's variables, parameters still boxed with their logical axis names."""
-    params_rng, dropout_rng, _ = jax.random.split(jax.random.key(self.config.seed), 3)
-    x = jnp.zeros((1, *self.dataset.example_shape), self.dataset.input_dtype)
-    return self.model.init({"params": params_rng, "dropout": dropout_rng}, x, train=False)
+    params_rng, dropout_rng, _ = jax.random.split(jax.random.key(self.exp.config.seed), 3)
+    dataset = self.exp.dataset
+    x = jnp.zeros((1, *dataset.example_shape), dataset.input_dtype)
+    return self.exp.model.init({"params": params_rng, "dropout": dropout_rng}, x, train=False)
 
   def _init_state(self):
     variables = nn.unbox(self._init_variables())
     params = variables.pop("params")
-    state_rng = jax.random.split(jax.random.key(self.config.seed), 3)[2]
-    return TrainState.create(apply_fn=self.model.apply, params=params, tx=self.tx,
+    state_rng = jax.random.split(jax.random.key(self.exp.config.seed), 3)[2]
+    return TrainState.create(apply_fn=self.exp.model.apply, params=params, tx=self.tx,
                              rng=jax.random.key_data(state_rng), model_state=variables)
 
   def preflight(self, compiled, compile_seconds):
@@ -241,22 +166,6 @@ class Experiment:
             "bytes_total": {"params": nbytes(self.state.params), "optimizer_state": nbytes(self.state.opt_state)},
             "compile_seconds": compile_seconds}
 
-  def evaluate(self, state):
-    split = self.dataset.splits[self.config.data.eval_split]
-    total = None
-    for batch in pipeline.eval_batches(split, self.config.data.eval_batch_size, self.dataset.norm,
-                                       self.dataset.mask):
-      sums = self.eval_step(state, sharding.put_batch(batch, self.mesh))
-      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-      if sharding.must_block_each_step(self.mesh):
-        jax.block_until_ready(total)
-    total = jax.device_get(total)
-    if self.task == "language_model":
-      return metrics.language_model(total, self.dataset.bytes_per_token[self.config.data.eval_split])
-    if self.num_classes:
-      return metrics.classification(total["confusion"], total["loss"])
-    return metrics.regression(total)
-
 
 class _Preemption:
   """Turns SIGTERM into a flag the loop checks between steps."""
@@ -273,24 +182,6 @@ class _Preemption:
 
   def __exit__(self, *exc):
     signal.signal(signal.SIGTERM, self.previous)
-
-
-def _feeder(ex, train_iter):
-  """feed(step, n): the batches of steps step..step+n-1, stacked on axis 1 and padded to
-  `steps_per_call` columns; with the split on the device, just their example indices."""
-  c = ex.config
-  K, mine = c.steps_per_call, pipeline.host_slice(c.data.batch_size)
-  if ex.device_split is not None:  # the same example order as the host pipeline's
-    order = pipeline.ShuffledBatches(len(ex.device_split), c.data.batch_size, c.seed)
-
-    def feed(step, n):
-      columns = [order[b][mine] for b in range(step, step + n)]
-      return {"idx": np.stack(columns + columns[-1:] * (K - n), 1).astype(np.int32)}
-  else:
-    def feed(step, n):
-      batches = [next(train_iter) for _ in range(n)]
-      return jax.tree.map(lambda *xs: np.stack(xs, 1), *batches, *batches[-1:] * (K - n))
-  return feed
 
 
 def _next_event(step, c):
@@ -314,40 +205,38 @@ def _read(pending, first_step):
 
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns eval metrics."""
-  _use_compilation_cache(config_lib.resolve(config).compilation_cache, workdir)
-  ex = Experiment(config)
+  config = config_lib.resolve(config)
+  _use_compilation_cache(config.compilation_cache, workdir)
+  ex = experiment.build(config)
+  trainer = Trainer(ex)
   c = ex.config
   os.makedirs(workdir, exist_ok=True)
   main_host = jax.process_index() == 0
   say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if main_host else (lambda msg: None)
   if main_host:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(c.to_json(indent=2))
+    workdir_lib.write_config(workdir, c)
     if ex.dataset.tokenizer is not None:  # generation and fine-tuning read text the same way
       ex.dataset.tokenizer.save(workdir)
 
   mngr = checkpoint.manager(workdir, c.keep_checkpoints)
-  train_iter = None if ex.device_split is not None else pipeline.train_iterator(
-      ex.dataset.splits[c.data.train_split], c.data, c.seed, ex.dataset.norm, ex.dataset.mask)
-  state = ex.state
+  state, feed = trainer.state, trainer.feed
   if mngr.latest_step() is not None:
-    state, data_state = checkpoint.restore(mngr, mngr.latest_step(), checkpoint.abstract(state))
-    if train_iter is not None:
-      train_iter.set_state(data_state)
+    state, data_state = checkpoint.restore(mngr, mngr.latest_step(), state)
+    feed.set_state(data_state)
     say(f"Resumed from step {int(state.step)} in {workdir}")
   elif c.init.checkpoint:  # a new run starting from another run's parameters
     params, model_state, message = checkpoint.load_pretrained(
-        c.init, state.params, state.model_state, sharding.replicated(ex.mesh))
-    state = jax.device_put(state.replace(params=params, model_state=model_state), ex.state_shardings)
+        c.init, state.params, state.model_state, sharding.replicated(trainer.mesh))
+    state = jax.device_put(state.replace(params=params, model_state=model_state), trainer.state_shardings)
     say(message)
   n_params = sum(p.size for p in jax.tree.leaves(state.params))
-  say(f"{c.model.name}: {n_params:,} parameters, {ex.mesh.devices.size} device(s), "
-      f"{c.total_steps} steps, data {c.data.name}"
-      f"{' (on device)' if ex.device_split is not None else ''}")
+  on_device = feed.device_data is not None
+  say(f"{c.model.name}: {n_params:,} parameters, {trainer.mesh.devices.size} device(s), "
+      f"{c.total_steps} steps, data {c.data.name}{' (on device)' if on_device else ''}")
 
   writer = MetricWriter(workdir, enabled=main_host)
-  block = sharding.must_block_each_step(ex.mesh)
-  feed = _feeder(ex, train_iter)
+  block = platform.must_block_each_step(trainer.mesh)
+  tokens_per_example = ex.task.tokens_per_example(c.data)
   step = int(state.step)
   bar = tqdm(total=c.total_steps, initial=step, disable=not main_host, dynamic_ncols=True)
   pending, t_read, data_wait, eval_metrics = [], time.perf_counter(), 0.0, None
@@ -358,13 +247,13 @@ def train_and_evaluate(config, workdir):
         # The first call runs one step (time to first step); later ones run to the next log, eval or checkpoint.
         n = 1 if train_steps is None else min(c.steps_per_call, _next_event(step, c) - step)
         t_wait = time.perf_counter()
-        batches = sharding.put_batch(feed(step, n), ex.mesh)
+        columns = sharding.put_batch(feed.next(n, c.steps_per_call), trainer.mesh)
         data_wait += time.perf_counter() - t_wait
         first = train_steps is None
         if first:  # compile once, ahead of time, and report what the step will cost
-          train_steps = _compile_and_report(ex, state, batches, workdir, say, main_host)
+          train_steps = _compile_and_report(trainer, state, columns, workdir, say, main_host)
           t_read, data_wait = time.perf_counter(), 0.0
-        state, metrics_K = train_steps(state, batches, np.int32(n), ex.device_split)
+        state, metrics_K = train_steps(state, columns, np.int32(n), feed.device_data)
         pending.append((metrics_K, n))
         if block or first:
           metrics_K["loss"].block_until_ready()
@@ -374,28 +263,27 @@ def train_and_evaluate(config, workdir):
         done = step == c.total_steps
         stop = preemption.requested
         save = done or stop or step % c.checkpoint_every == 0
-        evaluate = done or step % c.eval_every == 0
-        if save or evaluate or step % c.log_every == 0:
+        run_eval = done or step % c.eval_every == 0
+        if save or run_eval or step % c.log_every == 0:
           steps_read = sum(n for _, n in pending)
           train_metrics = _read(pending, step - steps_read)  # raises before a bad state is saved
           now = time.perf_counter()
           train_metrics.update(steps_per_sec=steps_read / (now - t_read),
                                examples_per_sec=steps_read * c.data.batch_size / (now - t_read),
-                               **({"tokens_per_sec": steps_read * c.data.batch_size * c.data.seq_len /
-                                   (now - t_read)} if ex.task == "language_model" else {}),
+                               **({"tokens_per_sec": steps_read * c.data.batch_size * tokens_per_example /
+                                   (now - t_read)} if tokens_per_example else {}),
                                data_wait_fraction=data_wait / (now - t_read),  # time preparing batches
-                               learning_rate=float(ex.schedule(step - 1)))
+                               learning_rate=float(trainer.schedule(step - 1)))
           writer.write(step, "train", train_metrics)
           bar.set_postfix(loss=f"{train_metrics['loss']:.4f}", steps_per_s=f"{train_metrics['steps_per_sec']:.0f}")
           bar.update(step - bar.n)
-          if evaluate:
-            eval_metrics = ex.evaluate(state)
+          if run_eval:
+            eval_metrics = trainer.evaluate(state)
             writer.write(step, "eval", eval_metrics)
             say(f"step {step} eval: " + ", ".join(
                 f"{k}={v:.4f}" for k, v in eval_metrics.items() if isinstance(v, float)))
           if save:
-            data_state = train_iter.get_state() if train_iter is not None else {"next_index": step}
-            checkpoint.save(mngr, step, state, data_state)
+            checkpoint.save(mngr, step, state, feed.get_state())
           pending, t_read, data_wait = [], time.perf_counter(), 0.0
         if stop:
           say(f"SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume.")
@@ -406,7 +294,7 @@ def train_and_evaluate(config, workdir):
     mngr.close()
     writer.close()
   if eval_metrics is None and step == c.total_steps:  # the workdir was already finished
-    eval_metrics = ex.evaluate(state)
+    eval_metrics = trainer.evaluate(state)
   if c.pruning.target_sparsity and main_host:
     _report_sparsity(c.pruning, state.params, workdir, say)
   return eval_metrics
@@ -421,11 +309,11 @@ def _use_compilation_cache(setting, workdir):
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # small models recompile fast, but often
 
 
-def _compile_and_report(ex, state, batches, workdir, say, main_host):
+def _compile_and_report(trainer, state, columns, workdir, say, main_host):
   """The train steps compiled for these shapes and shardings; writes and prints the pre-flight report."""
   start = time.perf_counter()
-  compiled = ex.train_steps.lower(state, batches, np.int32(1), ex.device_split).compile()
-  report = ex.preflight(compiled, time.perf_counter() - start)
+  compiled = trainer.train_steps.lower(state, columns, np.int32(1), trainer.feed.device_data).compile()
+  report = trainer.preflight(compiled, time.perf_counter() - start)
   if main_host:
     with open(os.path.join(workdir, "preflight.json"), "w") as f:
       json.dump(report, f, indent=2)

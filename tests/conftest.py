@@ -48,3 +48,10 @@ def run_cli(*args, devices=1, timeout=300, check=True, env=None):
   if check and proc.returncode != 0:
     raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
   return proc
+
+
+def make_trainer(config):
+  """What a run of `config` trains with (state, feed, jitted steps), built without training."""
+  from bigmodel import config as config_lib, experiment
+  from bigmodel.train import Trainer
+  return Trainer(experiment.build(config_lib.resolve(config)))

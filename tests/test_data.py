@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from bigmodel import data
-from bigmodel.data import pipeline
+from bigmodel.data import builders, pipeline
 
 
 def data_config(data_dir, **kw):
@@ -42,7 +42,7 @@ def test_streamed_and_cached_splits_agree(data_dir):
 def test_cached_splits_are_decoded_once_and_kept_beside_the_tfds_files(data_dir):
   c = data_config(data_dir, name="mnist1d")
   first = data.load(c).splits["train"].arrays
-  path = os.path.join(data._builder(c).data_dir, "bigmodel-arrays-train.npz")
+  path = os.path.join(builders.OFFLINE["mnist1d"](data_dir=data_dir).data_dir, "bigmodel-arrays-train.npz")
   source = tfds.data_source("mnist1d", data_dir=data_dir, split="train", download=False)
   np.testing.assert_array_equal(first["x"][[0, 123]], np.stack([source[0]["x"], source[123]["x"]]))
   kept = dict(np.load(path))
@@ -100,7 +100,8 @@ def test_uint8_images_are_scaled_to_unit_range():
 
 
 def test_unknown_dataset_lists_the_builtin_ones(data_dir):
-  with pytest.raises(ValueError, match=r"Unknown dataset 'mnsit'.*breast_cancer, diabetes, digits, fashion_mnist_local, mnist1d"):
+  with pytest.raises(ValueError, match=r"Unknown dataset 'mnsit'\. Built in: breast_cancer, diabetes, digits, fashion_mnist_local, "
+                                       r"fine_foods, .*, mnist1d, shakespeare, .*; or any TFDS catalog name"):
     data.load(data_config(data_dir, name="mnsit"))
 
 

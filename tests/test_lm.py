@@ -8,10 +8,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bigmodel import checkpoint, config as config_lib, data, generate, models
+from bigmodel import checkpoint, config as config_lib, data, export, generate, models, sampling
 from bigmodel.data import mlm, pipeline
-from bigmodel.train import Experiment, train_and_evaluate
-from conftest import run_cli, tiny_config
+from bigmodel.train import train_and_evaluate
+from conftest import run_cli, tiny_config, make_trainer
 
 TINY = dict(num_layers=2, num_heads=2, dim=32, max_len=16)
 
@@ -73,10 +73,10 @@ def test_seeded_sampling_is_reproducible_and_top_k_1_is_greedy():
 
 def test_top_p_keeps_the_fewest_tokens_that_reach_p():
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
-  draws = {int(generate.sample_token(logits, jax.random.key(i), 1.0, 0, 0.7)[0]) for i in range(200)}
-  assert draws == {0, 1}  # 0.5 < 0.7 <= 0.5 + 0.3
-  draws = {int(generate.sample_token(logits, jax.random.key(i), 1.0, 3, 1.0)[0]) for i in range(200)}
-  assert draws == {0, 1, 2}
+  draw = lambda i, top_k, top_p: int(sampling.sample(logits, jax.random.key(i)[None], jnp.ones(1), jnp.array([top_k]),
+                                                      jnp.array([top_p]))[0])
+  assert {draw(i, 0, 0.7) for i in range(200)} == {0, 1}  # 0.5 < 0.7 <= 0.5 + 0.3
+  assert {draw(i, 3, 1.0) for i in range(200)} == {0, 1, 2}
 
 
 def test_masked_lm_masks_the_bert_rates_and_targets_only_masked_positions():
@@ -106,11 +106,11 @@ def lm_config(data_dir, **kw):
 
 
 def test_language_model_windows_gathered_on_the_device_equal_the_hosts(data_dir):
-  ex = Experiment(lm_config(data_dir))
-  assert ex.device_split is not None  # 4.3 M characters: well under data.on_device_mb
-  idx = np.array([0, 5, 123_456, len(ex.device_split) - 1])
-  host = ex.dataset.splits["train"].gather(idx)
-  device = jax.jit(lambda split, i: split.gather(i))(ex.device_split, idx)
+  ex = make_trainer(lm_config(data_dir))
+  assert ex.feed.device_data is not None  # 4.3 M characters: well under data.on_device_mb
+  idx = np.array([0, 5, 123_456, len(ex.feed.device_data) - 1])
+  host = ex.exp.dataset.splits["train"].gather(idx)
+  device = jax.jit(lambda split, i: split.gather(i))(ex.feed.device_data, idx)
   for k in ("x", "y"):
     np.testing.assert_array_equal(device[k], host[k])
   np.testing.assert_array_equal(host["y"][:, :-1], host["x"][:, 1:])
@@ -153,10 +153,16 @@ def test_other_language_models_lower_the_loss_on_the_users_text_files(data_dir, 
 def test_bert_masked_lm_trains_with_a_mask_token_beyond_the_vocabulary(data_dir, tmp_path):
   c = lm_config(data_dir, **{"data.mlm_mask_rate": 0.15})
   c.model = dict(name="bert_tiny", num_layers=1, max_len=32)
-  ex = Experiment(c)
-  assert ex.model.vocab_size == ex.dataset.tokenizer.vocab_size + 1
+  ex = make_trainer(c)
+  assert ex.exp.model.vocab_size == ex.exp.dataset.tokenizer.vocab_size + 1
   final = train_and_evaluate(c, str(tmp_path))
-  assert final["accuracy"] > 0.15 and final["tokens"] < 0.2 * 32 * len(ex.dataset.splits["val"]), final
+  assert final["accuracy"] > 0.15 and final["tokens"] < 0.2 * 32 * len(ex.exp.dataset.splits["val"]), final
+  # It cannot continue text: generate and export say so, instead of failing on shapes.
+  proc = run_cli("bigmodel.generate", f"--workdir={tmp_path}", "--prompt=ROMEO:", check=False)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+  assert "is a masked LM" in proc.stderr and "task='language_model'" in proc.stderr, proc.stderr
+  with pytest.raises(ValueError, match="is a masked LM: it predicts masked tokens from both sides and cannot generate text"):
+    export.export(str(tmp_path), str(tmp_path / "exported"))
 
 
 def test_a_pretrained_lm_loads_into_a_classifier_with_a_new_head(data_dir, tmp_path):
@@ -170,7 +176,7 @@ def test_a_pretrained_lm_loads_into_a_classifier_with_a_new_head(data_dir, tmp_p
   c.model = dict(lm.model, pool="mean")
   c.init = dict(checkpoint=pretrain)
   c.optimizer.freeze = ("^embed/", "^pos_embed")
-  ex = Experiment(c)
+  ex = make_trainer(c)
   params, _, message = checkpoint.load_pretrained(config_lib.resolve(c).init, ex.state.params, {}, None)
   assert "fresh: head/bias, head/kernel" in message
   np.testing.assert_array_equal(params["block1"]["attn"]["qkv"]["kernel"], lm_params["block1"]["attn"]["qkv"]["kernel"])
@@ -203,5 +209,6 @@ def test_text_csv_classification_reads_the_users_files(data_dir, tmp_path):
 def test_lm_loss_with_a_non_corpus_dataset_is_refused(data_dir):
   c = tiny_config(data_dir)
   c.loss = "lm_xent"
-  with pytest.raises(ValueError, match="need loss='lm_xent'"):
-    Experiment(c)
+  with pytest.raises(ValueError, match=r"task='language_model' \(loss='lm_xent'\) needs a corpus dataset; "
+                                       r"data.name='mnist1d' is a labelled dataset"):
+    make_trainer(c)

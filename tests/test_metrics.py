@@ -4,8 +4,8 @@ import pytest
 from sklearn import metrics as skm
 
 from bigmodel import metrics
-from bigmodel.train import Experiment
-from conftest import tiny_config
+
+from conftest import tiny_config, make_trainer
 
 
 def test_classification_metrics_match_sklearn():
@@ -36,7 +36,7 @@ def test_evaluation_does_not_depend_on_the_eval_batch_size(data_dir):
   for eval_batch_size in (1000, 300):
     c = tiny_config(data_dir)
     c.data.eval_batch_size = eval_batch_size
-    ex = Experiment(c)
+    ex = make_trainer(c)
     results.append(ex.evaluate(ex.state))
   assert np.array(results[1]["confusion_matrix"]).sum() == 1000
   assert results[0]["confusion_matrix"] == results[1]["confusion_matrix"]

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from bigmodel import losses, optim
+from bigmodel import data, losses, optim, tasks
 
 
 def opt_config(**kw):
@@ -76,5 +76,8 @@ def test_losses_match_their_definitions():
   np.testing.assert_allclose(losses.sigmoid_bce(z, y), expected, rtol=1e-5)
   np.testing.assert_allclose(losses.mse(jnp.array([[1.0], [3.0]]), jnp.array([0.0, 1.0])), [1.0, 4.0])
   # One sigmoid output predicts class 1 when its logit is positive.
-  np.testing.assert_array_equal(losses.predict_classes(z), [1, 0])
-  assert losses.num_outputs("sigmoid_bce", 2) == 1 and losses.num_outputs("softmax_xent", 2) == 2
+  np.testing.assert_array_equal(tasks.predict_classes(z), [1, 0])
+  two_classes = data.Dataset(name="toy", kind="labelled", splits={}, num_classes=2, example_shape=(3,))
+  classification = tasks.get("classification")
+  assert classification.num_outputs(two_classes, "sigmoid_bce") == 1
+  assert classification.num_outputs(two_classes, "softmax_xent") == 2

@@ -11,8 +11,8 @@ import optax
 import pytest
 
 from bigmodel import artifact, checkpoint, export, pruning
-from bigmodel.train import Experiment, train_and_evaluate
-from conftest import tiny_config
+from bigmodel.train import train_and_evaluate
+from conftest import tiny_config, make_trainer
 
 
 def prune_config(**overrides):
@@ -107,10 +107,10 @@ def test_gradual_pruning_in_the_trainer_resumes_with_its_masks(data_dir, tmp_pat
   os.remove(os.path.join(resumed, "sparsity.json"))
   train_and_evaluate(c, resumed)
 
-  ex = Experiment(c)
+  ex = make_trainer(c)
   mngr_full, mngr_resumed = checkpoint.manager(full, 10), checkpoint.manager(resumed, 10)
   restore = lambda mngr, step: jax.device_get(
-      checkpoint.restore(mngr, step, checkpoint.abstract(ex.state), with_data=False)[0].params)
+      checkpoint.restore(mngr, step, ex.state, with_data=False)[0].params)
   at40, end_full, end_resumed = restore(mngr_full, 40), restore(mngr_full, 60), restore(mngr_resumed, 60)
   jax.tree.map(np.testing.assert_array_equal, end_full, end_resumed)
   for name in ("conv0", "conv1", "conv2", "head"):  # zero at step 40 (after end_step) means zero at 60
@@ -153,5 +153,5 @@ def test_bad_pruning_configs_fail_with_the_fix(data_dir, overrides, message):
   c = tiny_config(data_dir)
   c.pruning.update(**{"end_step": 30, **overrides})
   with pytest.raises(ValueError) as e:
-    Experiment(c)
+    make_trainer(c)
   assert message in str(e.value)

@@ -18,8 +18,8 @@ from jax.sharding import PartitionSpec as P
 
 from bigmodel import models, sharding
 from bigmodel.data import pipeline
-from bigmodel.train import Experiment
-from conftest import ROOT, XLA_TEST_FLAGS, run_cli, tiny_config
+
+from conftest import ROOT, XLA_TEST_FLAGS, run_cli, tiny_config, make_trainer
 
 STEPS = 3
 
@@ -46,8 +46,8 @@ def resnet_config(data_dir, **sharding_sizes):
 
 def first_steps(config, steps=STEPS):
   """Losses of the first train steps on the trainer's own batches, and the pre-flight report."""
-  ex = Experiment(config)
-  batches = pipeline.train_iterator(ex.dataset.splits["train"], ex.config.data, 0, ex.dataset.norm)
+  ex = make_trainer(config)
+  batches = pipeline.train_iterator(ex.exp.dataset.splits["train"], ex.exp.config.data, 0, ex.exp.dataset.norm)
   state, losses, compiled = ex.state, [], None
   for _ in range(steps):
     batch = sharding.put_batch(next(batches), ex.mesh)
@@ -95,10 +95,10 @@ def test_fsdp_and_tensor_parallel_runs_on_8_devices_match_one_device(data_dir, c
 
 def test_gradient_accumulation_matches_the_whole_batch(data_dir, corpus):
   sgd = lambda c: _with(c, optimizer=dict(name="sgd", learning_rate=1.0))  # the update is the gradient
-  whole = Experiment(sgd(gpt_config(data_dir, corpus)))
-  parts = Experiment(sgd(_with(gpt_config(data_dir, corpus), micro_batches=4)))
+  whole = make_trainer(sgd(gpt_config(data_dir, corpus)))
+  parts = make_trainer(sgd(_with(gpt_config(data_dir, corpus), micro_batches=4)))
   batch = sharding.put_batch(next(pipeline.train_iterator(
-      whole.dataset.splits["train"], whole.config.data, 0)), whole.mesh)
+      whole.exp.dataset.splits["train"], whole.exp.config.data, 0)), whole.mesh)
   state_a, metrics_a = whole.train_step(whole.state, batch)
   state_b, metrics_b = parts.train_step(parts.state, batch)
   np.testing.assert_allclose(metrics_b["loss"], metrics_a["loss"], rtol=1e-5)
@@ -126,7 +126,7 @@ def test_remat_lowers_the_peak_temporary_memory():
 def test_bf16_first_moments_halve_their_bytes(data_dir, corpus):
   c = gpt_config(data_dir, corpus)
   c.optimizer.moments_dtype = "bfloat16"
-  state = Experiment(c).state
+  state = make_trainer(c).state
   dtypes = {jax.tree_util.keystr(p).split(".")[-1].split("[")[0]: set() for p, _ in
             jax.tree_util.tree_flatten_with_path(state.opt_state)[0]}
   for path, x in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]:
@@ -135,7 +135,7 @@ def test_bf16_first_moments_halve_their_bytes(data_dir, corpus):
   assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}  # master weights stay f32
   c.optimizer.name = "sgd"
   with pytest.raises(ValueError, match="moments_dtype is for adam and adamw"):
-    Experiment(c)
+    make_trainer(c)
 
 
 def test_each_host_reads_its_own_slice_and_together_the_whole_batch():

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from bigmodel.data import fine_foods, shakespeare
+from bigmodel.data import files, fine_foods, rdata, shakespeare
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_validation_is_the_last_tenth_of_every_play_and_deterministic(corpus):
   assert shakespeare.load() == corpus
   with open(shakespeare.play_paths()[0], encoding="utf-8") as f:
     first_play = shakespeare.play_text(f.read())
-  train_part, val_part = shakespeare.split_text(first_play, 0.1)
+  train_part, val_part = files.split_text(first_play, 0.1)
   assert corpus["train"].startswith(train_part) and corpus["val"].startswith(val_part)
   assert re.match(r"[A-Z][^\n]*:\n", val_part)  # starts at a speech
 
@@ -59,22 +59,22 @@ def test_thirty_eight_plays_are_read():
 
 
 def test_split_text_cuts_after_a_blank_line_else_a_line_end():
-  assert shakespeare.split_text("A:\naaaa\n\nB:\nbb\n\nC:\nc\n\n", 0.5) == ("A:\naaaa\n\nB:\nbb\n\n", "C:\nc\n\n")
-  assert shakespeare.split_text("one\ntwo\nthree\nfour", 0.5) == ("one\ntwo\nthree\n", "four")
-  assert shakespeare.split_text("abcdefghij", 0.3) == ("abcdefg", "hij")
-  assert shakespeare.split_text("abc", 0) == ("abc", "")
+  assert files.split_text("A:\naaaa\n\nB:\nbb\n\nC:\nc\n\n", 0.5) == ("A:\naaaa\n\nB:\nbb\n\n", "C:\nc\n\n")
+  assert files.split_text("one\ntwo\nthree\nfour", 0.5) == ("one\ntwo\nthree\n", "four")
+  assert files.split_text("abcdefghij", 0.3) == ("abcdefg", "hij")
+  assert files.split_text("abc", 0) == ("abc", "")
 
 
 def test_read_text_files_splits_each_file_like_the_plays(tmp_path):
   for name, n in (("b.txt", 20), ("a.txt", 10)):
     (tmp_path / name).write_text("".join(f"{name} line {i}\n" for i in range(n)), encoding="utf-8")
-  from_glob = shakespeare.read_text_files(str(tmp_path / "*.txt"))
+  from_glob = files.read_text_files(str(tmp_path / "*.txt"))
   assert from_glob["train"].startswith("a.txt line 0\n") and "b.txt line 0\n" in from_glob["train"]
   assert from_glob["val"] == "a.txt line 9\nb.txt line 19\n"  # 10 % of b is 27 chars: less than 2 lines
-  listed = shakespeare.read_text_files([str(tmp_path / "b.txt"), str(tmp_path / "a.txt")])
+  listed = files.read_text_files([str(tmp_path / "b.txt"), str(tmp_path / "a.txt")])
   assert listed["val"] == "b.txt line 19\na.txt line 9\n"
   with pytest.raises(FileNotFoundError, match=r"No files match .*nothing\*\.md"):
-    shakespeare.read_text_files(str(tmp_path / "nothing*.md"))
+    files.read_text_files(str(tmp_path / "nothing*.md"))
 
 
 requires_modeldata = pytest.mark.skipif(
@@ -99,10 +99,10 @@ def test_fine_foods_has_4000_train_and_1000_test_reviews_with_both_labels():
 def test_every_dataset_in_modeldata_unserializes():
   import gzip
   with open(os.path.join(fine_foods.DIR, "Rdata.rdx"), "rb") as f:
-    names = fine_foods.named(fine_foods.named(fine_foods.unserialize(gzip.decompress(f.read())))["variables"])
+    names = rdata.named(rdata.named(rdata.unserialize(gzip.decompress(f.read())))["variables"])
   assert len(names) > 30
   for name in names:
-    value, _ = fine_foods.read_lazyload(fine_foods.DIR, name)
+    value, _ = rdata.read_lazyload(fine_foods.DIR, name)
     assert value is not None, name
 
 
@@ -120,7 +120,7 @@ def test_labelled_csv_and_jsonl_read_alike_with_sorted_string_classes(tmp_path):
   with open(tmp_path / "reviews.jsonl", "w", encoding="utf-8") as f:
     f.writelines(json.dumps({"body": t, "sentiment": l}) + "\n" for t, l in rows)
   for name in ("reviews.csv", "reviews.jsonl"):
-    data = fine_foods.read_labelled(str(tmp_path / name), text_key="body", label_key="sentiment")
+    data = files.read_labelled(str(tmp_path / name), text_key="body", label_key="sentiment")
     assert data.texts == [t for t, _ in rows]
     assert data.classes == ["neg", "neutral", "pos"] and data.labels.tolist() == [2, 1, 0, 2]
 
@@ -128,13 +128,13 @@ def test_labelled_csv_and_jsonl_read_alike_with_sorted_string_classes(tmp_path):
 def test_labelled_file_integer_labels_sort_numerically_and_test_files_reuse_train_classes(tmp_path):
   (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": str(l), "label": l}) + "\n" for l in (2, 10, 0)))
   (tmp_path / "test.jsonl").write_text(json.dumps({"text": "x", "label": 10}) + "\n" + json.dumps({"text": "y", "label": 7}) + "\n")
-  train = fine_foods.read_labelled(str(tmp_path / "train.jsonl"))
+  train = files.read_labelled(str(tmp_path / "train.jsonl"))
   assert train.classes == ["0", "2", "10"] and train.labels.tolist() == [1, 2, 0]
   with pytest.raises(ValueError, match=r"Labels \['7'\] .* not among the classes \['0', '2', '10'\]"):
-    fine_foods.read_labelled(str(tmp_path / "test.jsonl"), classes=train.classes)
+    files.read_labelled(str(tmp_path / "test.jsonl"), classes=train.classes)
 
 
 def test_labelled_file_with_wrong_column_names_lists_its_columns(tmp_path):
   (tmp_path / "x.csv").write_text("review,score\nnice,1\n")
   with pytest.raises(ValueError, match=r"no 'text' or 'label'; its columns: review, score\. .*text_key="):
-    fine_foods.read_labelled(str(tmp_path / "x.csv"))
+    files.read_labelled(str(tmp_path / "x.csv"))

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from bigmodel import checkpoint, config as config_lib, models
-from bigmodel.train import Experiment, train_and_evaluate
-from conftest import tiny_config
+from bigmodel.train import train_and_evaluate
+from conftest import tiny_config, make_trainer
 
 
 def final_params(workdir, config):
-  ex = Experiment(config)
+  ex = make_trainer(config)
   mngr = checkpoint.manager(workdir, 10)
-  state, _ = checkpoint.restore(mngr, mngr.latest_step(), checkpoint.abstract(ex.state), with_data=False)
+  state, _ = checkpoint.restore(mngr, mngr.latest_step(), ex.state, with_data=False)
   return mngr.latest_step(), jax.device_get(state.params)
 
 
@@ -53,8 +53,8 @@ def test_resumed_run_ends_with_the_same_parameters_as_an_uninterrupted_one(data_
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
   # And it did differ from the checkpoint it resumed from, so the check has teeth.
   mngr = checkpoint.manager(full, 10)
-  ex = Experiment(c)
-  at20, _ = checkpoint.restore(mngr, 20, checkpoint.abstract(ex.state), with_data=False)
+  ex = make_trainer(c)
+  at20, _ = checkpoint.restore(mngr, 20, ex.state, with_data=False)
   assert not np.array_equal(jax.device_get(at20.params)["head"]["kernel"], params_a["head"]["kernel"])
 
 
@@ -73,7 +73,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_di
   steps = sorted(map(int, os.listdir(tmp_path / "checkpoints")))
   assert steps and max(steps) < bad_step
   mngr = checkpoint.manager(str(tmp_path), 10)
-  state, _ = checkpoint.restore(mngr, max(steps), checkpoint.abstract(Experiment(c).state), with_data=False)
+  state, _ = checkpoint.restore(mngr, max(steps), make_trainer(c).state, with_data=False)
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(state.params))
 
 
@@ -124,8 +124,8 @@ def test_two_class_problem_with_sigmoid_or_softmax(data_dir, tmp_path, loss):
   c.model = dict(name="mlp", width=16, depth=1)
   c.loss = loss
   c.optimizer = dict(name="adam", learning_rate=1e-2)
-  ex = Experiment(c)
-  assert ex.model.num_outputs == (1 if loss == "sigmoid_bce" else 2)
+  ex = make_trainer(c)
+  assert ex.exp.model.num_outputs == (1 if loss == "sigmoid_bce" else 2)
   final = train_and_evaluate(c, str(tmp_path))
   assert final["accuracy"] > 0.9 and np.array(final["confusion_matrix"]).shape == (2, 2), final
 
@@ -159,7 +159,7 @@ def test_steps_per_call_and_on_device_data_give_the_same_updates(data_dir, tmp_p
   params, logged = {}, {}
   for name, overrides in variants.items():
     c = tiny_config(data_dir, **base, **overrides)
-    assert (Experiment(c).device_split is None) == name.startswith("host")
+    assert (make_trainer(c).feed.device_data is None) == name.startswith("host")
     workdir = str(tmp_path / name.replace(", ", "_").replace(" ", ""))
     train_and_evaluate(c, workdir)
     params[name] = final_params(workdir, c)[1]
@@ -171,11 +171,11 @@ def test_steps_per_call_and_on_device_data_give_the_same_updates(data_dir, tmp_p
                             ("eval", 30)], name
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name),
                  params[name], reference)
-  init = jax.device_get(Experiment(tiny_config(data_dir)).state.params)
+  init = jax.device_get(make_trainer(tiny_config(data_dir)).state.params)
   assert not np.allclose(init["head"]["kernel"], reference["head"]["kernel"], atol=1e-3)
 
 
 def test_streamed_splits_and_on_device_mb_0_feed_from_the_host(data_dir):
-  assert Experiment(tiny_config(data_dir)).device_split is not None
-  assert Experiment(tiny_config(data_dir, **{"data.cache": False})).device_split is None
-  assert Experiment(tiny_config(data_dir, **{"data.on_device_mb": 0})).device_split is None
+  assert make_trainer(tiny_config(data_dir)).feed.device_data is not None
+  assert make_trainer(tiny_config(data_dir, **{"data.cache": False})).feed.device_data is None
+  assert make_trainer(tiny_config(data_dir, **{"data.on_device_mb": 0})).feed.device_data is None

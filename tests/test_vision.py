@@ -11,8 +11,8 @@ from PIL import Image
 
 from bigmodel import checkpoint, config as config_lib, data, models
 from bigmodel.data import pipeline
-from bigmodel.train import Experiment, train_and_evaluate
-from conftest import run_cli, tiny_config
+from bigmodel.train import train_and_evaluate
+from conftest import run_cli, tiny_config, make_trainer
 
 RESNET = "--config=configs/fashion_mnist/resnet18.py"
 
@@ -27,9 +27,9 @@ def digits_config(data_dir, model, steps=100, **data_kw):
 
 def restored_state(workdir):
   config = ml_collections.ConfigDict(json.load(open(os.path.join(workdir, "config.json"))))
-  ex = Experiment(config)
+  ex = make_trainer(config)
   mngr = checkpoint.manager(workdir, 10)
-  state, _ = checkpoint.restore(mngr, mngr.latest_step(), checkpoint.abstract(ex.state), with_data=False)
+  state, _ = checkpoint.restore(mngr, mngr.latest_step(), ex.state, with_data=False)
   return jax.device_get(state)
 
 
@@ -145,7 +145,7 @@ def test_a_two_class_image_folder_trains_with_sigmoid_or_softmax(data_dir, tmp_p
   c = folder_config(digits_config(data_dir, dict(name="lenet"), steps=60), str(tmp_path / "imgs"))
   c.loss, c.data.image_size = loss, 16
   final = train_and_evaluate(c, str(tmp_path / "run"))
-  assert Experiment(c).model.num_outputs == (1 if loss == "sigmoid_bce" else 2)
+  assert make_trainer(c).exp.model.num_outputs == (1 if loss == "sigmoid_bce" else 2)
   assert final["accuracy"] > 0.95, final
 
 
@@ -198,9 +198,9 @@ def test_bfloat16_computes_in_bf16_keeps_float32_parameters_and_learns_as_well(d
   for dtype in ("float32", "bfloat16"):
     c = digits_config(data_dir, dict(name="resnet18", stem="small", width=8, stage_sizes=(1, 1), dtype=dtype), steps=150,
                       normalize=True)
-    ex = Experiment(c)
+    ex = make_trainer(c)
     assert {p.dtype for p in jax.tree.leaves(ex.state.params)} == {jnp.dtype("float32")}
-    _, inter = ex.model.apply({"params": ex.state.params, **ex.state.model_state}, jnp.ones((2, 8, 8, 1)),
+    _, inter = ex.exp.model.apply({"params": ex.state.params, **ex.state.model_state}, jnp.ones((2, 8, 8, 1)),
                               capture_intermediates=True)
     assert inter["intermediates"]["stem_conv"]["__call__"][0].dtype == jnp.dtype(dtype)
     accuracy[dtype] = train_and_evaluate(c, str(tmp_path / dtype))["accuracy"]
@@ -233,4 +233,4 @@ def test_a_freeze_pattern_that_matches_nothing_is_an_error(data_dir, tmp_path):
   c = digits_config(data_dir, dict(name="cnn2d"), steps=10)
   c.optimizer.freeze = ("^conv9",)
   with pytest.raises(ValueError, match="matches no parameter.*conv0/kernel"):
-    Experiment(c)
+    make_trainer(c)

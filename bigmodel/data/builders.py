@@ -1,0 +1,113 @@
+"""Datasets read through a TFDS builder: the offline ones built from installed packages, your
+image folders, and any name in the TFDS catalog (`mnist`, `fashion_mnist`, `cifar10`, ...), which
+downloads on first use and so needs a network. Each is prepared once per data_dir into
+ArrayRecord files and read with `tfds` data sources (no TensorFlow needed).
+"""
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from bigmodel.data import fashion_mnist, image_folder, mnist1d, pipeline, sklearn_sets
+from bigmodel.data.dataset import Dataset, InMemory, register
+
+OFFLINE = {"mnist1d": mnist1d.Mnist1d, "digits": sklearn_sets.Digits, "diabetes": sklearn_sets.Diabetes,
+           "breast_cancer": sklearn_sets.BreastCancer, "fashion_mnist_local": fashion_mnist.FashionMnistLocal}
+
+
+class Streamed:
+  """A split read record by record from its TFDS files."""
+
+  def __init__(self, source, x_key, y_key):
+    self.source, self.x_key, self.y_key = source, x_key, y_key
+
+  def __len__(self):
+    return len(self.source)
+
+  def gather(self, indices):
+    records = self.source.__getitems__([int(i) for i in indices])
+    return {"x": np.stack([r[self.x_key] for r in records]),
+            "y": np.stack([r[self.y_key] for r in records])}
+
+
+def _kwargs(c):
+  return dict(data_dir=c.data_dir or None, file_format="array_record")
+
+
+def from_builder(builder, c) -> Dataset:
+  """Prepares `builder` (once per data_dir) and opens the config's train and eval splits."""
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # TFDS raises many kinds; all mean "could not get the files"
+    raise RuntimeError(
+        f"Could not prepare TFDS dataset {c.name!r} in {builder.data_dir}: {e}\n"
+        f"Catalog datasets download on first use and need a network; offline, use one of: "
+        f"{', '.join(sorted(OFFLINE))}.") from e
+  info = builder.info
+  x_key, y_key = info.supervised_keys
+  for split in (c.train_split, c.eval_split):
+    if split not in info.splits:
+      raise ValueError(f"Dataset {c.name!r} has no split {split!r}. Splits: {', '.join(info.splits)}.")
+  splits = {}
+  for split in dict.fromkeys((c.train_split, c.eval_split)):
+    source = Streamed(builder.as_data_source(split), x_key, y_key)
+    splits[split] = InMemory(_decoded(builder, split, source)) if c.cache else source
+  label = info.features[y_key]
+  num_classes = getattr(label, "num_classes", None)
+  return Dataset(name=c.name, kind="labelled" if num_classes else "targets", splits=splits,
+                 num_classes=num_classes, label_names=tuple(getattr(label, "names", None) or ()) or None,
+                 example_shape=tuple(info.features[x_key].shape),
+                 norm=_stats(splits[c.train_split]) if c.normalize else None)
+
+
+def _offline(builder_class):
+  return lambda c: from_builder(builder_class(**_kwargs(c)), c)
+
+
+for _name, _builder_class in OFFLINE.items():
+  register(_name)(_offline(_builder_class))
+
+
+@register("image_folder")
+def load_image_folder(c) -> Dataset:
+  if not c.folder:
+    raise ValueError("data.name='image_folder' needs data.folder=<dir holding train/<class>/ images>.")
+  return from_builder(image_folder.ImageFolder(folder=c.folder, image_size=c.image_size, channels=c.channels,
+                                               **_kwargs(c)), c)
+
+
+def catalog(c, known) -> Dataset:
+  """A dataset of the TFDS catalog; an unknown name lists the `known` ones."""
+  try:
+    builder = tfds.builder(c.name, **_kwargs(c))
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(
+        f"Unknown dataset {c.name!r}. Built in: {', '.join(sorted(known))}; "
+        "or any TFDS catalog name (needs a network on first use), e.g. mnist, fashion_mnist, cifar10.") from None
+  return from_builder(builder, c)
+
+
+def _decoded(builder, split, source):
+  """All of a split as arrays, decoded once and kept beside TFDS's files as .npz: decoding runs
+  at ~0.1 ms a record (Fashion-MNIST's 70,000 took 5.6 s each run, the .npz loads in 0.1 s)."""
+  path = epath.Path(builder.data_dir) / f"bigmodel-arrays-{split}.npz"
+  if path.exists():
+    with path.open("rb") as f, np.load(f) as arrays:
+      return {k: arrays[k] for k in arrays.files}
+  arrays = source.gather(np.arange(len(source)))
+  try:  # written whole, then renamed: a killed run leaves no partial file
+    tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
+    with tmp.open("wb") as f:
+      np.savez(f, **arrays)
+    tmp.rename(path)
+  except OSError:  # a read-only data_dir: decode every run
+    pass
+  return arrays
+
+
+def _stats(split, max_examples=10_000):
+  """Mean and std over all axes but the last, from (up to) the first `max_examples`."""
+  x = pipeline.preprocess(split.gather(np.arange(min(len(split), max_examples))))["x"]
+  axes = tuple(range(x.ndim - 1))
+  return x.mean(axes), x.std(axes) + 1e-6

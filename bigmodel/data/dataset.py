@@ -1,0 +1,58 @@
+"""What every dataset loader returns, and the registry of loaders by name.
+
+A loader takes the config's `data` block and returns a `Dataset`. The built-in ones register
+themselves (builders.py: TFDS builders and image folders; text.py: corpora and labelled texts);
+a new dataset needs one function:
+
+  @data.register("my_data")
+  def load_my_data(c) -> data.Dataset: ...
+"""
+import dataclasses
+import functools
+
+import jax
+
+KINDS = ("labelled", "targets", "corpus")  # classes to predict, values to regress, token windows for an LM
+DATASETS = {}  # name -> loader(c) -> Dataset
+
+
+def register(name):
+  """Registers `loader(c) -> Dataset` under `data.name = name`."""
+  def wrap(loader):
+    DATASETS[name] = loader
+    return loader
+  return wrap
+
+
+@dataclasses.dataclass
+class Dataset:
+  name: str
+  kind: str  # one of KINDS: which tasks it can serve
+  splits: dict  # split name -> source with len() and gather(indices) -> {"x", "y"}
+  num_classes: int | None  # labelled: the classes; corpus: the tokenizer's vocabulary; targets: None
+  example_shape: tuple  # shape of one input x
+  norm: tuple | None = None  # (mean, std) over all axes but the last, when data.normalize
+  tokenizer: object = None  # text datasets: turns text into the model's input ids and back
+  bytes_per_token: dict | None = None  # corpora, per split: for bits per byte
+  input_dtype: str = "float32"  # int32 for token ids
+  mask: object = None  # masked-LM corpora: mask(batch, rng) -> masked batch (masked ids are vocab_size)
+  label_names: tuple | None = None  # class names, where the dataset has them (ClassLabel names, text labels)
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"Dataset {self.name!r} has kind {self.kind!r}; a dataset is one of {', '.join(KINDS)}.")
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["arrays"], meta_fields=[])
+@dataclasses.dataclass
+class InMemory:
+  """A split held as arrays: a batch is one fancy index per feature.
+
+  A pytree: on the accelerator (see feed.py) the same `gather` runs inside the train step."""
+  arrays: dict  # {"x": x_N..., "y": y_N...}, numpy or jax arrays
+
+  def __len__(self):
+    return len(self.arrays["y"])
+
+  def gather(self, indices):
+    return {k: v[indices] for k, v in self.arrays.items()}

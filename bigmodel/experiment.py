@@ -1,0 +1,47 @@
+"""What a config describes, built without training anything: the dataset, the task and the model.
+
+Train, evaluate and export build it from a config; generate and serve need only the model,
+which a workdir's config.json describes whole (see workdir.py). The trainer (train.py) adds
+what training needs on top: the optimizer, the mesh, the state and the jitted steps.
+"""
+import dataclasses
+
+import ml_collections
+
+from bigmodel import data, models, tasks
+
+
+@dataclasses.dataclass
+class Experiment:
+  config: ml_collections.ConfigDict  # resolved, with task, loss and the model's sizes filled in
+  dataset: data.Dataset
+  task: tasks.Task
+  model: object  # the flax module
+
+  @property
+  def loss_fn(self):
+    return self.task.losses[self.config.loss]
+
+
+def build(config, dataset=None) -> Experiment:
+  """The experiment of a resolved `config` (bigmodel.config.resolve); loads its dataset unless given."""
+  dataset = dataset or data.load(config.data)
+  config = fill(config, dataset)
+  return Experiment(config, dataset, tasks.get(config.task), models.build(config.model))
+
+
+def fill(config, dataset):
+  """A copy of `config` with what the dataset decides written in: the task and loss (when the config
+  leaves them to their defaults), the model's output size and, for token ids, its vocabulary. Written
+  into the workdir, it describes the model whole, so reading the model back needs no dataset."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.task, config.loss = tasks.resolve(config.task, config.loss, config.data.mlm_mask_rate)
+  task = tasks.get(config.task)
+  task.check(config, dataset)
+  model = config.model.to_dict()
+  model.setdefault("num_outputs", task.num_outputs(dataset, config.loss))
+  if dataset.tokenizer is not None and model.get("vocab_size") == 0:
+    # A classifier on a pretrained BERT sets model.vocab_size to the BERT's (with its mask id).
+    model["vocab_size"] = task.input_vocab(dataset)
+  config.model = model
+  return config

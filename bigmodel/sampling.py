@@ -1,0 +1,60 @@
+"""How tokens are drawn, and the decode loop that draws them, for generate.py (a flax model with a
+KV cache) and artifact.py (an exported function) alike. jax and numpy only.
+
+Token i of a row is drawn with the key fold_in(key(seed), i) of that row's seed, so a row's text
+depends on its prompt, settings and seed alone, never on what else is in the batch.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B):
+  """Per row: greedy at temperature 0; otherwise a draw from the softmax at that temperature, cut to
+  the top_k most likely tokens (0 = all), then to the fewest whose probabilities sum to top_p."""
+  V = logits_BxV.shape[-1]
+  greedy_B = jnp.argmax(logits_BxV, -1)
+  logits_BxV = logits_BxV.astype(jnp.float32) / jnp.where(temperature_B > 0, temperature_B, 1.0)[:, None]
+  k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, V), V)
+  kth_B1 = jnp.take_along_axis(-jnp.sort(-logits_BxV, -1), k_B[:, None] - 1, -1)
+  logits_BxV = jnp.where(logits_BxV < kth_B1, -jnp.inf, logits_BxV)
+  sorted_BxV = -jnp.sort(-logits_BxV, -1)
+  probs_BxV = jax.nn.softmax(sorted_BxV, -1)
+  before_BxV = jnp.cumsum(probs_BxV, -1) - probs_BxV  # probability of the more likely tokens
+  cutoff_B1 = jnp.min(jnp.where(before_BxV < top_p_B[:, None], sorted_BxV, jnp.inf), -1, keepdims=True)
+  logits_BxV = jnp.where((top_p_B[:, None] < 1) & (logits_BxV < cutoff_B1), -jnp.inf, logits_BxV)
+  drawn_B = jax.vmap(jax.random.categorical)(key_B, logits_BxV)
+  return jnp.where(temperature_B > 0, drawn_B, greedy_B).astype(jnp.int32)
+
+
+@jax.jit
+def _draw(logits_BxV, seed_B, step_B, temperature_B, top_k_B, top_p_B):
+  key_B = jax.vmap(lambda seed, step: jax.random.fold_in(jax.random.key(seed), step))(seed_B, step_B)
+  return sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B)
+
+
+def generate(next_logits, prompts, max_new_tokens, *, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+  """Each prompt (a sequence of ids) followed by its sampled ids, as lists. Every setting is one
+  value or one per prompt; a row stops after its own max_new_tokens.
+
+  `next_logits(rows, tokens)` gives the next-token logits (len(rows) x V) of the listed rows
+  (indices into `prompts`), each continuing its tokens so far (`tokens`, one list per row)."""
+  n = len(prompts)
+  per_row = lambda v, dtype: np.broadcast_to(np.asarray(v, dtype), (n,))
+  new_N, temperature_N = per_row(max_new_tokens, np.int32), per_row(temperature, np.float32)
+  top_k_N, top_p_N, seed_N = per_row(top_k, np.int32), per_row(top_p, np.float32), per_row(seed, np.uint32)
+  tokens = [[int(t) for t in p] for p in prompts]
+  if any(not t for t in tokens):
+    raise ValueError("Every prompt must hold at least one token.")
+  done_N = np.zeros(n, np.int32)
+  while (rows := np.flatnonzero(done_N < new_N)).size:
+    logits_BxV = next_logits(rows, [tokens[i] for i in rows])
+    # Padded to a power of two with copies of the first row, so the sampler compiles a few shapes.
+    padded = np.concatenate([rows, np.repeat(rows[:1], (1 << (len(rows) - 1).bit_length()) - len(rows))])
+    logits_BxV = jnp.concatenate([logits_BxV, jnp.repeat(logits_BxV[:1], len(padded) - len(rows), 0)])
+    next_B = _draw(logits_BxV, seed_N[padded], done_N[padded], temperature_N[padded], top_k_N[padded],
+                   top_p_N[padded])
+    for i, t in zip(rows, np.asarray(next_B)):
+      tokens[i].append(int(t))
+    done_N[rows] += 1
+  return tokens
