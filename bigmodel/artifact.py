@@ -206,8 +206,10 @@ class Artifact:
     """Each prompt (a sequence of ids) followed by its sampled ids, as lists (sampling.generate:
     every setting one value or one per prompt; a seed gives the same text alone or batched).
     Once the context is full, the last `context` tokens are read for each new token."""
+    largest = self.batch_sizes[-1]
+    bucket = lambda n: _bucket(n, self.batch_sizes) if n <= largest else -(-n // largest) * largest
     return sampling.generate(self._next_logits, prompts, max_new_tokens, temperature=temperature, top_k=top_k,
-                             top_p=top_p, seed=seed)
+                             top_p=top_p, seed=seed, bucket=bucket)
 
   def warmup(self):
     """Compiles every bucket now rather than on the first request that needs it."""

@@ -33,12 +33,19 @@ def _draw(logits_BxV, seed_B, step_B, temperature_B, top_k_B, top_p_B):
   return sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B)
 
 
-def generate(next_logits, prompts, max_new_tokens, *, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+def _power_of_two(n):
+  return 1 << (n - 1).bit_length()
+
+
+def generate(next_logits, prompts, max_new_tokens, *, temperature=1.0, top_k=0, top_p=1.0, seed=0,
+             bucket=_power_of_two):
   """Each prompt (a sequence of ids) followed by its sampled ids, as lists. Every setting is one
   value or one per prompt; a row stops after its own max_new_tokens.
 
   `next_logits(rows, tokens)` gives the next-token logits (len(rows) x V) of the listed rows
-  (indices into `prompts`), each continuing its tokens so far (`tokens`, one list per row)."""
+  (indices into `prompts`), each continuing its tokens so far (`tokens`, one list per row). The
+  sampler runs on `bucket(len(rows))` rows (padded with copies of the first), so that it compiles
+  for a few batch sizes only: pass the caller's own buckets."""
   n = len(prompts)
   per_row = lambda v, dtype: np.broadcast_to(np.asarray(v, dtype), (n,))
   new_N, temperature_N = per_row(max_new_tokens, np.int32), per_row(temperature, np.float32)
@@ -49,8 +56,7 @@ def generate(next_logits, prompts, max_new_tokens, *, temperature=1.0, top_k=0, 
   done_N = np.zeros(n, np.int32)
   while (rows := np.flatnonzero(done_N < new_N)).size:
     logits_BxV = next_logits(rows, [tokens[i] for i in rows])
-    # Padded to a power of two with copies of the first row, so the sampler compiles a few shapes.
-    padded = np.concatenate([rows, np.repeat(rows[:1], (1 << (len(rows) - 1).bit_length()) - len(rows))])
+    padded = np.concatenate([rows, np.repeat(rows[:1], bucket(len(rows)) - len(rows))])
     logits_BxV = jnp.concatenate([logits_BxV, jnp.repeat(logits_BxV[:1], len(padded) - len(rows), 0)])
     next_B = _draw(logits_BxV, seed_N[padded], done_N[padded], temperature_N[padded], top_k_N[padded],
                    top_p_N[padded])
