@@ -29,7 +29,7 @@ def load(workdir):
     raise ValueError(f"{workdir} trained a {config.model.name} for task {config.task!r}"
                      f"{'; ' + task.not_served if task.serves is None else ''}. Generation needs a language model "
                      "(task='language_model').")
-  run = workdir_lib.load(workdir)
+  run = workdir_lib.load(workdir, config)
   return run.model, run.params, run.tokenizer
 
 

@@ -57,9 +57,9 @@ class Run:
   mesh: object  # the weights are replicated over it: the config's mesh on this host's devices
 
 
-def load(workdir) -> Run:
-  """The run in `workdir` at its newest checkpoint."""
-  config = read_config(workdir)
+def load(workdir, config=None) -> Run:
+  """The run in `workdir` at its newest checkpoint (`config`: its config, if already read)."""
+  config = config or read_config(workdir)
   mesh = sharding.make_mesh(config.sharding)
   params, model_state, step = checkpoint.read_weights(workdir, sharding.replicated(mesh))
   return Run(config, model(config), params, model_state, step, read_tokenizer(workdir), mesh)
