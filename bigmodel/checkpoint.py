@@ -6,7 +6,8 @@ directory and renames it when complete, so a killed run never leaves a partial
 checkpoint behind, and keeps the newest `keep` steps.
 
 `load_pretrained` starts a new run from another run's parameters (fine-tuning):
-arrays are matched by path, so a new head or extra layers start fresh.
+arrays are matched by path, so a new head or extra layers start fresh. Hugging Face
+checkpoints (`init.hf`) are read by huggingface.py.
 """
 import re
 
@@ -31,6 +32,8 @@ def save(mngr, step, state, data_state):
 
 INIT_DEFAULTS = dict(
     checkpoint="",  # start from this run's parameters: a workdir (newest step) or <workdir>/checkpoints/<step>
+    hf="",  # or from a Hugging Face checkpoint: a hub id ("gpt2") or a local save_pretrained directory; its
+            # config.json gives the model (huggingface.py), the keys under `model` override it
     reinit=("^head/",),  # regexes on parameter paths that start afresh instead (the classifier head)
 )
 

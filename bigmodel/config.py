@@ -35,9 +35,15 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     registry.check_keys(given.get(section, {}), defaults, section)
     out[section] = {**defaults, **given.get(section, {})}
   tasks.resolve(out["task"], out["loss"], out["data"]["mlm_mask_rate"])  # fails early; experiment.py fills them in
-  if "name" not in given.get("model", {}):
-    raise ValueError(f"The config needs model.name. Known: {', '.join(sorted(models.MODELS))}.")
-  name = given["model"]["name"]
-  registry.check_keys(given["model"], ["name", *models.fields(name)], "model")
-  out["model"] = {"name": name, **models.defaults(name), **given["model"]}
+  if out["init"]["hf"] and out["init"]["checkpoint"]:
+    raise ValueError("init.hf and init.checkpoint are both set: start from one of them.")
+  model = given.get("model", {})
+  if "name" in model:
+    registry.check_keys(model, ["name", *models.fields(model["name"])], "model")
+  if out["init"]["hf"]:  # the checkpoint's config.json gives the model; experiment.fill merges it in
+    out["model"] = model
+  elif "name" not in model:
+    raise ValueError(f"The config needs model.name (or init.hf). Known: {', '.join(sorted(models.MODELS))}.")
+  else:
+    out["model"] = {**models.defaults(model["name"]), **model}
   return ml_collections.ConfigDict(out)

@@ -8,7 +8,7 @@ import dataclasses
 
 import ml_collections
 
-from bigmodel import data, models, tasks
+from bigmodel import data, huggingface, models, registry, tasks
 
 
 @dataclasses.dataclass
@@ -25,6 +25,9 @@ class Experiment:
 
 def build(config, dataset=None) -> Experiment:
   """The experiment of a resolved `config` (bigmodel.config.resolve); loads its dataset unless given."""
+  if config.init.hf and not config.data.tokenizer:  # text is read as the pretrained model read it
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.data.tokenizer = config.init.hf
   dataset = dataset or data.load(config.data)
   config = fill(config, dataset)
   return Experiment(config, dataset, tasks.get(config.task), models.build(config.model))
@@ -32,9 +35,16 @@ def build(config, dataset=None) -> Experiment:
 
 def fill(config, dataset):
   """A copy of `config` with what the dataset decides written in: the task and loss (when the config
-  leaves them to their defaults), the model's output size and, for token ids, its vocabulary. Written
+  leaves them to their defaults), the model's output size and, for token ids, its vocabulary; with
+  init.hf, the pretrained checkpoint's architecture and sizes under the config's own model keys. Written
   into the workdir, it describes the model whole, so reading the model back needs no dataset."""
   config = ml_collections.ConfigDict(config.to_dict())
+  if config.init.hf:
+    given = config.model.to_dict()
+    pretrained = huggingface.model_config(config.init.hf)
+    name = given.get("name", pretrained["name"])
+    registry.check_keys(given, ["name", *models.fields(name)], "model")
+    config.model = {**models.defaults(name), **pretrained, **given}
   config.task, config.loss = tasks.resolve(config.task, config.loss, config.data.mlm_mask_rate)
   task = tasks.get(config.task)
   task.check(config, dataset)

@@ -10,16 +10,22 @@ language models their per-position next-token logits (token id -1 is padding).
 
 Load it with `bigmodel.artifact.load(model_dir)` (jax and numpy only), serve it with
 `python -m bigmodel.serve --model=model_dir`.
+
+`--format=hf` writes a Hugging Face checkpoint instead (config.json, model.safetensors and a
+Hugging Face tokenizer if the run used one), which `transformers` loads with `from_pretrained`:
+GPT-2-shaped language models (model.name=gpt) and BERTs (model.name=bert), whether imported with
+init.hf and fine-tuned or trained from scratch here (bigmodel/huggingface.py).
 """
 import json
 import os
 import shutil
+import sys
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 
-from bigmodel import artifact, experiment, paths as paths_lib, tasks, workdir as workdir_lib
+from bigmodel import artifact, experiment, huggingface, paths as paths_lib, tasks, workdir as workdir_lib
 from bigmodel.data import pipeline
 
 
@@ -71,9 +77,7 @@ def export(workdir, out, platforms=("cpu", "cuda")):
                           model=config.model.to_dict()),
               platforms=list(exported.platforms), jax_version=jax.__version__)
 
-  tmp = out.rstrip("/") + ".tmp"  # written whole, then moved into place
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
+  tmp = _fresh_tmp(out)
   with open(os.path.join(tmp, artifact.FUNCTION), "wb") as f:
     f.write(exported.serialize())
   np.savez(os.path.join(tmp, artifact.WEIGHTS), **dict(zip(paths, weights)))
@@ -81,19 +85,50 @@ def export(workdir, out, platforms=("cpu", "cuda")):
     tok.save(tmp)
   with open(os.path.join(tmp, artifact.SPEC), "w", encoding="utf-8") as f:
     json.dump(spec, f, indent=2, ensure_ascii=False)
+  _move_into_place(tmp, out, artifact.SPEC)
+  return spec
+
+
+def export_hf(workdir, out):
+  """Writes `workdir`'s newest weights into `out` as a Hugging Face checkpoint; returns its config.json."""
+  run = workdir_lib.load(workdir)
+  huggingface.hf_config(run.config.model)  # refuses a model with no Hugging Face equivalent before any work
+  tmp = _fresh_tmp(out)
+  config = huggingface.save(tmp, run.config.model, jax.device_get(run.params), run.tokenizer)
+  _move_into_place(tmp, out, "config.json")
+  return config
+
+
+def _fresh_tmp(out):
+  """An empty directory beside `out`: the export is written there whole, then moved into place."""
+  tmp = out.rstrip("/") + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  return tmp
+
+
+def _move_into_place(tmp, out, marker):
+  """Replaces `out` by `tmp`, but only if `out` is absent or an earlier export (it holds `marker`)."""
   if os.path.exists(out):
-    if not os.path.exists(os.path.join(out, artifact.SPEC)):
+    if not os.path.exists(os.path.join(out, marker)):
       shutil.rmtree(tmp)
       raise FileExistsError(f"--out={out} exists and is not an exported model: choose a new directory.")
     shutil.rmtree(out)
   os.rename(tmp, out)
-  return spec
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # orbax warns that the workdir opens read-only
   f = flags.FLAGS
+  if f.format == "hf":
+    try:
+      config = export_hf(f.workdir, f.out)
+    except (FileNotFoundError, ValueError) as e:  # the user's workdir, not our bug: no traceback
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    print(f"Exported {config['architectures'][0]} to {f.out} (Hugging Face: from_pretrained({f.out!r}))")
+    return
   spec = export(f.workdir, f.out, tuple(f.platforms))
   print(f"Exported {spec['source']['model']['name']} (step {spec['source']['step']}, task {spec['task']}, "
         f"{sum(np.prod(w['shape'], dtype=int) for w in spec['weights']):,} weights) to {f.out}")
@@ -103,5 +138,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "A training workdir (holds config.json and checkpoints/).")
   flags.DEFINE_string("out", None, "Directory to write the exported model into.")
   flags.DEFINE_list("platforms", ["cpu", "cuda"], "Platforms the exported function runs on.")
+  flags.DEFINE_enum("format", "jax", ["jax", "hf"], "jax: a jax.export artifact for bigmodel.serve; "
+                    "hf: a Hugging Face checkpoint (GPT-2 and BERT models).")
   flags.mark_flags_as_required(["workdir", "out"])
   app.run(main)

@@ -181,15 +181,15 @@ class LanguageModel(Task):
 
 @register("masked_lm")
 class MaskedLM(LanguageModel):
-  """BERT's pretraining: predict the masked tokens (mlm.py) from both sides. The mask id is one
-  past the tokenizer's vocabulary, so the model's input and output vocabularies are one larger.
-  It cannot continue text, so it is not exported for generation."""
+  """BERT's pretraining: predict the masked tokens (mlm.py) from both sides. The mask id is the
+  tokenizer's [MASK] or, if it has none, one past its vocabulary, so the model's input and output
+  vocabularies are then one larger. It cannot continue text, so it is not exported for generation."""
   serves = None
   not_served = ("it is a masked LM: it predicts masked tokens from both sides and cannot generate text. "
                 "Fine-tune it into a classifier (README: Fine-tuning) and export that")
 
   def num_outputs(self, dataset, loss):
-    return dataset.tokenizer.vocab_size + 1
+    return self.input_vocab(dataset)
 
   def input_vocab(self, dataset):
-    return dataset.tokenizer.vocab_size + 1
+    return dataset.tokenizer.vocab_size + (getattr(dataset.tokenizer, "mask_id", None) is None)

@@ -1,4 +1,5 @@
-"""Tokenizers for language models: bytes, characters, or SentencePiece BPE, one interface.
+"""Tokenizers for language models: bytes, characters, SentencePiece BPE, or a pretrained
+checkpoint's own (Hugging Face `tokenizer.json`: GPT-2's byte-level BPE, BERT's WordPiece), one interface.
 
 Every tokenizer has `encode(str) -> int32 array`, `decode(ids) -> str`, `vocab_size` and
 `save(dir)`; `load(dir)` restores whichever kind was saved there. The trainer saves its
@@ -15,7 +16,7 @@ import re
 
 import numpy as np
 
-FILE = "tokenizer.json"  # {"kind": ..., plus what that kind needs}
+FILE = "tokenizer.json"  # {"kind": ..., plus what that kind needs}, or a Hugging Face tokenizer.json
 BPE_MODEL = "tokenizer.model"  # the SentencePiece model proto, beside FILE
 
 
@@ -131,6 +132,34 @@ class BpeTokenizer:
     _write_json(directory, {"kind": self.kind, "vocab_size": self.vocab_size, "model": BPE_MODEL})
 
 
+class HfTokenizer:
+  """A Hugging Face checkpoint's tokenizer (its tokenizer.json), run by the `tokenizers` library: the ids
+  `transformers.AutoTokenizer` gives, special tokens included (BERT's [CLS] ... [SEP]). `mask_id` is
+  its [MASK] token, which masked-LM training uses (data/mlm.py); None if it has none."""
+  kind = "hf"
+
+  def __init__(self, tokenizer):
+    self.tokenizer = tokenizer
+    self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    self.mask_id = next((tokenizer.token_to_id(t) for t in ("[MASK]", "<mask>") if tokenizer.token_to_id(t) is not None),
+                        None)
+
+  @classmethod
+  def from_file(cls, path):
+    from tokenizers import Tokenizer  # the Hugging Face library, not this module
+    return cls(Tokenizer.from_file(path))
+
+  def encode(self, text: str) -> np.ndarray:
+    return np.asarray(self.tokenizer.encode(text).ids, np.int32)
+
+  def decode(self, ids) -> str:
+    return self.tokenizer.decode(_in_vocab(ids, self).tolist(), skip_special_tokens=False)
+
+  def save(self, directory):
+    os.makedirs(directory, exist_ok=True)
+    self.tokenizer.save(os.path.join(directory, FILE))
+
+
 def _in_vocab(ids, tokenizer) -> np.ndarray:
   ids = np.asarray(ids)
   if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
@@ -167,6 +196,8 @@ def load(directory):
                             "tokenizer.save(directory), or build one: tokenizers.build(name, text).")
   with open(path, encoding="utf-8") as f:
     record = json.load(f)
+  if "kind" not in record and "model" in record:  # a Hugging Face tokenizer.json
+    return HfTokenizer.from_file(path)
   kind = _known(record["kind"])
   if kind is ByteTokenizer:
     return ByteTokenizer()

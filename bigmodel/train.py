@@ -24,8 +24,8 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 import bigmodel
-from bigmodel import (checkpoint, config as config_lib, evaluate, experiment, optim, platform, pruning, sharding,
-                      workdir as workdir_lib)
+from bigmodel import (checkpoint, config as config_lib, evaluate, experiment, huggingface, optim, platform, pruning,
+                      sharding, workdir as workdir_lib)
 from bigmodel.data import feed as feed_lib
 from bigmodel.metric_writer import MetricWriter
 
@@ -224,9 +224,13 @@ def train_and_evaluate(config, workdir):
     state, data_state = checkpoint.restore(mngr, mngr.latest_step(), state)
     feed.set_state(data_state)
     say(f"Resumed from step {int(state.step)} in {workdir}")
-  elif c.init.checkpoint:  # a new run starting from another run's parameters
-    params, model_state, message = checkpoint.load_pretrained(
-        c.init, state.params, state.model_state, sharding.replicated(trainer.mesh))
+  elif c.init.checkpoint or c.init.hf:  # a new run starting from another run's or a published model's weights
+    if c.init.hf:  # each tensor goes straight onto its parameter's sharding
+      params, model_state, message = huggingface.load(c.init.hf, c.model, state.params, state.model_state,
+                                                      c.init.reinit)
+    else:
+      params, model_state, message = checkpoint.load_pretrained(
+          c.init, state.params, state.model_state, sharding.replicated(trainer.mesh))
     state = jax.device_put(state.replace(params=params, model_state=model_state), trainer.state_shardings)
     say(message)
   n_params = sum(p.size for p in jax.tree.leaves(state.params))

@@ -82,7 +82,7 @@ def test_top_p_keeps_the_fewest_tokens_that_reach_p():
 def test_masked_lm_masks_the_bert_rates_and_targets_only_masked_positions():
   tokens = np.random.default_rng(0).integers(0, 100, (200, 128)).astype(np.int32)
   tokens[:, 100:] = -1  # padding is never chosen
-  out = mlm.mask_batch({"x": tokens, "y": tokens}, np.random.default_rng(1), rate=0.15, vocab_size=100)
+  out = mlm.mask_batch({"x": tokens, "y": tokens}, np.random.default_rng(1), rate=0.15, vocab_size=100, mask_id=100)
   chosen = out["y"] >= 0
   assert abs(chosen[:, :100].mean() - 0.15) < 0.01 and not chosen[:, 100:].any()
   np.testing.assert_array_equal(out["y"][chosen], tokens[chosen])

@@ -12,9 +12,10 @@ Labelled texts: `fine_foods` (R's modeldata package: 4,000 / 1,000 food reviews,
 `data.text_key` and `data.label_key`). Each text becomes seq_len token ids, truncated, padded
 with -1 (models mask those positions).
 
-The tokenizer (`data.tokenizer`) is a name (byte | char | bpe, built from the training text) or
-a directory holding a saved one (a pretraining run's workdir, so fine-tuning reads text the
-way pretraining did). The trainer saves it in the workdir.
+The tokenizer (`data.tokenizer`) is a name (byte | char | bpe, built from the training text), a
+directory holding a saved one (a pretraining run's workdir, so fine-tuning reads text the way
+pretraining did; a Hugging Face checkpoint directory) or a hub id. Left empty, it is `init.hf`'s
+checkpoint's when there is one, else char. The trainer saves it in the workdir.
 """
 import dataclasses
 import functools
@@ -49,13 +50,19 @@ class Windows:
 
 
 def tokenizer_for(c, train_text):
-  if os.path.isdir(c.tokenizer):
-    return tokenizers.load(c.tokenizer)
-  if c.tokenizer not in tokenizers.TOKENIZERS:
-    raise ValueError(f"data.tokenizer={c.tokenizer!r} is neither a tokenizer name "
-                     f"({', '.join(tokenizers.TOKENIZERS)}) nor a directory holding a saved one.")
-  kwargs = {"vocab_size": c.vocab_size} if c.tokenizer == "bpe" else {}
-  return tokenizers.build(c.tokenizer, train_text, **kwargs)
+  name = c.tokenizer or "char"  # experiment.build puts init.hf's checkpoint here first
+  if os.path.isdir(name):
+    return tokenizers.load(name)
+  if name not in tokenizers.TOKENIZERS:  # then a Hugging Face hub id: that checkpoint's tokenizer
+    from bigmodel import huggingface
+    try:
+      return tokenizers.load(huggingface.local_dir(name))
+    except FileNotFoundError as e:
+      raise ValueError(f"data.tokenizer={name!r} is neither a tokenizer name "
+                       f"({', '.join(tokenizers.TOKENIZERS)}), nor a directory holding a saved one, nor a "
+                       f"Hugging Face checkpoint with one: {e}") from e
+  kwargs = {"vocab_size": c.vocab_size} if name == "bpe" else {}
+  return tokenizers.build(name, train_text, **kwargs)
 
 
 def corpus(c, text) -> Dataset:
@@ -69,7 +76,9 @@ def corpus(c, text) -> Dataset:
     splits[split] = Windows(ids, c.seq_len, stride)
     bytes_per_token[split] = len(text[split].encode("utf-8")) / len(ids)
   vocab = tok.vocab_size  # the "classes" of a corpus are its vocabulary
-  mask = functools.partial(mlm.mask_batch, rate=c.mlm_mask_rate, vocab_size=vocab) if c.mlm_mask_rate else None
+  mask_id = getattr(tok, "mask_id", None)
+  mask = functools.partial(mlm.mask_batch, rate=c.mlm_mask_rate, vocab_size=vocab,
+                           mask_id=vocab if mask_id is None else mask_id) if c.mlm_mask_rate else None
   return Dataset(name=c.name, kind="corpus", splits=splits, num_classes=vocab, example_shape=(c.seq_len,),
                  tokenizer=tok, bytes_per_token=bytes_per_token, input_dtype="int32", mask=mask)
 

@@ -89,17 +89,18 @@ class Block(nn.Module):
   num_layers: int
   dropout: float = 0.0
   dtype: str = "float32"
+  ln_epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x_BxLxD, positions_L, valid_BxL, train, decode):
     # Residual projections start smaller as depth grows (GPT-2): 0.02 / sqrt(2 * layers).
     out_init = nn.initializers.normal(0.02 / (2 * self.num_layers) ** 0.5)
     drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = nn.LayerNorm(dtype=self.dtype, name="ln_attn")(x_BxLxD)
+    h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_attn")(x_BxLxD)
     x_BxLxD = x_BxLxD + drop(SelfAttention(self.num_heads, self.max_len, self.causal, self.use_rope, out_init,
                                            self.dropout, self.dtype, name="attn")(
         h, positions_L, valid_BxL, train, decode))
-    h = nn.LayerNorm(dtype=self.dtype, name="ln_mlp")(x_BxLxD)
+    h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_mlp")(x_BxLxD)
     h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), nn.initializers.normal(0.02), self.dtype, "mlp_in")(h))
     return x_BxLxD + drop(dense(x_BxLxD.shape[-1], ("mlp", "embed"), out_init, self.dtype, "mlp_out")(h))
 
@@ -119,6 +120,7 @@ class GPT(nn.Module):
   dropout: float = 0.0
   dtype: str = "float32"
   remat: bool = False  # recompute each block's activations in the backward pass: less memory, ~1/3 more compute
+  ln_epsilon: float = 1e-6  # flax's default; GPT-2 checkpoints use 1e-5
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False, decode: bool = False):
@@ -148,9 +150,10 @@ class GPT(nn.Module):
     block = nn.remat(Block, static_argnums=(4, 5)) if self.remat else Block  # (self, x, pos, valid, train, decode)
     for i in range(self.num_layers):
       h_BxLxD = block(self.num_heads, self.mlp_dim or 4 * self.dim, self.max_len, self.causal,
-                      self.positions == "rope", self.num_layers, self.dropout, self.dtype, name=f"block{i}")(
+                      self.positions == "rope", self.num_layers, self.dropout, self.dtype, self.ln_epsilon,
+                      name=f"block{i}")(
           h_BxLxD, positions_L, valid_BxL, train, decode)
-    h_BxLxD = nn.LayerNorm(dtype=self.dtype, name="ln_final")(h_BxLxD)
+    h_BxLxD = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_final")(h_BxLxD)
     if self.pool != "none":
       if self.pool == "mean":
         w_BxL = valid_BxL.astype(jnp.float32)

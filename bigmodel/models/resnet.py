@@ -6,6 +6,9 @@ ResNet-18/34 use basic blocks (two 3x3 convs), ResNet-50 bottlenecks (1x1, 3x3, 
 
 `stem="imagenet"` is the paper's 7x7/2 conv and 3x3/2 max-pool (for 224x224);
 `stem="small"` is one 3x3/1 conv and no pool, the usual choice for 28x28 or 32x32.
+`padding="symmetric"` pads k // 2 on every side, as PyTorch and the microsoft/resnet-*
+checkpoints do (bigmodel/huggingface.py); "same" (XLA's SAME) pads a strided conv of an
+even-sized input one pixel more on the bottom and right.
 
 BatchNorm statistics are the `batch_stats` collection, which the trainer keeps in
 `TrainState.model_state`. Under data parallelism the batch is one global array
@@ -59,6 +62,12 @@ class Bottleneck(nn.Module):
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
+def _conv(features, kernel_size, strides=1, *, symmetric, **kwargs):
+  """nn.Conv padded k // 2 on each side (symmetric) or XLA's SAME."""
+  padding = [(k // 2, k // 2) for k in kernel_size] if symmetric else "SAME"
+  return nn.Conv(features, kernel_size, strides, padding=padding, **kwargs)
+
+
 class ResNet(nn.Module):
   num_outputs: int
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -68,19 +77,23 @@ class ResNet(nn.Module):
   bn_momentum: float = 0.9
   dtype: str = "float32"
   remat: bool = False  # recompute each block's activations in the backward pass: less memory, more compute
+  padding: str = "same"  # same | symmetric (k // 2 each side: PyTorch, the microsoft/resnet-* checkpoints)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool = False):
     if x_BxHxWxC.ndim == 3:
       x_BxHxWxC = x_BxHxWxC[..., None]
-    conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=self.dtype)
+    if self.padding not in ("same", "symmetric"):
+      raise ValueError(f"Unknown ResNet padding {self.padding!r}. Known: same, symmetric.")
+    conv = functools.partial(_conv, symmetric=self.padding == "symmetric", use_bias=False, dtype=self.dtype)
+    pool_padding = ((1, 1), (1, 1)) if self.padding == "symmetric" else "SAME"
     # Statistics are computed in float32 whatever the compute dtype (flax does so for bf16 inputs).
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=1e-5, dtype=self.dtype)
     h = x_BxHxWxC.astype(self.dtype)
     if self.stem == "imagenet":
       h = nn.relu(norm(name="stem_bn")(conv(self.width, (7, 7), 2, name="stem_conv")(h)))
-      h = nn.max_pool(h, (3, 3), (2, 2), padding="SAME")
+      h = nn.max_pool(h, (3, 3), (2, 2), padding=pool_padding)
     elif self.stem == "small":
       h = nn.relu(norm(name="stem_bn")(conv(self.width, (3, 3), name="stem_conv")(h)))
     else:
@@ -94,6 +107,7 @@ class ResNet(nn.Module):
     return nn.Dense(self.num_outputs, dtype=self.dtype, name="head")(h_BxD).astype(jnp.float32)
 
 
+register("resnet")(ResNet)
 register("resnet18", stage_sizes=(2, 2, 2, 2), block="basic")(ResNet)
 register("resnet34", stage_sizes=(3, 4, 6, 3), block="basic")(ResNet)
 register("resnet50", stage_sizes=(3, 4, 6, 3), block="bottleneck")(ResNet)

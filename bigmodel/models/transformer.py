@@ -39,15 +39,17 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   dropout: float = 0.0
   dtype: str = "float32"
+  ln_epsilon: float = 1e-6
+  gelu_approximate: bool = True  # tanh approximation; False = the exact erf form (BERT, ViT checkpoints)
 
   @nn.compact
   def __call__(self, x_BxLxD, train: bool):
     D = x_BxLxD.shape[-1]
     drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = nn.LayerNorm(dtype=self.dtype, name="ln_attn")(x_BxLxD)
+    h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_attn")(x_BxLxD)
     x_BxLxD = x_BxLxD + drop(MultiHeadAttention(self.num_heads, D // self.num_heads, self.dtype, name="attn")(h))
-    h = nn.LayerNorm(dtype=self.dtype, name="ln_mlp")(x_BxLxD)
-    h = nn.gelu(nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in")(h))
+    h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_mlp")(x_BxLxD)
+    h = nn.gelu(nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in")(h), approximate=self.gelu_approximate)
     return x_BxLxD + drop(nn.Dense(D, dtype=self.dtype, name="mlp_out")(h))
 
 

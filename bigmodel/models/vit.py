@@ -3,10 +3,13 @@
 Cut the image into P x P patches (einops), embed each linearly, add a learned
 position embedding, prepend a class token (or not, and mean-pool instead), run the
 pre-LayerNorm encoder blocks of `transformer.py`, classify. Sizes by name:
-vit_ti, vit_s, vit_b (Touvron et al. 2021; Dosovitskiy et al. 2021).
+vit_ti, vit_s, vit_b (Touvron et al. 2021; Dosovitskiy et al. 2021). Hugging Face ViT
+checkpoints load into it (bigmodel/huggingface.py): at another image size their position
+embeddings are interpolated in 2-D, as the paper does for fine-tuning at higher resolution.
 """
 import einops
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from bigmodel.models import register
@@ -24,11 +27,18 @@ class ViT(nn.Module):
   dropout: float = 0.0
   dtype: str = "float32"
   remat: bool = False  # recompute each block's activations in the backward pass: less memory, more compute
+  image_size: int = 0  # resize inputs to image_size x image_size first (e.g. 28x28 to a multiple of 16); 0 = keep
+  ln_epsilon: float = 1e-6  # flax's default; Hugging Face ViT checkpoints use 1e-12
+  gelu_approximate: bool = True  # tanh approximation; False = exact erf (Hugging Face ViT checkpoints)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool = False):
     if x_BxHxWxC.ndim == 3:
       x_BxHxWxC = x_BxHxWxC[..., None]
+    if self.image_size:
+      B, _, _, C = x_BxHxWxC.shape
+      x_BxHxWxC = jax.image.resize(x_BxHxWxC.astype(jnp.float32), (B, self.image_size, self.image_size, C),
+                                   "bilinear")
     _, H, W, _ = x_BxHxWxC.shape
     P = self.patch_size
     if H % P or W % P:
@@ -46,14 +56,16 @@ class ViT(nn.Module):
     h_BxNxD = nn.Dropout(self.dropout, deterministic=not train)(h_BxNxD + pos_NxD.astype(self.dtype))
     block = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock  # (self, x, train)
     for i in range(self.num_layers):
-      h_BxNxD = block(self.num_heads, self.mlp_dim, self.dropout, self.dtype, name=f"block{i}")(h_BxNxD, train)
-    h_BxNxD = nn.LayerNorm(dtype=self.dtype, name="ln_final")(h_BxNxD)
+      h_BxNxD = block(self.num_heads, self.mlp_dim, self.dropout, self.dtype, self.ln_epsilon, self.gelu_approximate,
+                      name=f"block{i}")(h_BxNxD, train)
+    h_BxNxD = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_final")(h_BxNxD)
     h_BxD = h_BxNxD[:, 0] if self.pool == "cls" else h_BxNxD.mean(axis=1)
     # Zero-init head, as in the paper: the first logits are uniform.
     return nn.Dense(self.num_outputs, dtype=self.dtype, kernel_init=nn.initializers.zeros,
                     name="head")(h_BxD).astype(jnp.float32)
 
 
+register("vit")(ViT)
 register("vit_ti", dim=192, num_layers=12, num_heads=3, mlp_dim=768)(ViT)
 register("vit_s", dim=384, num_layers=12, num_heads=6, mlp_dim=1536)(ViT)
 register("vit_b", dim=768, num_layers=12, num_heads=12, mlp_dim=3072)(ViT)

@@ -1,0 +1,104 @@
+"""BERT (Devlin et al. 2019), as in the paper and its checkpoints: a post-LayerNorm encoder.
+
+tokens -> word + position + token-type embeddings -> LayerNorm -> dropout
+-> `num_layers` x [x = LN(x + attn(x)); x = LN(x + MLP(x))]
+-> pool="none": the masked-LM head (dense, GELU, LN, then logits tied to the word embeddings, plus a bias)
+   pool="cls":  the pooler (dense + tanh on the first token, [CLS]) -> dropout -> a fresh classifier `head`.
+
+Unlike the pre-LayerNorm encoder of gpt.py (`bert_tiny` ... there), every sub-layer's output
+is normalised after the residual sum, the GELU is the exact erf form, and LayerNorm's epsilon
+is 1e-12: what Hugging Face's BertModel computes, so its checkpoints load (bigmodel/huggingface.py).
+Token id -1 is padding: never attended to. Every text is one segment (token type 0).
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bigmodel.models import register
+from bigmodel.models.gpt import dense, named
+
+
+class Attention(nn.Module):
+  """softmax(Q Kᵀ / √d) V over `num_heads` heads, with separate query, key and value projections."""
+  num_heads: int
+  dropout: float
+  dtype: str
+
+  @nn.compact
+  def __call__(self, x_BxLxD, valid_BxL, train):
+    B, L, D = x_BxLxD.shape
+    H, init = self.num_heads, nn.initializers.normal(0.02)
+    split = lambda name: dense(D, ("embed", "heads"), init, self.dtype, name)(x_BxLxD).reshape(B, L, H, D // H)
+    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = split("query"), split("key"), split("value")
+    logits_BxHxLxL = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxLxHxK) / jnp.sqrt(D // H).astype(self.dtype)
+    logits_BxHxLxL = jnp.where(valid_BxL[:, None, None, :], logits_BxHxLxL, jnp.finfo(logits_BxHxLxL.dtype).min)
+    probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL.astype(jnp.float32), axis=-1).astype(self.dtype)
+    probs_BxHxLxL = nn.Dropout(self.dropout, deterministic=not train)(probs_BxHxLxL)
+    out_BxLxD = jnp.einsum("bhls,bshk->blhk", probs_BxHxLxL, v_BxLxHxK).reshape(B, L, D)
+    return dense(D, ("heads", "embed"), init, self.dtype, "out")(out_BxLxD)
+
+
+class Layer(nn.Module):
+  num_heads: int
+  mlp_dim: int
+  dropout: float
+  ln_epsilon: float
+  dtype: str
+
+  @nn.compact
+  def __call__(self, x_BxLxD, valid_BxL, train):
+    D, init = x_BxLxD.shape[-1], nn.initializers.normal(0.02)
+    drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
+    norm = lambda name: nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name=name)
+    x_BxLxD = norm("ln_attn")(x_BxLxD + drop(Attention(self.num_heads, self.dropout, self.dtype, name="attn")(
+        x_BxLxD, valid_BxL, train)))
+    h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), init, self.dtype, "mlp_in")(x_BxLxD), approximate=False)
+    return norm("ln_mlp")(x_BxLxD + drop(dense(D, ("mlp", "embed"), init, self.dtype, "mlp_out")(h)))
+
+
+class BERT(nn.Module):
+  num_outputs: int  # the vocabulary for masked-LM; the classes when pool="cls"
+  vocab_size: int = 0  # token ids; 0 = num_outputs (masked-LM). The trainer fills it from the tokenizer.
+  type_vocab_size: int = 2  # segment ids the checkpoint has embeddings for (only segment 0 is used)
+  num_layers: int = 12
+  num_heads: int = 12
+  dim: int = 768  # D
+  mlp_dim: int = 3072
+  max_len: int = 512
+  pool: str = "none"  # none (masked-LM logits per token) | cls (pooled [CLS] -> classifier)
+  dropout: float = 0.1
+  ln_epsilon: float = 1e-12
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, tokens_BxL, train: bool = False):
+    B, L = tokens_BxL.shape
+    if self.pool not in ("none", "cls"):
+      raise ValueError(f"Unknown BERT pool {self.pool!r}. Known: none (masked-LM), cls (classifier).")
+    if L > self.max_len:
+      raise ValueError(f"Sequence of {L} tokens exceeds model.max_len={self.max_len}.")
+    if self.dim % self.num_heads:
+      raise ValueError(f"model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}.")
+    init = nn.initializers.normal(0.02)
+    drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
+    valid_BxL = tokens_BxL >= 0
+    embed = nn.Embed(self.vocab_size or self.num_outputs, self.dim, embedding_init=named(init, "vocab", "embed"),
+                     name="embed")
+    pos_embed = self.param("pos_embed", named(init, None, "embed"), (self.max_len, self.dim))
+    type_embed = self.param("type_embed", named(init, None, "embed"), (self.type_vocab_size, self.dim))
+    h_BxLxD = embed(jnp.maximum(tokens_BxL, 0)) + pos_embed[:L] + type_embed[0]
+    h_BxLxD = drop(nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_embed")(h_BxLxD.astype(self.dtype)))
+    for i in range(self.num_layers):
+      h_BxLxD = Layer(self.num_heads, self.mlp_dim, self.dropout, self.ln_epsilon, self.dtype, name=f"layer{i}")(
+          h_BxLxD, valid_BxL, train)
+    if self.pool == "cls":
+      pooled_BxD = jnp.tanh(dense(self.dim, ("embed", None), init, self.dtype, "pooler")(h_BxLxD[:, 0]))
+      return nn.Dense(self.num_outputs, name="head")(drop(pooled_BxD).astype(jnp.float32))
+    h_BxLxD = nn.gelu(dense(self.dim, ("embed", None), init, self.dtype, "mlm_dense")(h_BxLxD), approximate=False)
+    h_BxLxD = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_mlm")(h_BxLxD)
+    bias_V = self.param("mlm_bias", named(nn.initializers.zeros, "vocab"), (self.vocab_size or self.num_outputs,))
+    return embed.attend(h_BxLxD.astype(jnp.float32)) + bias_V
+
+
+# Defaults: BERT-base (Devlin et al. 2019). Pretrained ones load with init.hf (bigmodel/huggingface.py).
+register("bert")(BERT)
