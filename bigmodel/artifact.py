@@ -10,7 +10,7 @@ forward.jax (the forward function serialised by jax.export: StableHLO with a sym
 and for language models a symbolic length), weights.npz (one array per parameter path: the
 function's first argument, so edited weights need no new export) and, for text, the tokenizer.
 The model's Python code is not needed: nothing here imports flax or bigmodel.models (text goes
-through bigmodel/tokenizers.py: numpy, and sentencepiece for BPE).
+through bigmodel/tokenizers.py: numpy, sentencepiece for BPE, tokenizers for a Hugging Face one).
 
 Inputs are padded up to a few batch sizes (and, for token ids, lengths), so the function
 compiles once per bucket; `warmup()` compiles them all.
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigmodel import sampling, tokenizers  # jax and numpy (sentencepiece for BPE): no model code
+from bigmodel import sampling, tokenizers  # jax and numpy (and a tokenizer library): no model code
 
 FORMAT = "bigmodel.export/1"
 SPEC, FUNCTION, WEIGHTS = "model.json", "forward.jax", "weights.npz"

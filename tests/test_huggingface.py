@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bigmodel import export, generate, huggingface, models, tokenizers, workdir as workdir_lib  # noqa: E402
+from bigmodel import artifact, export, generate, huggingface, models, tokenizers, workdir as workdir_lib  # noqa: E402
 from bigmodel.data import shakespeare  # noqa: E402
 from bigmodel.train import train_and_evaluate  # noqa: E402
 from conftest import ROOT, run_cli  # noqa: E402
@@ -311,6 +311,10 @@ def test_the_readme_text_classifiers_fine_tune_a_checkpoint_read_with_its_tokeni
   trained = np.asarray(run.params["embed"]["embedding"])
   assert trained.shape == start["params"]["embed"]["embedding"].shape
   assert 0 < np.abs(trained - start["params"]["embed"]["embedding"]).max() < 0.05  # fine-tuned, not replaced
+  if ckpt == "bert":  # imported, fine-tuned, handed back: transformers computes the same class logits
+    run_cli("bigmodel.export", f"--workdir={tmp_path}", f"--out={tmp_path / 'hf'}", "--format=hf")
+    ids = run.tokenizer.encode(text()[:100])[None, :32]
+    assert relative_error(run.model.apply({"params": run.params}, ids), hf_logits(str(tmp_path / "hf"), ids)) < 1e-4
 
 
 def test_the_readme_vit_fine_tunes_on_fashion_mnist_at_another_image_size(data_dir, tmp_path):
@@ -318,11 +322,14 @@ def test_the_readme_vit_fine_tunes_on_fashion_mnist_at_another_image_size(data_d
   directory = save(transformers.ViTForImageClassification(vit_config()), tmp_path / "vit")
   c = readme_config("configs/fashion_mnist/vit_pretrained.py", **{
       "init.hf": directory, "data.data_dir": data_dir, "model.image_size": 16, "data.batch_size": 16,
-      "data.eval_batch_size": 1000})
+      "data.eval_batch_size": 1000, "optimizer.freeze": ("^patch_embed/",)})
   final = train_and_evaluate(c, str(tmp_path / "run"))
   assert 0 <= final["accuracy"] <= 1
   run = workdir_lib.load(str(tmp_path / "run"))
   assert run.params["pos_embed"].shape == (1 + 4, 64) and run.params["head"]["kernel"].shape == (64, 10)
+  _, start = ours(directory, images(channels=1, size=16), reinit=("^head/",), num_outputs=10, image_size=16)
+  np.testing.assert_array_equal(run.params["patch_embed"]["kernel"], start["params"]["patch_embed"]["kernel"])
+  assert np.abs(run.params["pos_embed"] - start["params"]["pos_embed"]).max() > 0  # trained
 
 
 def test_the_readme_resnet_fine_tunes_on_an_image_folder(data_dir, tmp_path):
@@ -362,6 +369,13 @@ def test_a_fine_tuned_gpt2_exports_back_to_transformers_and_generates_from_the_c
   run = workdir_lib.load(str(tmp_path / "run"))
   ids = run.tokenizer.encode(text()[:200])[None, :32]
   assert relative_error(run.model.apply({"params": run.params}, ids), hf_logits(str(tmp_path / "hf"), ids)) < 1e-4
+  # The served export reads text with the checkpoint's tokenizer too, and continues it as generate does.
+  export.export(str(tmp_path / "run"), str(tmp_path / "served"), platforms=("cpu",))
+  served = artifact.load(str(tmp_path / "served"), batch_sizes=(1,))
+  prompt = served.encode("ROMEO:")
+  assert served.tokenizer.kind == "hf" and prompt.tolist() == run.tokenizer.encode("ROMEO:").tolist()
+  expected = generate.generate(run.model, run.params, prompt[None], 8, temperature=0.0)[0]
+  assert served.generate([prompt.tolist()], 8, temperature=0.0)[0] == expected.tolist()
 
 
 @pytest.mark.parametrize("kind", ["gpt", "bert_mlm", "bert_classifier"])

@@ -15,7 +15,8 @@ NOTEBOOKS = os.path.join(ROOT, "notebooks")
 EXPECTED = {
     "01_quickstart.ipynb": (2, {"test_accuracy"}),  # training curve, confusion matrix
     "02_language_model.ipynb": (1, {"val_loss"}),  # loss
-    "03_pretrain_finetune.ipynb": (2, {"finetuned_accuracy", "scratch_accuracy"}),  # LM loss, comparison
+    "03_pretrain_finetune.ipynb": (2, {"finetuned_accuracy", "scratch_accuracy",  # LM loss, comparison
+                                       "gpt2_accuracy"}),
 }
 FINAL = re.compile(r"^FINAL ((?:\w+=\S+ ?)+)$", re.M)
 
