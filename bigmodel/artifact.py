@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigmodel import errors
 from bigmodel import sampling, tokenizers  # jax and numpy (and a tokenizer library): no model code
 
 FORMAT = "bigmodel.export/1"
@@ -29,7 +30,7 @@ SPEC, FUNCTION, WEIGHTS = "model.json", "forward.jax", "weights.npz"
 TASKS = ("classify", "generate")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(errors.UserError):
   """A model dir that is missing, incomplete or corrupt."""
 
 
@@ -133,13 +134,13 @@ class Artifact:
     self.input_dtype = np.dtype(self.exported.in_avals[-1].dtype)
     self.tokenizer = _read_tokenizer(model_dir) if self.input["kind"] in ("text", "tokens") else None
     if not batch_sizes or min(batch_sizes) < 1:
-      raise ValueError(f"Batch sizes must be >= 1, got {batch_sizes}.")
+      raise errors.UserError(f"Batch sizes must be >= 1, got {batch_sizes}.")
     self.batch_sizes = sorted(set(batch_sizes))
     self.lengths = ()
     if self.task == "generate":
       context = self.context = self.input["context"]
       if any(not 1 <= n <= context for n in lengths):
-        raise ValueError(f"Lengths must be in [1, {context}] (the model's context), got {lengths}.")
+        raise errors.UserError(f"Lengths must be in [1, {context}] (the model's context), got {lengths}.")
       defaults = [2 ** i for i in range(4, context.bit_length())]  # 16, 32, ... below the context
       self.lengths = sorted({*(lengths or defaults), context})
     self._forward = jax.jit(self.exported.call)
@@ -159,7 +160,7 @@ class Artifact:
     """The model's outputs for a batch: logits_BxC, or logits_BxLxV for token ids_BxL (-1 = padding)."""
     x = np.asarray(x, self.input_dtype)
     if self.task == "generate" and x.shape[1] > self.context:
-      raise ValueError(f"{x.shape[1]} token ids exceed the model's context of {self.context}.")
+      raise errors.UserError(f"{x.shape[1]} token ids exceed the model's context of {self.context}.")
     outs, largest = [], self.batch_sizes[-1]
     for start in range(0, len(x), largest):
       chunk = x[start:start + largest]

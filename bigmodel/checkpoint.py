@@ -9,13 +9,17 @@ checkpoint behind, and keeps the newest `keep` steps.
 arrays are matched by path, so a new head or extra layers start fresh. Hugging Face
 checkpoints (`init.hf`) are read by huggingface.py.
 """
+import contextlib
+import errno
 import re
+import sys
+import time
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from bigmodel import paths
+from bigmodel import errors, paths
 
 
 def manager(workdir, keep):
@@ -26,8 +30,41 @@ def manager(workdir, keep):
 
 
 def save(mngr, step, state, data_state):
-  mngr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+  """Starts writing `step` (orbax finishes it in the background); a failed earlier write surfaces here."""
+  with _disk_errors(mngr, step):
+    mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+
+
+def wait(mngr):
+  """Waits for the write in progress; a failure (a full disk) is told as a user error."""
+  with _disk_errors(mngr, None):
+    mngr.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _disk_errors(mngr, step):
+  """A checkpoint that cannot be written for lack of space (or permission) stops the run with what to do;
+  the steps already written are untouched (orbax writes each into a temporary directory first)."""
+  try:
+    yield
+  except Exception as e:
+    chain, cause = [], e
+    while cause is not None:
+      chain.append(cause)
+      cause = cause.__cause__ or cause.__context__
+    failed = next((c for c in chain if isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES,
+                                                                               errno.EROFS)), None)
+    if failed is None and not any("No space left" in str(c) for c in chain):
+      raise
+    what = failed.strerror if failed is not None else "No space left on device"
+    directory = epath.Path(mngr.directory)
+    complete = [int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / COMMIT_MARKER).exists()]
+    previous = max(complete, default=None)
+    raise errors.UserError(
+        f"Could not write the checkpoint{f' of step {step}' if step is not None else ''} in {mngr.directory}: "
+        f"{what}. The newest complete checkpoint (step {previous}) is intact: free space (or fix the "
+        "permissions), then rerun the same command to resume from it.") from e
 
 
 INIT_DEFAULTS = dict(
@@ -52,7 +89,7 @@ def check_compatible(mngr, step, abstract_state):
               for p in sorted(set(stored) | set(wanted), key=lambda p: (not p.startswith("params/"), p))
               if stored.get(p) != wanted.get(p)]
   if problems:
-    raise ValueError(
+    raise errors.UserError(
         f"The checkpoint at step {step} in {mngr.directory} was made by a different model or "
         f"optimizer. Mismatched arrays:\n" + "\n".join(problems[:20]) +
         (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "") +
@@ -71,6 +108,59 @@ def restore(mngr, step, like, with_data=True):
   return restored["state"], restored.get("data") if with_data else None
 
 
+def _warn(message):
+  print(message, file=sys.stderr)
+
+
+def newest_readable(mngr, read, say=_warn):
+  """`read(step)` of the newest checkpoint it succeeds on, that step, and the damaged steps above it.
+
+  A checkpoint that cannot be read (a truncated or overwritten file, a missing item, no commit
+  marker) is reported with its step and path, and the one before it is tried. A mismatch with the
+  model (a UserError from `read`) is not damage: it stops at once."""
+  damaged = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    path = epath.Path(mngr.directory) / str(step)
+    try:
+      if not (path / COMMIT_MARKER).exists():
+        raise errors.NotFound(f"{COMMIT_MARKER} is missing: the save did not finish")
+      return read(step), step, [s for s, _, _ in damaged]
+    except errors.UserError as e:
+      if not isinstance(e, errors.NotFound):
+        raise
+      damaged.append((step, path, e))
+    except Exception as e:  # orbax and tensorstore raise many kinds on a damaged file
+      damaged.append((step, path, e))
+    say(f"Checkpoint step {step} ({path}) cannot be read: {_first_line(damaged[-1][2])}. "
+        + ("Trying the one before it." if step != min(mngr.all_steps()) else ""))
+  if damaged:
+    raise errors.UserError(
+        f"No readable checkpoint in {mngr.directory}: steps {', '.join(str(s) for s, _, _ in damaged)} are all "
+        f"damaged. To start over, move that directory away (or train in a new --workdir).")
+  return None, None, []
+
+
+def set_aside(mngr, steps, workdir):
+  """Moves damaged checkpoint steps out of orbax's directory into <workdir>/damaged_checkpoints/ (kept
+  for inspection, never deleted), so that training can save those steps again."""
+  aside = epath.Path(workdir) / "damaged_checkpoints"
+  aside.mkdir(parents=True, exist_ok=True)
+  for step in steps:
+    (epath.Path(mngr.directory) / str(step)).rename(aside / f"{step}.{int(time.time())}")
+  mngr.reload()
+  return aside
+
+
+COMMIT_MARKER = "commit_success.txt"  # orbax writes it last, when every item of a step is on disk
+
+
+def _first_line(e):
+  """The gist of an orbax / tensorstore error (whose text goes on to dump a whole tensorstore spec)."""
+  text = str(e).split("See full TensorStore details")[0].strip().splitlines()
+  text = text[0][:300].rstrip(".") if text else ""
+  return text if type(e) is Exception or isinstance(e, errors.UserError) else f"{type(e).__name__}: {text}"
+
+
 def _open_pretrained(path):
   """(read-only manager, step) for a workdir, its checkpoints/ folder or one step folder in it."""
   path = epath.Path(path).absolute()
@@ -80,22 +170,30 @@ def _open_pretrained(path):
   elif (path / "checkpoints").exists():
     path = path / "checkpoints"
   if not path.exists():
-    raise FileNotFoundError(f"{path} does not exist. Give a training workdir or <workdir>/checkpoints/<step>.")
+    raise errors.NotFound(f"{path} does not exist. Give a training workdir or <workdir>/checkpoints/<step>.")
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
   mngr = ocp.CheckpointManager(path, options=options, item_handlers={
       "state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
   step = mngr.latest_step() if step is None else step
   if step is None or step not in mngr.all_steps():
-    raise FileNotFoundError(f"No checkpoint in {path}: train first, or give a workdir that holds one.")
+    raise errors.NotFound(f"No checkpoint in {path}: train first, or give a workdir that holds one.")
   return mngr, step
 
 
-def read_weights(path, sharding):
-  """(params, model_state, step) of the checkpoint at `path` (see _open_pretrained), as plain dicts."""
+def read_weights(path, sharding, say=_warn):
+  """(params, model_state, step) of the checkpoint at `path` (see _open_pretrained), as plain dicts; for
+  a workdir, its newest readable checkpoint (a damaged one is reported and skipped)."""
   mngr, step = _open_pretrained(path)
-  meta = mngr.item_metadata(step)["state"]
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta)
-  state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+
+  def read(step):
+    meta = mngr.item_metadata(step)["state"]
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta)
+    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+
+  if mngr.latest_step() == step:  # a workdir, not one step chosen by path: fall back past damage
+    state, step, _ = newest_readable(mngr, read, say)
+  else:
+    state = read(step)
   mngr.close()
   return state["params"], state.get("model_state", {}), step
 
@@ -124,13 +222,13 @@ def load_pretrained(c, params, model_state, sharding):
   params = jax.tree_util.tree_map_with_path(merge, params)
   model_state = jax.tree_util.tree_map_with_path(merge, model_state)
   if problems:
-    raise ValueError(f"init.checkpoint {c.checkpoint} (step {step}) does not fit this model:\n" +
-                     "\n".join(problems) + "\nStart those parameters afresh by adding a regex that matches "
-                     "them to init.reinit, or change the model config to match the checkpoint.")
+    raise errors.UserError(f"init.checkpoint {c.checkpoint} (step {step}) does not fit this model:\n" +
+                           "\n".join(problems) + "\nStart those parameters afresh by adding a regex that matches "
+                           "them to init.reinit, or change the model config to match the checkpoint.")
   if not used:
-    raise ValueError(f"init.checkpoint {c.checkpoint} (step {step}) shares no parameter path with this "
-                     f"model: it was made by a different architecture. Checkpoint arrays: "
-                     f"{', '.join(sorted(stored)[:8])}, ...")
+    raise errors.UserError(f"init.checkpoint {c.checkpoint} (step {step}) shares no parameter path with this "
+                           f"model: it was made by a different architecture. Checkpoint arrays: "
+                           f"{', '.join(sorted(stored)[:8])}, ...")
   message = (f"Initialised {len(used)} arrays from {c.checkpoint} (step {step}); fresh: "
              f"{', '.join(fresh) or 'none'}; unused from the checkpoint: {len(set(stored) - used)}")
   return params, model_state, message

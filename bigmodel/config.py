@@ -7,7 +7,7 @@ into the workdir.
 """
 import ml_collections
 
-from bigmodel import checkpoint, data, models, optim, pruning, registry, sharding, tasks
+from bigmodel import checkpoint, data, errors, models, optim, pruning, registry, sharding, tasks
 
 DEFAULTS = dict(
     seed=0,  # parameters, dropout and data order all derive from it
@@ -21,8 +21,16 @@ DEFAULTS = dict(
     micro_batches=1,  # gradient accumulation: each batch runs as this many sequential parts, one update
     steps_per_call=1,  # > 1: up to this many steps run in one jitted call (a lax.fori_loop), one dispatch
     compilation_cache="auto",  # persistent XLA cache: auto = <workdir>/../.jax_cache; "" = off; or a directory
+    divergence_factor=1000.0,  # stop when a logged loss exceeds this multiple of the first one this run logged; 0 = off
+    max_loss=0.0,  # stop when a logged loss exceeds this; 0 = off (NaN and inf always stop a run)
     distributed=False,  # multi-host (TPU pod, multi-node GPU): jax.distributed.initialize() at start
 )
+at_least = registry.at_least
+RANGES = dict(seed=at_least(0), total_steps=at_least(1), log_every=at_least(1), eval_every=at_least(1),
+              checkpoint_every=at_least(1), keep_checkpoints=at_least(1), micro_batches=at_least(1),
+              steps_per_call=at_least(1), divergence_factor=at_least(0), max_loss=at_least(0))
+SECTION_RANGES = {"": RANGES, "data": data.RANGES, "optimizer": optim.RANGES, "pruning": pruning.RANGES,
+                  "sharding": sharding.RANGES, "model": models.RANGES}
 SECTIONS = {"data": data.DEFAULTS, "optimizer": optim.DEFAULTS, "init": checkpoint.INIT_DEFAULTS,
             "pruning": pruning.DEFAULTS, "sharding": sharding.DEFAULTS}
 
@@ -36,14 +44,16 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     out[section] = {**defaults, **given.get(section, {})}
   tasks.resolve(out["task"], out["loss"], out["data"]["mlm_mask_rate"])  # fails early; experiment.py fills them in
   if out["init"]["hf"] and out["init"]["checkpoint"]:
-    raise ValueError("init.hf and init.checkpoint are both set: start from one of them.")
+    raise errors.UserError("init.hf and init.checkpoint are both set: start from one of them.")
   model = given.get("model", {})
   if "name" in model:
     registry.check_keys(model, ["name", *models.fields(model["name"])], "model")
   if out["init"]["hf"]:  # the checkpoint's config.json gives the model; experiment.fill merges it in
     out["model"] = model
   elif "name" not in model:
-    raise ValueError(f"The config needs model.name (or init.hf). Known: {', '.join(sorted(models.MODELS))}.")
+    raise errors.UserError(f"The config needs model.name (or init.hf). Known: {', '.join(sorted(models.MODELS))}.")
   else:
     out["model"] = {**models.defaults(model["name"]), **model}
+  for section, ranges in SECTION_RANGES.items():  # before any data or compile work
+    registry.check_ranges(out[section] if section else out, ranges, section)
   return ml_collections.ConfigDict(out)

@@ -12,9 +12,9 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from bigmodel import experiment, platform, sharding, workdir as workdir_lib
+from bigmodel import errors, experiment, platform, sharding, workdir as workdir_lib
 from bigmodel.data import pipeline
 
 
@@ -83,4 +83,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "A training workdir (holds config.json and checkpoints/).")
   flags.DEFINE_string("split", None, "Split to evaluate; default: the config's data.eval_split.")
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  errors.run(main)

@@ -8,7 +8,7 @@ import dataclasses
 
 import ml_collections
 
-from bigmodel import data, huggingface, models, registry, tasks
+from bigmodel import data, errors, huggingface, models, registry, tasks
 
 
 @dataclasses.dataclass
@@ -49,6 +49,9 @@ def fill(config, dataset):
   task = tasks.get(config.task)
   task.check(config, dataset)
   model = config.model.to_dict()
+  if dataset.input_dtype == "int32" and model.get("max_len") and dataset.example_shape[0] > model["max_len"]:
+    raise errors.UserError(f"data.seq_len={dataset.example_shape[0]} is longer than the model's context, "
+                           f"model.max_len={model['max_len']}: lower data.seq_len or raise model.max_len.")
   model.setdefault("num_outputs", task.num_outputs(dataset, config.loss))
   if dataset.tokenizer is not None and model.get("vocab_size") == 0:
     # A classifier on a pretrained BERT sets model.vocab_size to the BERT's (with its mask id).

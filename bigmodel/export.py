@@ -19,13 +19,12 @@ init.hf and fine-tuned or trained from scratch here (bigmodel/huggingface.py).
 import json
 import os
 import shutil
-import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from bigmodel import artifact, experiment, huggingface, paths as paths_lib, tasks, workdir as workdir_lib
+from bigmodel import artifact, errors, experiment, huggingface, paths as paths_lib, tasks, workdir as workdir_lib
 from bigmodel.data import pipeline
 
 
@@ -40,8 +39,8 @@ def export(workdir, out, platforms=("cpu", "cuda")):
   run = workdir_lib.load(workdir)
   config, model, task = run.config, run.model, tasks.get(run.config.task)
   if task.serves is None:
-    raise ValueError(f"{workdir} trained a {config.model.name} for task {config.task!r} (loss={config.loss!r}); "
-                     f"{task.not_served}.")
+    raise errors.UserError(f"{workdir} trained a {config.model.name} for task {config.task!r} (loss={config.loss!r}); "
+                           f"{task.not_served}.")
   paths, weights, treedef = paths_lib.flatten({"params": run.params, **run.model_state})
   weights = [np.asarray(x) for x in weights]
   tok = run.tokenizer
@@ -112,7 +111,7 @@ def _move_into_place(tmp, out, marker):
   if os.path.exists(out):
     if not os.path.exists(os.path.join(out, marker)):
       shutil.rmtree(tmp)
-      raise FileExistsError(f"--out={out} exists and is not an exported model: choose a new directory.")
+      raise errors.UserError(f"--out={out} exists and is not an exported model: choose a new directory.")
     shutil.rmtree(out)
   os.rename(tmp, out)
 
@@ -122,11 +121,7 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)  # orbax warns that the workdir opens read-only
   f = flags.FLAGS
   if f.format == "hf":
-    try:
-      config = export_hf(f.workdir, f.out)
-    except (FileNotFoundError, ValueError) as e:  # the user's workdir, not our bug: no traceback
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+    config = export_hf(f.workdir, f.out)
     print(f"Exported {config['architectures'][0]} to {f.out} (Hugging Face: from_pretrained({f.out!r}))")
     return
   spec = export(f.workdir, f.out, tuple(f.platforms))
@@ -141,4 +136,4 @@ if __name__ == "__main__":
   flags.DEFINE_enum("format", "jax", ["jax", "hf"], "jax: a jax.export artifact for bigmodel.serve; "
                     "hf: a Hugging Face checkpoint (GPT-2 and BERT models).")
   flags.mark_flags_as_required(["workdir", "out"])
-  app.run(main)
+  errors.run(main)

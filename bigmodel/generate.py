@@ -11,14 +11,13 @@ sampling.py; the same seed gives the same text (sample i of --num_samples uses s
 """
 import functools
 import inspect
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from bigmodel import sampling, tasks, workdir as workdir_lib
+from bigmodel import errors, sampling, tasks, workdir as workdir_lib
 
 
 def load(workdir):
@@ -26,9 +25,9 @@ def load(workdir):
   config = workdir_lib.read_config(workdir)
   task = tasks.get(config.task)
   if task.serves != "generate":
-    raise ValueError(f"{workdir} trained a {config.model.name} for task {config.task!r}"
-                     f"{'; ' + task.not_served if task.serves is None else ''}. Generation needs a language model "
-                     "(task='language_model').")
+    raise errors.UserError(f"{workdir} trained a {config.model.name} for task {config.task!r}"
+                           f"{'; ' + task.not_served if task.serves is None else ''}. Generation needs a language "
+                           "model (task='language_model').")
   run = workdir_lib.load(workdir, config)
   return run.model, run.params, run.tokenizer
 
@@ -81,7 +80,7 @@ def generate(model, params, prompt_BxP, max_new_tokens, *, seed=0, temperature=1
   `seed` (and each setting) is one value or one per row."""
   tokens = np.asarray(prompt_BxP, np.int32)
   if tokens.ndim != 2 or tokens.shape[1] == 0:
-    raise ValueError("The prompt must hold at least one token.")
+    raise errors.UserError("The prompt must hold at least one token.")
   out = sampling.generate(_NextLogits(model, params, use_cache), tokens, max_new_tokens, seed=seed,
                           temperature=temperature, top_k=top_k, top_p=top_p)
   return np.asarray(out, np.int32).reshape(len(tokens), tokens.shape[1] + max_new_tokens)
@@ -91,11 +90,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # orbax warns that the workdir opens read-only
   f = flags.FLAGS
-  try:
-    model, params, tok = load(f.workdir)
-  except (FileNotFoundError, ValueError) as e:  # the user's workdir, not our bug: no traceback
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  model, params, tok = load(f.workdir)
   prompt = tok.encode(f.prompt)
   temperature = 0.0 if f.greedy else f.temperature
   out = generate(model, params, np.tile(prompt, (f.num_samples, 1)), f.max_new_tokens,
@@ -119,4 +114,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_samples", 1, "Independent samples of the same prompt.")
   flags.DEFINE_bool("no_cache", False, "Recompute the whole context for each token (for checking the cache).")
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  errors.run(main)

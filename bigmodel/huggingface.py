@@ -27,7 +27,7 @@ import re
 import jax
 import numpy as np
 
-from bigmodel import paths
+from bigmodel import errors, paths
 
 ARCHITECTURES = {  # model_type in config.json -> the classes whose checkpoints load
     "gpt2": ("GPT2LMHeadModel", "GPT2Model"),
@@ -45,13 +45,13 @@ def local_dir(name):
   if os.path.isdir(name):
     return name
   if name.startswith((".", "/")) or name.count("/") > 1:
-    raise FileNotFoundError(f"init.hf={name!r}: no such directory (nor is it a Hugging Face hub id such as "
-                            "'gpt2' or 'google/vit-base-patch16-224').")
+    raise errors.NotFound(f"init.hf={name!r}: no such directory (nor is it a Hugging Face hub id such as "
+                          "'gpt2' or 'google/vit-base-patch16-224').")
   import huggingface_hub  # only hub ids need it
   try:
     return huggingface_hub.snapshot_download(name, allow_patterns=FILES)
   except Exception as e:  # offline, unknown id, gated repo: all mean the files are not here
-    raise FileNotFoundError(
+    raise errors.NotFound(
         f"Could not get Hugging Face checkpoint {name!r} from the hub ({type(e).__name__}: {e}). Without a "
         "network, download it elsewhere (huggingface-cli download <id>) and give its directory instead.") from e
 
@@ -60,8 +60,8 @@ def read_config(name):
   """The checkpoint's config.json, as a dict."""
   path = os.path.join(local_dir(name), "config.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: a Hugging Face checkpoint directory holds config.json "
-                            "and model.safetensors (what save_pretrained writes).")
+    raise errors.NotFound(f"{path} not found: a Hugging Face checkpoint directory holds config.json "
+                          "and model.safetensors (what save_pretrained writes).")
   with open(path) as f:
     return json.load(f)
 
@@ -70,16 +70,16 @@ def _family(hf):
   family = hf.get("model_type")
   if family not in ARCHITECTURES:
     supported = ", ".join(a for archs in ARCHITECTURES.values() for a in archs)
-    raise ValueError(f"Hugging Face architecture {', '.join(hf.get('architectures') or [str(family)])} "
-                     f"(model_type {family!r}) is not supported. Supported: {supported}.")
+    raise errors.UserError(f"Hugging Face architecture {', '.join(hf.get('architectures') or [str(family)])} "
+                           f"(model_type {family!r}) is not supported. Supported: {supported}.")
   return family
 
 
 def _require(hf, key, allowed, family):
   value = hf.get(key, allowed[0])
   if value not in allowed:
-    raise ValueError(f"This {family} checkpoint has {key}={value!r}; bigmodel's model computes "
-                     f"{key}={allowed[0]!r} only.")
+    raise errors.UserError(f"This {family} checkpoint has {key}={value!r}; bigmodel's model computes "
+                           f"{key}={allowed[0]!r} only.")
 
 
 def model_config(name):
@@ -117,8 +117,9 @@ def model_config(name):
   width = hf["hidden_sizes"][0] // expansion
   if hf["embedding_size"] != width or hf["hidden_sizes"] != [width * expansion * 2 ** i
                                                              for i in range(len(hf["hidden_sizes"]))]:
-    raise ValueError(f"This ResNet's widths (embedding_size={hf['embedding_size']}, hidden_sizes="
-                     f"{hf['hidden_sizes']}) do not double stage by stage from its stem, as bigmodel's ResNet does.")
+    raise errors.UserError(f"This ResNet's widths (embedding_size={hf['embedding_size']}, hidden_sizes="
+                           f"{hf['hidden_sizes']}) do not double stage by stage from its stem, as bigmodel's "
+                           "ResNet does.")
   return dict(name="resnet", stage_sizes=tuple(hf["depths"]), block=block, width=width, stem="imagenet",
               padding="symmetric", bn_momentum=0.9)
 
@@ -179,7 +180,8 @@ def positions_2d(name):
       return pos_NxD
     old, new = round((pos_NxD.shape[0] - 1) ** 0.5), round((shape[0] - 1) ** 0.5)
     if old * old != pos_NxD.shape[0] - 1 or new * new != shape[0] - 1:
-      raise ValueError(f"{name}: only square patch grids are interpolated ({pos_NxD.shape[0] - 1} -> {shape[0] - 1}).")
+      raise errors.UserError(f"{name}: only square patch grids are interpolated ({pos_NxD.shape[0] - 1} -> "
+                             f"{shape[0] - 1} patches).")
     grid = pos_NxD[1:].reshape(old, old, -1)
     grid = np.asarray(jax.image.resize(grid, (new, new, grid.shape[-1]), "bilinear"))
     return np.concatenate([pos_NxD[:1], grid.reshape(new * new, -1)])
@@ -216,7 +218,8 @@ def _bert(m):
        **_dense("pooler", "bert.pooler.dense", optional=True), **_dense("head", "classifier", optional=True),
        **_dense("mlm_dense", "cls.predictions.transform.dense", optional=True),
        "params/mlm_bias": same("cls.predictions.bias", optional=True)}
-  t |= {k: dataclasses.replace(v, optional=True) for k, v in _norm("ln_mlm", "cls.predictions.transform.LayerNorm").items()}
+  mlm_norm = _norm("ln_mlm", "cls.predictions.transform.LayerNorm")
+  t |= {k: dataclasses.replace(v, optional=True) for k, v in mlm_norm.items()}
   for i in range(m["num_layers"]):
     h = f"bert.encoder.layer.{i}"
     for x in ("query", "key", "value"):
@@ -271,8 +274,8 @@ def _table(model):
   families = {gpt.GPT: ("gpt2", _gpt2), bert.BERT: ("bert", _bert), vit.ViT: ("vit", _vit),
               resnet.ResNet: ("resnet", _resnet)}
   if cls not in families:
-    raise ValueError(f"model.name={model['name']!r} maps onto no Hugging Face checkpoint: GPT-2, BERT, ViT and "
-                     "ResNet ones load into models gpt, bert, vit and resnet.")
+    raise errors.UserError(f"model.name={model['name']!r} maps onto no Hugging Face checkpoint: GPT-2, BERT, ViT and "
+                           "ResNet ones load into models gpt, bert, vit and resnet.")
   family, make = families[cls]
   return family, make(model)
 
@@ -291,8 +294,8 @@ def _tensor_files(directory):
   files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
   if not files:
     found = ", ".join(sorted(os.listdir(directory))) or "nothing"
-    raise FileNotFoundError(f"No model.safetensors in {directory} (it holds: {found}). bigmodel reads safetensors "
-                            "only; save the model with save_pretrained(dir) (safetensors is its default).")
+    raise errors.NotFound(f"No model.safetensors in {directory} (it holds: {found}). bigmodel reads safetensors "
+                          "only; save the model with save_pretrained(dir) (safetensors is its default).")
   from safetensors import safe_open
   out = {}
   for file in files:
@@ -309,8 +312,8 @@ def _reading(file):
     yield
   except Exception as e:
     size = os.path.getsize(file) if os.path.exists(file) else 0
-    raise ValueError(f"Cannot read {file} ({size:,} bytes): {e}. The file is damaged or incomplete "
-                     "(an interrupted download?): download or save it again.") from e
+    raise errors.UserError(f"Cannot read {file} ({size:,} bytes): {e}. The file is damaged or incomplete "
+                           "(an interrupted download?): download or save it again.") from e
 
 
 def _read(files, name):
@@ -340,8 +343,8 @@ def load(name, model, params, model_state=None, reinit=()):
   family = _family(read_config(directory))
   ours, table = _table(model)
   if ours != family:
-    raise ValueError(f"init.hf={name!r} is a {family} checkpoint; model.name={model['name']!r} cannot take it. "
-                     "Leave model.name out: the checkpoint's config.json chooses the model.")
+    raise errors.UserError(f"init.hf={name!r} is a {family} checkpoint; model.name={model['name']!r} cannot take it. "
+                           "Leave model.name out: the checkpoint's config.json chooses the model.")
   files = _tensor_files(directory)
   fresh, problems, used = [], [], set()
 
@@ -353,12 +356,12 @@ def load(name, model, params, model_state=None, reinit=()):
       found = None if spec is None else [_find(files, n) for n in spec.names]
       if spec is None or any(re.search(r, ours) for r in reinit) or (spec.optional and None in found):
         if isinstance(leaf, jax.ShapeDtypeStruct):
-          raise ValueError(f"{full} is not in checkpoint {name!r} and has no initial value to keep.")
+          raise errors.UserError(f"{full} is not in checkpoint {name!r} and has no initial value to keep.")
         fresh.append(ours)
         return leaf
       if None in found:
         missing = spec.names[found.index(None)]
-        raise ValueError(f"Checkpoint {name!r} has no tensor {missing!r} (for {full}): is it complete?")
+        raise errors.UserError(f"Checkpoint {name!r} has no tensor {missing!r} (for {full}): is it complete?")
       value = spec.load([_read(files, n) for n in found], tuple(leaf.shape))
       if tuple(value.shape) != tuple(leaf.shape):
         problems.append(f"  {full}: checkpoint {', '.join(found)} gives {tuple(value.shape)}, this model has "
@@ -373,9 +376,9 @@ def load(name, model, params, model_state=None, reinit=()):
   params = jax.tree_util.tree_map_with_path(one("params"), params)
   model_state = jax.tree_util.tree_map_with_path(one("state"), model_state or {})
   if problems:
-    raise ValueError(f"Checkpoint {name!r} does not fit this model:\n" + "\n".join(problems) +
-                     "\nLeave the model's sizes to the checkpoint's config.json, or start those arrays "
-                     "afresh with init.reinit.")
+    raise errors.UserError(f"Checkpoint {name!r} does not fit this model:\n" + "\n".join(problems) +
+                           "\nLeave the model's sizes to the checkpoint's config.json, or start those arrays "
+                           "afresh with init.reinit.")
   unused = sorted(set(files) - used - {n for n in files if n.endswith("num_batches_tracked")})
   message = (f"Initialised from Hugging Face checkpoint {name} ({family}): {len(used)} tensors; fresh: "
              f"{', '.join(fresh) or 'none'}; unused from the checkpoint: {', '.join(unused[:6]) or 'none'}"
@@ -398,7 +401,7 @@ def hf_config(model, num_labels=None):
         (model.get("pool", "none") != "none", "it is a classifier; GPT-2 exports as a language model only"))
         if bad]
     if reasons:
-      raise ValueError(f"This GPT has no Hugging Face GPT-2 equivalent: {reasons[0]}.")
+      raise errors.UserError(f"This GPT has no Hugging Face GPT-2 equivalent: {reasons[0]}.")
     return dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", n_layer=model["num_layers"],
                 n_head=model["num_heads"], n_embd=model["dim"], n_inner=model["mlp_dim"] or 4 * model["dim"],
                 n_positions=model["max_len"], vocab_size=model["vocab_size"] or model["num_outputs"],
@@ -412,8 +415,8 @@ def hf_config(model, num_labels=None):
                 vocab_size=model["vocab_size"] or model["num_outputs"], type_vocab_size=model["type_vocab_size"],
                 layer_norm_eps=model["ln_epsilon"], hidden_act="gelu", tie_word_embeddings=True,
                 **({"num_labels": num_labels or model["num_outputs"]} if classifier else {}))
-  raise ValueError(f"model.name={model['name']!r} has no Hugging Face export: bigmodel exports GPT-2-shaped "
-                   "(model.name=gpt) and BERT-shaped (model.name=bert) models.")
+  raise errors.UserError(f"model.name={model['name']!r} has no Hugging Face export: bigmodel exports GPT-2-shaped "
+                         "(model.name=gpt) and BERT-shaped (model.name=bert) models.")
 
 
 def save(directory, model, params, tokenizer=None):
@@ -427,7 +430,7 @@ def save(directory, model, params, tokenizer=None):
   for path, leaf in zip(names, leaves):
     spec = table.get(path)
     if spec is None or spec.save is None:
-      raise ValueError(f"{path} has no place in a Hugging Face {config['architectures'][0]}.")
+      raise errors.UserError(f"{path} has no place in a Hugging Face {config['architectures'][0]}.")
     tensors.update(zip(spec.names, (np.ascontiguousarray(np.asarray(a, np.float32)) for a in spec.save(leaf))))
   os.makedirs(directory, exist_ok=True)
   save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})

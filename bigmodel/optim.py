@@ -4,7 +4,7 @@ import re
 import jax
 import optax
 
-from bigmodel import paths as paths_lib, registry
+from bigmodel import errors, paths as paths_lib, registry
 
 DEFAULTS = dict(
     name="adam",
@@ -28,10 +28,16 @@ DEFAULTS = dict(
 )
 
 
+at_least, above = registry.at_least, registry.above
+RANGES = dict(learning_rate=above(0), warmup_steps=at_least(0), min_lr_ratio=registry.UNIT, decay_rate=above(0),
+              decay_every=at_least(1), momentum=registry.FRACTION, b1=registry.FRACTION, b2=registry.FRACTION,
+              eps=above(0), rmsprop_decay=registry.FRACTION, weight_decay=at_least(0), grad_clip_norm=at_least(0))
+
+
 def schedule(c, total_steps):
   lr = c.learning_rate
   if c.schedule == "warmup_cosine" and c.warmup_steps >= total_steps:
-    raise ValueError(f"optimizer.warmup_steps={c.warmup_steps} must be below total_steps={total_steps}.")
+    raise errors.UserError(f"optimizer.warmup_steps={c.warmup_steps} must be below total_steps={total_steps}.")
   schedules = {
       "constant": lambda: optax.constant_schedule(lr),
       "cosine": lambda: optax.cosine_decay_schedule(lr, total_steps, alpha=c.min_lr_ratio),
@@ -54,8 +60,8 @@ def _freeze_labels(patterns):
     paths, _, treedef = paths_lib.flatten(params)
     for pattern in patterns:
       if not any(re.search(pattern, path) for path in paths):
-        raise ValueError(f"optimizer.freeze pattern {pattern!r} matches no parameter. Parameters: "
-                         f"{', '.join(paths[:12])}{', ...' if len(paths) > 12 else ''}")
+        raise errors.UserError(f"optimizer.freeze pattern {pattern!r} matches no parameter. Parameters: "
+                               f"{', '.join(paths[:12])}{', ...' if len(paths) > 12 else ''}")
     return treedef.unflatten(
         ["frozen" if any(re.search(p, path) for p in patterns) else "trained" for path in paths])
   return labels
@@ -66,7 +72,7 @@ def optimizer(c, total_steps):
   lr = schedule(c, total_steps)
   mu_dtype = c.moments_dtype or None
   if c.moments_dtype and c.name not in ("adam", "adamw"):
-    raise ValueError(f"optimizer.moments_dtype is for adam and adamw; {c.name!r} keeps its state in float32.")
+    raise errors.UserError(f"optimizer.moments_dtype is for adam and adamw; {c.name!r} keeps its state in float32.")
   optimizers = {
       "sgd": lambda: optax.sgd(lr, momentum=c.momentum or None, nesterov=c.nesterov),
       "adam": lambda: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps, mu_dtype=mu_dtype),

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bigmodel import paths as paths_lib, registry
+from bigmodel import errors, paths as paths_lib, registry
 
 DEFAULTS = dict(
     target_sparsity=0.0,  # fraction of the in-scope weights that end at zero; 0 = no pruning
@@ -32,15 +32,15 @@ DEFAULTS = dict(
     exclude=(),  # regexes on parameter paths never pruned, e.g. "^head/"
     granularity="global",  # global: one threshold over all in-scope weights | per_layer: each to the target
 )
+RANGES = dict(target_sparsity=registry.FRACTION, start_step=registry.at_least(0), end_step=registry.at_least(0),
+              frequency=registry.at_least(1), power=registry.above(0))
 SCHEDULES = ("polynomial", "one_shot")
 GRANULARITIES = ("global", "per_layer")
 
 
 def check(c, total_steps):
-  """Raises ValueError for a pruning config that cannot do what it says."""
-  if not 0 <= c.target_sparsity < 1:
-    raise ValueError(f"pruning.target_sparsity={c.target_sparsity} must be in [0, 1): the fraction of "
-                     "in-scope weights set to zero (0 = no pruning; 0.9 keeps one weight in ten).")
+  """Raises UserError for a pruning config that cannot do what it says (the ranges of its numbers are
+  RANGES', checked by config.resolve)."""
   registry.lookup(dict.fromkeys(SCHEDULES), c.schedule, "pruning.schedule")
   registry.lookup(dict.fromkeys(GRANULARITIES), c.granularity, "pruning.granularity")
   for key in ("scope", "exclude"):
@@ -48,18 +48,16 @@ def check(c, total_steps):
       try:
         re.compile(pattern)
       except re.error as e:
-        raise ValueError(f"pruning.{key} pattern {pattern!r} is not a valid regex: {e}.") from None
+        raise errors.UserError(f"pruning.{key} pattern {pattern!r} is not a valid regex: {e}.") from None
   if not c.target_sparsity:
     return
   if c.schedule == "polynomial":
     if not c.start_step < c.end_step <= total_steps:
-      raise ValueError(f"pruning needs start_step < end_step <= total_steps; got start_step={c.start_step}, "
-                       f"end_step={c.end_step}, total_steps={total_steps}. Set pruning.end_step to the step "
-                       "where the target sparsity should be reached.")
-    if c.frequency < 1:
-      raise ValueError(f"pruning.frequency={c.frequency} must be at least 1 step.")
+      raise errors.UserError(f"pruning needs start_step < end_step <= total_steps; got start_step={c.start_step}, "
+                             f"end_step={c.end_step}, total_steps={total_steps}. Set pruning.end_step to the step "
+                             "where the target sparsity should be reached.")
   elif c.start_step >= total_steps:
-    raise ValueError(f"pruning.start_step={c.start_step} must be below total_steps={total_steps}.")
+    raise errors.UserError(f"pruning.start_step={c.start_step} must be below total_steps={total_steps}.")
 
 
 def in_scope(c, params):
@@ -68,8 +66,8 @@ def in_scope(c, params):
   chosen = [any(re.search(s, p) for s in c.scope) and not any(re.search(e, p) for e in c.exclude)
             for p in paths]
   if not any(chosen):
-    raise ValueError(f"pruning.scope={tuple(c.scope)} (minus exclude={tuple(c.exclude)}) matches no parameter. "
-                     f"Parameters: {', '.join(paths[:12])}{', ...' if len(paths) > 12 else ''}")
+    raise errors.UserError(f"pruning.scope={tuple(c.scope)} (minus exclude={tuple(c.exclude)}) matches no parameter. "
+                           f"Parameters: {', '.join(paths[:12])}{', ...' if len(paths) > 12 else ''}")
   return treedef.unflatten(chosen)
 
 

@@ -1,11 +1,15 @@
-"""Name lookups for config-chosen components, with errors that list the choices."""
+"""Name lookups for config-chosen components, with errors that list the choices; ranges of numeric keys."""
+import dataclasses
+import math
 from collections.abc import Iterable, Mapping
+
+from bigmodel import errors
 
 
 def lookup(table: Mapping, name: str, kind: str):
   """Returns table[name]; an unknown name raises ValueError listing the known ones."""
   if name not in table:
-    raise ValueError(f"Unknown {kind} {name!r}. Known: {', '.join(sorted(table))}.")
+    raise errors.UserError(f"Unknown {kind} {name!r}. Known: {', '.join(sorted(table))}.")
   return table[name]
 
 
@@ -15,6 +19,59 @@ def check_keys(given: Iterable[str], valid: Iterable[str], where: str):
   unknown = sorted(set(given) - valid)
   if unknown:
     keys = ", ".join(f"{where}.{k}" if where else k for k in unknown)
-    raise ValueError(
+    raise errors.UserError(
         f"Unknown config key(s): {keys}. Valid keys"
         f"{' under ' + repr(where) if where else ''}: {', '.join(sorted(valid))}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The values a numeric config key may take: low <= x (low < x if low_open) and x <= high (x < high if
+  high_open), or one of `also` (e.g. -1 = "the rest"). A key joins validation by declaring one in its
+  section's RANGES; `config.resolve` checks every key that has one, and each element of a list."""
+  low: float = -math.inf
+  high: float = math.inf
+  low_open: bool = False
+  high_open: bool = False
+  also: tuple = ()
+
+  def admits(self, x):
+    above = x > self.low if self.low_open else x >= self.low
+    below = x < self.high if self.high_open else x <= self.high
+    return (above and below) or x in self.also
+
+  def __str__(self):
+    if self.low == self.high:
+      return " or ".join(f"{v:g}" for v in (self.low, *self.also))
+    lo = f"> {self.low:g}" if self.low_open else f">= {self.low:g}"
+    hi = f"< {self.high:g}" if self.high_open else f"<= {self.high:g}"
+    bounds = " and ".join(b for b, inf in ((lo, self.low == -math.inf), (hi, self.high == math.inf)) if not inf)
+    return bounds + "".join(f" (or {a})" for a in self.also)
+
+  def outside(self):
+    """A value this range refuses (for tests)."""
+    return self.low - 1 if self.low > -math.inf else self.high + 1
+
+
+def at_least(n, also=()):
+  return Range(low=n, also=also)
+
+
+def above(x):
+  return Range(low=x, low_open=True)
+
+
+FRACTION = Range(0, 1, high_open=True)  # [0, 1): rates, sparsities
+UNIT = Range(0, 1)  # [0, 1]
+
+
+def check_ranges(values: Mapping, ranges: Mapping, where: str):
+  """Raises UserError naming the first key of `values` outside its declared range."""
+  for key, allowed in ranges.items():
+    value = values.get(key)
+    elements = value if isinstance(value, (list, tuple)) else [value]
+    for x in elements:
+      if isinstance(x, (int, float)) and not isinstance(x, bool) and not allowed.admits(x):
+        name = f"{where}.{key}" if where else key
+        raise errors.UserError(f"{name}={value!r} is out of range: it must be {allowed}. Fix it in the config "
+                               f"or with --config.{name}=...")

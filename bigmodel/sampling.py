@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigmodel import errors
+
 
 def sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B):
   """Per row: greedy at temperature 0; otherwise a draw from the softmax at that temperature, cut to
@@ -52,7 +54,7 @@ def generate(next_logits, prompts, max_new_tokens, *, temperature=1.0, top_k=0, 
   top_k_N, top_p_N, seed_N = per_row(top_k, np.int32), per_row(top_p, np.float32), per_row(seed, np.uint32)
   tokens = [[int(t) for t in p] for p in prompts]
   if any(not t for t in tokens):
-    raise ValueError("Every prompt must hold at least one token.")
+    raise errors.UserError("Every prompt must hold at least one token.")
   done_N = np.zeros(n, np.int32)
   while (rows := np.flatnonzero(done_N < new_N)).size:
     logits_BxV = next_logits(rows, [tokens[i] for i in rows])

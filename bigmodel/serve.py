@@ -27,9 +27,9 @@ import traceback
 import urllib.parse
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from bigmodel import artifact
+from bigmodel import artifact, errors
 
 
 class HTTPError(Exception):
@@ -305,7 +305,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def _reject_constant(name):
-  raise ValueError(f"{name} is not a JSON number")
+  raise errors.UserError(f"{name} is not a JSON number")
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -329,10 +329,9 @@ def main(argv):
     model = artifact.load(f.model, [int(b) for b in f.batch_sizes], [int(n) for n in f.lengths])
     httpd = make_server(App(model, f.max_body_bytes, f.max_new_tokens, f.batch_wait_ms, f.request_timeout_s),
                         f.host, f.port, f.log_requests)
-  except (artifact.ArtifactError, ValueError) as e:
-    sys.exit(f"error: {e}")
   except OSError as e:
-    sys.exit(f"error: cannot listen on {f.host}:{f.port} ({e.strerror}). Choose another --port (0 = any free one).")
+    raise errors.UserError(f"cannot listen on {f.host}:{f.port} ({e.strerror}). Choose another --port "
+                           "(0 = any free one).") from None
   start = time.perf_counter()
   model.warmup()
   host, port = httpd.server_address[:2]
@@ -360,4 +359,4 @@ if __name__ == "__main__":
   flags.DEFINE_float("request_timeout_s", 120.0, "A request not answered by then gets 503.")
   flags.DEFINE_bool("log_requests", False, "Log every request to stderr.")
   flags.mark_flags_as_required(["model"])
-  app.run(main)
+  errors.run(main)

@@ -16,7 +16,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from bigmodel import paths
+from bigmodel import errors, paths, registry
 
 AXES = ("data", "fsdp", "tensor")
 DEFAULTS = dict(
@@ -28,15 +28,18 @@ DEFAULTS = dict(
 )
 
 
+RANGES = {axis: registry.at_least(1, also=(-1,)) for axis in AXES}
+
+
 def axis_sizes(c, num_devices):
   sizes = [c[a] for a in AXES]
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"sharding axis sizes {dict(zip(AXES, sizes))}: each must be positive or -1 (the rest), "
-                     "and at most one -1.")
+    raise errors.UserError(f"sharding axis sizes {dict(zip(AXES, sizes))}: each must be positive or -1 (the rest), "
+                           "and at most one -1.")
   fixed = int(np.prod([s for s in sizes if s != -1]))
   if num_devices % fixed or (-1 not in sizes and fixed != num_devices):
-    raise ValueError(f"sharding axis sizes {dict(zip(AXES, sizes))} do not fit {num_devices} devices: their "
-                     "product must equal the device count (use -1 for one axis to take the rest).")
+    raise errors.UserError(f"sharding axis sizes {dict(zip(AXES, sizes))} do not fit {num_devices} devices: their "
+                           "product must equal the device count (use -1 for one axis to take the rest).")
   return tuple(num_devices // fixed if s == -1 else s for s in sizes)
 
 

@@ -15,7 +15,7 @@ classification, mse: regression, lm_xent: language_model, or masked_lm when data
 import jax
 import jax.numpy as jnp
 
-from bigmodel import losses, metrics, registry
+from bigmodel import errors, losses, metrics, registry
 
 TASKS = {}  # name -> Task instance
 
@@ -42,7 +42,7 @@ def resolve(task, loss, mlm_mask_rate=0.0):
   t = get(task)
   loss = loss or next(iter(t.losses))
   if loss not in t.losses:
-    raise ValueError(f"task={task!r} takes loss {' or '.join(map(repr, t.losses))}, not {loss!r}.")
+    raise errors.UserError(f"task={task!r} takes loss {' or '.join(map(repr, t.losses))}, not {loss!r}.")
   return task, loss
 
 
@@ -57,8 +57,8 @@ class Task:
   def check(self, config, dataset):
     """Raises ValueError if this task cannot train on `dataset`."""
     if dataset.kind not in self.kinds:
-      raise ValueError(f"task={self.name!r} (loss={config.loss!r}) needs a {' or '.join(self.kinds)} dataset; "
-                       f"data.name={config.data.name!r} is a {dataset.kind} dataset.")
+      raise errors.UserError(f"task={self.name!r} (loss={config.loss!r}) needs a {' or '.join(self.kinds)} dataset; "
+                             f"data.name={config.data.name!r} is a {dataset.kind} dataset.")
 
   def num_outputs(self, dataset, loss):
     raise NotImplementedError
@@ -152,9 +152,9 @@ class LanguageModel(Task):
   def check(self, config, dataset):
     super().check(config, dataset)
     if (dataset.mask is not None) != (self.name == "masked_lm"):
-      raise ValueError(f"task={self.name!r} and data.mlm_mask_rate={config.data.mlm_mask_rate} do not go "
-                       "together: masked-LM pretraining is task='masked_lm' with data.mlm_mask_rate > 0 (BERT: "
-                       "0.15); next-token prediction is task='language_model' with data.mlm_mask_rate=0.")
+      raise errors.UserError(f"task={self.name!r} and data.mlm_mask_rate={config.data.mlm_mask_rate} do not go "
+                             "together: masked-LM pretraining is task='masked_lm' with data.mlm_mask_rate > 0 (BERT: "
+                             "0.15); next-token prediction is task='language_model' with data.mlm_mask_rate=0.")
 
   def num_outputs(self, dataset, loss):
     return dataset.tokenizer.vocab_size

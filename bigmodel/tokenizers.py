@@ -16,6 +16,8 @@ import re
 
 import numpy as np
 
+from bigmodel import errors
+
 FILE = "tokenizer.json"  # {"kind": ..., plus what that kind needs}, or a Hugging Face tokenizer.json
 BPE_MODEL = "tokenizer.model"  # the SentencePiece model proto, beside FILE
 
@@ -54,7 +56,7 @@ class CharTokenizer:
   @classmethod
   def from_text(cls, text: str):
     if not text:
-      raise ValueError("A char tokenizer needs non-empty text to take its characters from.")
+      raise errors.UserError("A char tokenizer needs non-empty text to take its characters from.")
     return cls(text)
 
   def encode(self, text: str) -> np.ndarray:
@@ -63,7 +65,7 @@ class CharTokenizer:
     unknown = np.flatnonzero(self._codepoints[np.minimum(ids_N, self.vocab_size - 1)] != codepoints_N)
     if unknown.size:
       i = int(unknown[0])
-      raise ValueError(
+      raise errors.UserError(
           f"Character {text[i]!r} (U+{ord(text[i]):04X}) at position {i} is not among this char "
           f"tokenizer's {self.vocab_size} characters ({unknown.size} unknown in all). Build it from text "
           "that contains every character you will encode, or use the 'byte' tokenizer.")
@@ -106,12 +108,12 @@ class BpeTokenizer:
     except RuntimeError as e:
       needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
       if needed:
-        raise ValueError(
+        raise errors.UserError(
             f"BPE vocab_size={vocab_size} is too small for this text: its characters"
             f"{' plus the 256 fallback bytes' if byte_fallback else ''} and the special tokens need "
             f"{needed.group(1)}. Use vocab_size >= {needed.group(1)}.") from None
-      raise ValueError(f"SentencePiece could not train a BPE vocabulary of {vocab_size} on "
-                       f"{len(text):,} characters: {e}") from e
+      raise errors.UserError(f"SentencePiece could not train a BPE vocabulary of {vocab_size} on "
+                             f"{len(text):,} characters: {e}") from e
     return cls(model.getvalue())
 
   def encode(self, text: str) -> np.ndarray:
@@ -141,8 +143,8 @@ class HfTokenizer:
   def __init__(self, tokenizer):
     self.tokenizer = tokenizer
     self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    self.mask_id = next((tokenizer.token_to_id(t) for t in ("[MASK]", "<mask>") if tokenizer.token_to_id(t) is not None),
-                        None)
+    found = [tokenizer.token_to_id(t) for t in ("[MASK]", "<mask>")]
+    self.mask_id = next((i for i in found if i is not None), None)
 
   @classmethod
   def from_file(cls, path):
@@ -163,8 +165,8 @@ class HfTokenizer:
 def _in_vocab(ids, tokenizer) -> np.ndarray:
   ids = np.asarray(ids)
   if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
-    raise ValueError(f"Ids must be in [0, {tokenizer.vocab_size - 1}] for this {tokenizer.kind} tokenizer, "
-                     f"got {ids.min()}..{ids.max()}: were they made by another tokenizer?")
+    raise errors.UserError(f"Ids must be in [0, {tokenizer.vocab_size - 1}] for this {tokenizer.kind} tokenizer, "
+                           f"got {ids.min()}..{ids.max()}: were they made by another tokenizer?")
   return ids
 
 
@@ -173,7 +175,7 @@ TOKENIZERS = {"byte": ByteTokenizer, "char": CharTokenizer, "bpe": BpeTokenizer}
 
 def _known(name):
   if name not in TOKENIZERS:
-    raise ValueError(f"Unknown tokenizer {name!r}. Known: {', '.join(TOKENIZERS)}.")
+    raise errors.UserError(f"Unknown tokenizer {name!r}. Known: {', '.join(TOKENIZERS)}.")
   return TOKENIZERS[name]
 
 
@@ -192,8 +194,8 @@ def load(directory):
   """The tokenizer saved in `directory` by `save`, of whichever kind it was."""
   path = os.path.join(directory, FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"No tokenizer in {directory}/ ({FILE} missing). Save one there with "
-                            "tokenizer.save(directory), or build one: tokenizers.build(name, text).")
+    raise errors.NotFound(f"No tokenizer in {directory}/ ({FILE} missing). Save one there with "
+                          "tokenizer.save(directory), or build one: tokenizers.build(name, text).")
   with open(path, encoding="utf-8") as f:
     record = json.load(f)
   if "kind" not in record and "model" in record:  # a Hugging Face tokenizer.json

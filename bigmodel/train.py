@@ -17,15 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import flags, logging
 from flax import linen as nn
 from flax.training import train_state
 from ml_collections import config_flags
 from tqdm import tqdm
 
 import bigmodel
-from bigmodel import (checkpoint, config as config_lib, evaluate, experiment, huggingface, optim, platform, pruning,
-                      sharding, workdir as workdir_lib)
+from bigmodel import (checkpoint, config as config_lib, errors, evaluate, experiment, huggingface, optim, platform,
+                      pruning, sharding, workdir as workdir_lib)
 from bigmodel.data import feed as feed_lib
 from bigmodel.metric_writer import MetricWriter
 
@@ -103,11 +103,11 @@ class Trainer:
     n = sharding.batch_devices(self.mesh)
     for key in ("batch_size", "eval_batch_size"):
       if c.data[key] % n:
-        raise ValueError(f"data.{key}={c.data[key]} must be a multiple of the {n} data-parallel devices "
-                         "(sharding.data x sharding.fsdp).")
+        raise errors.UserError(f"data.{key}={c.data[key]} must be a multiple of the {n} data-parallel devices "
+                               "(sharding.data x sharding.fsdp).")
     if c.data.batch_size % (n * c.micro_batches):
-      raise ValueError(f"data.batch_size={c.data.batch_size} must split into micro_batches="
-                       f"{c.micro_batches} parts of a multiple of {n} devices each.")
+      raise errors.UserError(f"data.batch_size={c.data.batch_size} must split into micro_batches="
+                             f"{c.micro_batches} parts of a multiple of {n} devices each.")
 
     # Shardings from the parameters' logical axis names (see sharding.py), read off an abstract init.
     logical = nn.get_partition_spec(jax.eval_shape(self._init_variables))["params"]
@@ -190,17 +190,32 @@ def _next_event(step, c):
                                                                           c.checkpoint_every)))
 
 
-def _read(pending, first_step):
-  """Fetches the metrics of the calls since the last read; stops on a non-finite loss."""
+def _read(pending, first_step, c, first_loss, saved):
+  """Fetches the metrics of the calls since the last read; returns (their means, the run's first loss).
+  Stops on a non-finite loss, or one above `_loss_limit` (the run's first loss sets it), naming the
+  newest checkpoint (`saved`: its step), which is from before the bad step."""
   fetched = jax.device_get([m for m, _ in pending])
   per_step = {k: np.concatenate([m[k][:n] for m, (_, n) in zip(fetched, pending)]) for k in fetched[0]}
-  bad = np.flatnonzero(~np.isfinite(per_step["loss"]))
+  loss = per_step["loss"]
+  first_loss = float(loss[0]) if first_loss is None else first_loss
+  limit = _loss_limit(c, first_loss)
+  bad = np.flatnonzero(~np.isfinite(loss) | (loss > limit))
   if bad.size:
-    raise FloatingPointError(
-        f"Loss became {per_step['loss'][bad[0]]} at step {first_step + bad[0] + 1}. Training stopped; "
-        "the checkpoints in the workdir are from before it. Try a lower learning rate, "
-        "gradient clipping (optimizer.grad_clip_norm) or float32.")
-  return {k: float(np.mean(v)) for k, v in per_step.items()}
+    why = "" if not np.isfinite(loss[bad[0]]) else (
+        f", above the divergence limit {limit:.4g} (divergence_factor x the first loss {first_loss:.4g}, or max_loss)")
+    raise errors.Diverged(
+        f"Loss became {loss[bad[0]]:.4g} at step {first_step + bad[0] + 1}{why}. Training stopped; the "
+        f"newest checkpoint ({'step ' + str(saved) if saved is not None else 'none yet'}) is from before it. "
+        "Try a lower learning rate, gradient clipping (optimizer.grad_clip_norm) or float32; "
+        "divergence_factor=0 and max_loss=0 turn the guard off.")
+  return {k: float(np.mean(v)) for k, v in per_step.items()}, first_loss
+
+
+def _loss_limit(c, first_loss):
+  """The loss above which a run has diverged: `max_loss`, and `divergence_factor` times the first loss
+  this process logged (a loss a thousand times its starting value is not coming back)."""
+  by_factor = c.divergence_factor * first_loss if c.divergence_factor and first_loss > 0 else np.inf
+  return min(c.max_loss or np.inf, by_factor)
 
 
 def train_and_evaluate(config, workdir):
@@ -212,6 +227,7 @@ def train_and_evaluate(config, workdir):
   c = ex.config
   os.makedirs(workdir, exist_ok=True)
   main_host = jax.process_index() == 0
+  held = workdir_lib.lock(workdir) if main_host else None  # released when this function returns
   say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if main_host else (lambda msg: None)
   if main_host:
     workdir_lib.write_config(workdir, c)
@@ -220,8 +236,11 @@ def train_and_evaluate(config, workdir):
 
   mngr = checkpoint.manager(workdir, c.keep_checkpoints)
   state, feed = trainer.state, trainer.feed
-  if mngr.latest_step() is not None:
-    state, data_state = checkpoint.restore(mngr, mngr.latest_step(), state)
+  if mngr.latest_step() is not None:  # the newest readable checkpoint: a damaged one is reported and skipped
+    (state, data_state), _, damaged = checkpoint.newest_readable(
+        mngr, lambda step: checkpoint.restore(mngr, step, state), say)
+    if damaged and main_host:
+      say(f"Moved damaged step(s) {', '.join(map(str, damaged))} to {checkpoint.set_aside(mngr, damaged, workdir)}")
     feed.set_state(data_state)
     say(f"Resumed from step {int(state.step)} in {workdir}")
   elif c.init.checkpoint or c.init.hf:  # a new run starting from another run's or a published model's weights
@@ -244,6 +263,7 @@ def train_and_evaluate(config, workdir):
   step = int(state.step)
   bar = tqdm(total=c.total_steps, initial=step, disable=not main_host, dynamic_ncols=True)
   pending, t_read, data_wait, eval_metrics = [], time.perf_counter(), 0.0, None
+  first_loss = None  # the divergence guard's reference (_read)
   train_steps = None
   try:
     with _Preemption() as preemption:
@@ -270,7 +290,8 @@ def train_and_evaluate(config, workdir):
         run_eval = done or step % c.eval_every == 0
         if save or run_eval or step % c.log_every == 0:
           steps_read = sum(n for _, n in pending)
-          train_metrics = _read(pending, step - steps_read)  # raises before a bad state is saved
+          train_metrics, first_loss = _read(  # raises before a bad state is saved
+              pending, step - steps_read, c, first_loss, mngr.latest_step())
           now = time.perf_counter()
           train_metrics.update(steps_per_sec=steps_read / (now - t_read),
                                examples_per_sec=steps_read * c.data.batch_size / (now - t_read),
@@ -287,16 +308,18 @@ def train_and_evaluate(config, workdir):
             say(f"step {step} eval: " + ", ".join(
                 f"{k}={v:.4f}" for k, v in eval_metrics.items() if isinstance(v, float)))
           if save:
-            checkpoint.save(mngr, step, state, feed.get_state())
+            checkpoint.save(mngr, step, state, feed.get_state())  # names a full disk, saved or not
           pending, t_read, data_wait = [], time.perf_counter(), 0.0
         if stop:
           say(f"SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume.")
           break
   finally:  # a checkpoint still being written is a good one: let it finish
     bar.close()
-    mngr.wait_until_finished()
+    checkpoint.wait(mngr)
     mngr.close()
     writer.close()
+    if held:
+      held.close()
   if eval_metrics is None and step == c.total_steps:  # the workdir was already finished
     eval_metrics = trainer.evaluate(state)
   if c.pruning.target_sparsity and main_host:
@@ -355,4 +378,4 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/...).", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the resolved config.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  errors.run(main)

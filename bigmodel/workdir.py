@@ -5,20 +5,43 @@ see experiment.fill), checkpoints/ (orbax), the tokenizer for text, and the logs
 export, generate and the tests read workdirs through here and nowhere else.
 """
 import dataclasses
+import fcntl
 import json
 import os
+import socket
 
 import ml_collections
 
-from bigmodel import checkpoint, config as config_lib, experiment, models, sharding, tasks, tokenizers
+from bigmodel import checkpoint, config as config_lib, errors, experiment, models, sharding, tasks, tokenizers
 
 CONFIG = "config.json"
+LOCK = "train.lock"
+
+
+def lock(workdir):
+  """Claims `workdir` for one training run: returns the open lock file, held until it is closed or the
+  process ends (an OS file lock: a killed run leaves no stale lock behind). A second run on the same
+  workdir, whose checkpoints the two would overwrite, is refused with the first one's process id."""
+  f = open(os.path.join(workdir, LOCK), "a+")
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or "unknown"
+    f.close()
+    raise errors.UserError(f"{workdir} is in use by another training run (process {holder}). Wait for it to "
+                           "finish or stop it, or train in another --workdir.") from None
+  f.seek(0)
+  f.truncate()
+  f.write(f"{os.getpid()} on {socket.gethostname()}\n")
+  f.flush()
+  return f
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} a bigmodel.train workdir?")
+    raise errors.NotFound(f"{path} not found: is {workdir!r} a bigmodel.train workdir?")
   with open(path) as f:
     config = config_lib.resolve(ml_collections.ConfigDict(json.load(f)))  # keys added since it was written
   config.task, config.loss = tasks.resolve(config.task, config.loss, config.data.mlm_mask_rate)

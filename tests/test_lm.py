@@ -4,12 +4,11 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from bigmodel import checkpoint, config as config_lib, data, export, generate, models, sampling
-from bigmodel.data import mlm, pipeline
+from bigmodel import checkpoint, config as config_lib, export, generate, models, sampling
+from bigmodel.data import mlm
 from bigmodel.train import train_and_evaluate
 from conftest import run_cli, tiny_config, make_trainer
 

@@ -4,7 +4,6 @@ import os
 import shutil
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -142,8 +141,8 @@ def test_one_shot_pruning_of_a_trained_checkpoint_then_fine_tuning(data_dir, tmp
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(target_sparsity=1.0), "must be in [0, 1)"),
-    (dict(target_sparsity=-0.1), "must be in [0, 1)"),
+    (dict(target_sparsity=1.0), "pruning.target_sparsity=1.0 is out of range: it must be >= 0 and < 1"),
+    (dict(target_sparsity=-0.1), "pruning.target_sparsity=-0.1 is out of range: it must be >= 0 and < 1"),
     (dict(target_sparsity=0.5, scope=("conv(",)), "not a valid regex"),
     (dict(target_sparsity=0.5, scope=("^attention/",)), "matches no parameter. Parameters: conv0/bias, conv0/kernel"),
     (dict(target_sparsity=0.5, end_step=500), "start_step < end_step <= total_steps"),

@@ -4,6 +4,7 @@ Built in: TFDS builders for offline data and your image folders, and the TFDS ca
 other name (builders.py); text corpora and labelled texts, tokenised in memory (text.py). How
 training batches reach the step is feed.py's; evaluation batches, pipeline.py's.
 """
+from bigmodel import errors, registry
 from bigmodel.data import augment, builders, text
 from bigmodel.data.dataset import DATASETS, Dataset, InMemory, register
 
@@ -37,6 +38,13 @@ DEFAULTS = dict(
 )
 
 
+at_least = registry.at_least
+RANGES = dict(batch_size=at_least(1), eval_batch_size=at_least(1), on_device_mb=at_least(0), num_threads=at_least(1),
+              prefetch=at_least(1), crop_padding=at_least(0), image_size=at_least(0),
+              channels=registry.Range(1, 1, also=(3,)), vocab_size=at_least(1), seq_len=at_least(1),
+              val_fraction=registry.Range(0, 1, low_open=True, high_open=True), mlm_mask_rate=registry.FRACTION)
+
+
 def load(c) -> Dataset:
   """The dataset `c.name` with its train and eval splits open."""
   augment.build(c.augment, c.crop_padding)  # unknown names fail before any work
@@ -44,5 +52,5 @@ def load(c) -> Dataset:
   dataset = loader(c)
   for split in (c.train_split, c.eval_split):
     if split not in dataset.splits:
-      raise ValueError(f"Dataset {c.name!r} has no split {split!r}. Splits: {', '.join(dataset.splits)}.")
+      raise errors.UserError(f"Dataset {c.name!r} has no split {split!r}. Splits: {', '.join(dataset.splits)}.")
   return dataset

@@ -8,6 +8,8 @@ import functools
 
 import numpy as np
 
+from bigmodel import errors
+
 
 def random_crop(x_BxHxWxC, rng, padding):
   """Zero-pad each side by `padding`, then cut a random HxW window per image."""
@@ -28,12 +30,12 @@ def build(names, crop_padding):
   ops = {"random_crop": functools.partial(random_crop, padding=crop_padding), "flip": flip}
   unknown = [n for n in names if n not in ops]
   if unknown:
-    raise ValueError(f"Unknown augmentation {unknown[0]!r} in data.augment. Known: {', '.join(ops)}.")
+    raise errors.UserError(f"Unknown augmentation {unknown[0]!r} in data.augment. Known: {', '.join(ops)}.")
   chosen = [ops[n] for n in names]
 
   def apply(x_BxHxWxC, rng):
     if x_BxHxWxC.ndim != 4:
-      raise ValueError(f"data.augment works on image batches (B, H, W, C); got shape {x_BxHxWxC.shape}.")
+      raise errors.UserError(f"data.augment works on image batches (B, H, W, C); got shape {x_BxHxWxC.shape}.")
     for op in chosen:
       x_BxHxWxC = op(x_BxHxWxC, rng)
     return x_BxHxWxC

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from bigmodel import errors
 from bigmodel.data import fashion_mnist, image_folder, mnist1d, pipeline, sklearn_sets
 from bigmodel.data.dataset import Dataset, InMemory, register
 
@@ -40,7 +41,7 @@ def from_builder(builder, c) -> Dataset:
   try:
     builder.download_and_prepare()
   except Exception as e:  # TFDS raises many kinds; all mean "could not get the files"
-    raise RuntimeError(
+    raise errors.UserError(
         f"Could not prepare TFDS dataset {c.name!r} in {builder.data_dir}: {e}\n"
         f"Catalog datasets download on first use and need a network; offline, use one of: "
         f"{', '.join(sorted(OFFLINE))}.") from e
@@ -48,7 +49,7 @@ def from_builder(builder, c) -> Dataset:
   x_key, y_key = info.supervised_keys
   for split in (c.train_split, c.eval_split):
     if split not in info.splits:
-      raise ValueError(f"Dataset {c.name!r} has no split {split!r}. Splits: {', '.join(info.splits)}.")
+      raise errors.UserError(f"Dataset {c.name!r} has no split {split!r}. Splits: {', '.join(info.splits)}.")
   splits = {}
   for split in dict.fromkeys((c.train_split, c.eval_split)):
     source = Streamed(builder.as_data_source(split), x_key, y_key)
@@ -72,7 +73,7 @@ for _name, _builder_class in OFFLINE.items():
 @register("image_folder")
 def load_image_folder(c) -> Dataset:
   if not c.folder:
-    raise ValueError("data.name='image_folder' needs data.folder=<dir holding train/<class>/ images>.")
+    raise errors.UserError("data.name='image_folder' needs data.folder=<dir holding train/<class>/ images>.")
   return from_builder(image_folder.ImageFolder(folder=c.folder, image_size=c.image_size, channels=c.channels,
                                                **_kwargs(c)), c)
 
@@ -82,7 +83,7 @@ def catalog(c, known) -> Dataset:
   try:
     builder = tfds.builder(c.name, **_kwargs(c))
   except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(
+    raise errors.UserError(
         f"Unknown dataset {c.name!r}. Built in: {', '.join(sorted(known))}; "
         "or any TFDS catalog name (needs a network on first use), e.g. mnist, fashion_mnist, cifar10.") from None
   return from_builder(builder, c)

@@ -12,6 +12,8 @@ import functools
 
 import jax
 
+from bigmodel import errors
+
 KINDS = ("labelled", "targets", "corpus")  # classes to predict, values to regress, token windows for an LM
 DATASETS = {}  # name -> loader(c) -> Dataset
 
@@ -40,7 +42,7 @@ class Dataset:
 
   def __post_init__(self):
     if self.kind not in KINDS:
-      raise ValueError(f"Dataset {self.name!r} has kind {self.kind!r}; a dataset is one of {', '.join(KINDS)}.")
+      raise errors.UserError(f"Dataset {self.name!r} has kind {self.kind!r}; a dataset is one of {', '.join(KINDS)}.")
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["arrays"], meta_fields=[])

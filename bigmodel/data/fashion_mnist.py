@@ -9,6 +9,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bigmodel import errors
 from bigmodel.data.array_builder import ArrayBuilder
 
 DIR = "/usr/share/datasets/fashion-mnist"
@@ -37,7 +38,7 @@ class FashionMnistLocal(ArrayBuilder):
              (("train", "train"), ("test", "t10k"))}
     missing = [f for pair in files.values() for f in pair if not os.path.exists(os.path.join(DIR, f))]
     if missing:
-      raise FileNotFoundError(f"Fashion-MNIST files not found in {DIR}/ ({', '.join(missing)}). "
-                              "Install them with: apt-get install -y dataset-fashion-mnist")
+      raise errors.NotFound(f"Fashion-MNIST files not found in {DIR}/ ({', '.join(missing)}). "
+                            "Install them with: apt-get install -y dataset-fashion-mnist")
     return {s: (read_idx(os.path.join(DIR, x))[..., None], read_idx(os.path.join(DIR, y)))
             for s, (x, y) in files.items()}

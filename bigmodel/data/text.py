@@ -24,7 +24,7 @@ import os
 import jax
 import numpy as np
 
-from bigmodel import tokenizers
+from bigmodel import errors, tokenizers
 from bigmodel.data import fine_foods, files, mlm, shakespeare
 from bigmodel.data.dataset import Dataset, InMemory, register
 
@@ -58,9 +58,9 @@ def tokenizer_for(c, train_text):
     try:
       return tokenizers.load(huggingface.local_dir(name))
     except FileNotFoundError as e:
-      raise ValueError(f"data.tokenizer={name!r} is neither a tokenizer name "
-                       f"({', '.join(tokenizers.TOKENIZERS)}), nor a directory holding a saved one, nor a "
-                       f"Hugging Face checkpoint with one: {e}") from e
+      raise errors.UserError(f"data.tokenizer={name!r} is neither a tokenizer name "
+                             f"({', '.join(tokenizers.TOKENIZERS)}), nor a directory holding a saved one, nor a "
+                             f"Hugging Face checkpoint with one: {e}") from e
   kwargs = {"vocab_size": c.vocab_size} if name == "bpe" else {}
   return tokenizers.build(name, train_text, **kwargs)
 
@@ -72,7 +72,7 @@ def corpus(c, text) -> Dataset:
   for split, stride in (("train", 1), ("val", c.seq_len)):
     ids = tok.encode(text[split])
     if len(ids) < c.seq_len + 1:
-      raise ValueError(f"The {split} text has {len(ids)} tokens, fewer than data.seq_len + 1 = {c.seq_len + 1}.")
+      raise errors.UserError(f"The {split} text has {len(ids)} tokens, fewer than data.seq_len + 1 = {c.seq_len + 1}.")
     splits[split] = Windows(ids, c.seq_len, stride)
     bytes_per_token[split] = len(text[split].encode("utf-8")) / len(ids)
   vocab = tok.vocab_size  # the "classes" of a corpus are its vocabulary
@@ -91,7 +91,7 @@ def load_shakespeare(c) -> Dataset:
 @register("text_files")
 def load_text_files(c) -> Dataset:
   if not c.files:
-    raise ValueError("data.name='text_files' needs data.files: a glob such as 'texts/*.txt' or a list of paths.")
+    raise errors.UserError("data.name='text_files' needs data.files: a glob such as 'texts/*.txt' or a list of paths.")
   return corpus(c, files.read_text_files(c.files[0] if len(c.files) == 1 else list(c.files), c.val_fraction))
 
 
@@ -141,6 +141,6 @@ def load_fine_foods(c) -> Dataset:
 @register("text_csv")
 def load_text_csv(c) -> Dataset:
   if len(c.files) != 2:
-    raise ValueError("data.name='text_csv' needs data.files=(train file, test file), each .csv or .jsonl.")
+    raise errors.UserError("data.name='text_csv' needs data.files=(train file, test file), each .csv or .jsonl.")
   train = files.read_labelled(c.files[0], c.text_key, c.label_key)
   return labelled(c, {"train": train, "test": files.read_labelled(c.files[1], c.text_key, c.label_key, train.classes)})

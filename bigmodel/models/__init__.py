@@ -13,6 +13,14 @@ import dataclasses
 from bigmodel import registry
 
 MODELS = {}  # name -> (module class, default field values)
+# Numeric model fields by name, whichever model has them (config.resolve checks them; a new field declares one).
+_at_least = registry.at_least
+RANGES = dict(num_outputs=_at_least(1), vocab_size=_at_least(0), type_vocab_size=_at_least(1), num_layers=_at_least(1),
+              num_heads=_at_least(1), dim=_at_least(1), mlp_dim=_at_least(0), max_len=_at_least(1),
+              dropout=registry.FRACTION, patch_size=_at_least(1), image_size=_at_least(0), width=_at_least(1),
+              hidden=_at_least(0), depth=_at_least(0), ndim=registry.Range(1, 2), channels=_at_least(1),
+              kernel_sizes=_at_least(1), strides=_at_least(1), stage_sizes=_at_least(1), padding=_at_least(0),
+              pool=_at_least(1), bn_momentum=registry.FRACTION, ln_epsilon=registry.above(0))
 
 
 def register(name, **defaults):

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigmodel import errors
 from bigmodel.models import register
 from bigmodel.models.gpt import dense, named
 
@@ -74,11 +75,11 @@ class BERT(nn.Module):
   def __call__(self, tokens_BxL, train: bool = False):
     B, L = tokens_BxL.shape
     if self.pool not in ("none", "cls"):
-      raise ValueError(f"Unknown BERT pool {self.pool!r}. Known: none (masked-LM), cls (classifier).")
+      raise errors.UserError(f"Unknown BERT pool {self.pool!r}. Known: none (masked-LM), cls (classifier).")
     if L > self.max_len:
-      raise ValueError(f"Sequence of {L} tokens exceeds model.max_len={self.max_len}.")
+      raise errors.UserError(f"Sequence of {L} tokens exceeds model.max_len={self.max_len}.")
     if self.dim % self.num_heads:
-      raise ValueError(f"model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}.")
+      raise errors.UserError(f"model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}.")
     init = nn.initializers.normal(0.02)
     drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
     valid_BxL = tokens_BxL >= 0

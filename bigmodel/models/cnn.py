@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigmodel import errors
 from bigmodel.models import register
 
 
@@ -23,7 +24,7 @@ def conv_as_matmul(x, kernel, window_strides, padding, lhs_dilation=None, rhs_di
   parameters and results; im2col memory (kernel-size copies of the input), so small models only."""
   del dimension_numbers  # flax passes channels-last: (batch, spatial..., features)
   if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))) or feature_group_count != 1:
-    raise ValueError("model.conv_impl='matmul' supports plain convolutions only (no dilation, no groups).")
+    raise errors.UserError("model.conv_impl='matmul' supports plain convolutions only (no dilation, no groups).")
   window = kernel.shape[:-2]
   if isinstance(padding, str):
     padding = jax.lax.padtype_to_pads(x.shape[1:-1], window, window_strides, padding)
@@ -55,7 +56,7 @@ class ConvNet(nn.Module):
     if x.ndim == self.ndim + 1:  # no channel axis yet
       x = x[..., None]
     if self.conv_impl not in ("lax", "matmul"):
-      raise ValueError(f"model.conv_impl must be 'lax' or 'matmul', got {self.conv_impl!r}.")
+      raise errors.UserError(f"model.conv_impl must be 'lax' or 'matmul', got {self.conv_impl!r}.")
     h = x.astype(self.dtype)
     for i, (c, k, s) in enumerate(zip(self.channels, self.kernel_sizes, self.strides, strict=True)):
       h = nn.Conv(c, (k,) * self.ndim, strides=(s,) * self.ndim,

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigmodel import errors
 from bigmodel.models import register
 
 
@@ -129,16 +130,16 @@ class GPT(nn.Module):
     for field, value, known in (("positions", self.positions, ("learned", "rope")),
                                 ("pool", self.pool, ("none", "mean", "last"))):
       if value not in known:
-        raise ValueError(f"Unknown model.{field}={value!r}. Known: {', '.join(known)}.")
+        raise errors.UserError(f"Unknown model.{field}={value!r}. Known: {', '.join(known)}.")
     if self.dim % self.num_heads:
-      raise ValueError(f"model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}.")
+      raise errors.UserError(f"model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}.")
     if decode:  # positions continue from the last call's
       index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
       positions_L = index.value + jnp.arange(L)
       index.value = index.value + L
     else:
       if L > self.max_len:
-        raise ValueError(f"Sequence of {L} tokens exceeds model.max_len={self.max_len}.")
+        raise errors.UserError(f"Sequence of {L} tokens exceeds model.max_len={self.max_len}.")
       positions_L = jnp.arange(L)
     valid_BxL = tokens_BxL >= 0
     embed = nn.Embed(V, self.dim, embedding_init=named(nn.initializers.normal(0.02), "vocab", "embed"), name="embed")

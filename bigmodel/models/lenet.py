@@ -6,6 +6,7 @@ The first conv pads by 2, so a 28x28 image gives LeNet's original 32x32 maps.
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bigmodel import errors
 from bigmodel.models import register
 
 
@@ -20,8 +21,8 @@ class LeNet(nn.Module):
     if x_BxHxWxC.ndim == 3:  # grey images without a channel axis
       x_BxHxWxC = x_BxHxWxC[..., None]
     if min(x_BxHxWxC.shape[1:3]) < 10:
-      raise ValueError(f"LeNet needs images of at least 10x10; got {x_BxHxWxC.shape[1:3]}. "
-                       "Resize them (data.image_size) or use cnn2d/resnet18.")
+      raise errors.UserError(f"LeNet needs images of at least 10x10; got {x_BxHxWxC.shape[1:3]}. "
+                             "Resize them (data.image_size) or use cnn2d/resnet18.")
     h = x_BxHxWxC.astype(self.dtype)
     h = nn.max_pool(nn.relu(nn.Conv(6, (5, 5), padding=2, dtype=self.dtype, name="conv0")(h)), (2, 2), (2, 2))
     h = nn.max_pool(nn.relu(nn.Conv(16, (5, 5), padding="VALID", dtype=self.dtype, name="conv1")(h)), (2, 2), (2, 2))

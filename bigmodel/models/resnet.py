@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bigmodel import errors
 from bigmodel.models import register
 
 
@@ -84,7 +85,7 @@ class ResNet(nn.Module):
     if x_BxHxWxC.ndim == 3:
       x_BxHxWxC = x_BxHxWxC[..., None]
     if self.padding not in ("same", "symmetric"):
-      raise ValueError(f"Unknown ResNet padding {self.padding!r}. Known: same, symmetric.")
+      raise errors.UserError(f"Unknown ResNet padding {self.padding!r}. Known: same, symmetric.")
     conv = functools.partial(_conv, symmetric=self.padding == "symmetric", use_bias=False, dtype=self.dtype)
     pool_padding = ((1, 1), (1, 1)) if self.padding == "symmetric" else "SAME"
     # Statistics are computed in float32 whatever the compute dtype (flax does so for bf16 inputs).
@@ -97,7 +98,7 @@ class ResNet(nn.Module):
     elif self.stem == "small":
       h = nn.relu(norm(name="stem_bn")(conv(self.width, (3, 3), name="stem_conv")(h)))
     else:
-      raise ValueError(f"Unknown ResNet stem {self.stem!r}. Known: imagenet, small.")
+      raise errors.UserError(f"Unknown ResNet stem {self.stem!r}. Known: imagenet, small.")
     block = nn.remat(BLOCKS[self.block]) if self.remat else BLOCKS[self.block]
     for i, n_blocks in enumerate(self.stage_sizes):
       for j in range(n_blocks):

@@ -6,6 +6,7 @@ linear head reads the outputs at all 40 time steps (`readout="flatten"`).
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bigmodel import errors
 from bigmodel.models import register
 
 CELLS = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}
@@ -24,8 +25,8 @@ class RNNClassifier(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.cell not in CELLS or self.readout not in READOUTS:
-      raise ValueError(f"RNN cell must be one of {sorted(CELLS)} and readout one of "
-                       f"{READOUTS}; got cell={self.cell!r}, readout={self.readout!r}.")
+      raise errors.UserError(f"RNN cell must be one of {sorted(CELLS)} and readout one of "
+                             f"{READOUTS}; got cell={self.cell!r}, readout={self.readout!r}.")
     h_BxLxF = x[..., None] if x.ndim == 2 else x
     h_BxLxF = h_BxLxF.astype(self.dtype)
     make = lambda name: nn.RNN(CELLS[self.cell](self.hidden, dtype=self.dtype), name=name)

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigmodel import errors
 from bigmodel.models import register
 
 
@@ -68,14 +69,14 @@ class TransformerClassifier(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.dim % self.num_heads:
-      raise ValueError(f"transformer dim={self.dim} must be divisible by num_heads={self.num_heads}.")
+      raise errors.UserError(f"transformer dim={self.dim} must be divisible by num_heads={self.num_heads}.")
     x_BxSxF = x[..., None] if x.ndim == 2 else x
     if x_BxSxF.shape[1] % self.patch_size:
-      raise ValueError(f"Sequence length {x_BxSxF.shape[1]} is not a multiple of patch_size={self.patch_size}.")
+      raise errors.UserError(f"Sequence length {x_BxSxF.shape[1]} is not a multiple of patch_size={self.patch_size}.")
     x_BxLxF = einops.rearrange(x_BxSxF, "b (l p) f -> b l (p f)", p=self.patch_size)
     L = x_BxLxF.shape[1]
     if L > self.max_len:
-      raise ValueError(f"Sequence length {L} exceeds model.max_len={self.max_len}.")
+      raise errors.UserError(f"Sequence length {L} exceeds model.max_len={self.max_len}.")
     h_BxLxD = nn.Dense(self.dim, dtype=self.dtype, name="embed")(x_BxLxF.astype(self.dtype))
     pos_LxD = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_len, self.dim))[:L]
     h_BxLxD = h_BxLxD + pos_LxD.astype(self.dtype)

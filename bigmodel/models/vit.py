@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigmodel import errors
 from bigmodel.models import register
 from bigmodel.models.transformer import EncoderBlock
 
@@ -42,9 +43,9 @@ class ViT(nn.Module):
     _, H, W, _ = x_BxHxWxC.shape
     P = self.patch_size
     if H % P or W % P:
-      raise ValueError(f"Image size {H}x{W} is not a multiple of model.patch_size={P}.")
+      raise errors.UserError(f"Image size {H}x{W} is not a multiple of model.patch_size={P}.")
     if self.pool not in ("cls", "mean"):
-      raise ValueError(f"Unknown ViT pool {self.pool!r}. Known: cls, mean.")
+      raise errors.UserError(f"Unknown ViT pool {self.pool!r}. Known: cls, mean.")
     patches_BxNxPPC = einops.rearrange(x_BxHxWxC.astype(self.dtype), "b (h p) (w q) c -> b (h w) (p q c)", p=P, q=P)
     h_BxNxD = nn.Dense(self.dim, dtype=self.dtype, name="patch_embed")(patches_BxNxPPC)
     if self.pool == "cls":

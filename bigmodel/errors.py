@@ -1,0 +1,83 @@
+"""User errors: what the person running bigmodel can fix (a config key, a path, a damaged file).
+
+Raise `UserError` (a ValueError) or `NotFound` (a FileNotFoundError) with what is wrong and
+what to do about it. Every command line (train, evaluate, generate, export, serve) runs through
+`run`, which prints `error: <message>` and exits with status 2 for them, and for a bad flag or
+`--config.` override; anything else is our bug and keeps its traceback, as does everything
+with BIGMODEL_TRACEBACK=1.
+"""
+import ast
+import os
+import re
+import sys
+
+from absl import app, flags
+
+
+class UserError(ValueError):
+  """A mistake in what the user gave: the message says what is wrong and how to fix it."""
+
+
+class NotFound(UserError, FileNotFoundError):
+  """A file or directory the user named is not there."""
+
+
+class Diverged(UserError, FloatingPointError):
+  """Training stopped on a non-finite or exploding loss; the checkpoints are from before it."""
+
+
+def _show_tracebacks():
+  return os.environ.get("BIGMODEL_TRACEBACK") == "1"
+
+
+def _fail(message):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a bad flag or --config override (a typo, a value of the wrong type, a
+  config file that is missing or raises) told in one line instead of a traceback."""
+  try:
+    argv = flags.FLAGS(argv)
+    if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
+      flags.FLAGS["config"].value.to_dict  # a config file that failed to load raises on first use: here
+    return argv
+  except Exception as e:  # ml_collections raises AttributeError, KeyError, TypeError, IOError...
+    if _show_tracebacks():
+      raise
+    text = str(e.args[0] if e.args else e)
+    if text[:1] in "'\"" and text[-1:] == text[:1]:  # ml_collections wraps a KeyError's repr
+      text = ast.literal_eval(text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    message = lines[-1] if "Attempted" in str(e) else " ".join(lines)  # a missing file: its OS error
+    culprit = _culprit(argv, message)
+    _fail(f"{culprit + ': ' if culprit else ''}{message} (python -m {_module()} --helpfull lists the flags)")
+
+
+def _culprit(argv, message):
+  """The command-line argument an error message is about: the one holding the quoted name it gives."""
+  quoted = re.findall(r"'([^']+)'", message)
+  for arg in argv[1:]:
+    name = arg.split("=", 1)[0]
+    if arg.startswith("--") and any(q and q in arg for q in quoted) and name not in message:
+      return name
+  return None
+
+
+def _module():
+  main = sys.modules.get("__main__")
+  spec = getattr(main, "__spec__", None)
+  return spec.name if spec else os.path.basename(sys.argv[0])
+
+
+def run(main):
+  """absl's app.run(main), with user errors as one line and exit status 2."""
+  def guarded(argv):
+    try:
+      return main(argv)
+    except UserError as e:
+      if _show_tracebacks():
+        raise
+      _fail(e)
+  app.run(guarded, flags_parser=_parse_flags)
