@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, XLA_TEST_FLAGS, run_cli
 
@@ -106,3 +107,19 @@ def test_eight_devices_give_the_same_losses_as_one(data_dir, tmp_path):
   assert len(losses[1]) == 30 and losses[1][-1] < losses[1][0]
   np.testing.assert_allclose(losses[8], losses[1], rtol=2e-4)
   np.testing.assert_allclose(losses["eval8"], losses["eval1"], atol=0.002)
+
+
+def test_the_installed_package_trains_a_config_from_any_directory(tmp_path):
+  """`pip install -e .` (requirements-test.txt does it) makes bigmodel and its configs importable anywhere."""
+  import importlib.metadata
+  try:
+    importlib.metadata.distribution("bigmodel")
+  except importlib.metadata.PackageNotFoundError:
+    pytest.skip("bigmodel is not installed: pip install -e . (the README's setup command does it)")
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  proc = subprocess.run([sys.executable, "-m", "bigmodel.train", f"--config={ROOT}/configs/mnist1d/mlp.py",
+                         "--workdir=run", "--config.total_steps=3", f"--config.data.data_dir={tmp_path / 'tfds'}"],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.loads(proc.stdout.strip().splitlines()[-1])["accuracy"] >= 0
+  assert os.path.exists(tmp_path / "run" / "config.json")

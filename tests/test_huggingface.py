@@ -294,6 +294,7 @@ def readme_config(path, **overrides):
   return c
 
 
+@pytest.mark.needs("fine_foods")
 @pytest.mark.parametrize("path,ckpt", [("configs/fine_foods/gpt2_classifier.py", "gpt2"),
                                        ("configs/fine_foods/bert_classifier.py", "bert")])
 def test_the_readme_text_classifiers_fine_tune_a_checkpoint_read_with_its_tokenizer(path, ckpt, gpt2_dir, bert_dir,
@@ -317,6 +318,7 @@ def test_the_readme_text_classifiers_fine_tune_a_checkpoint_read_with_its_tokeni
     assert relative_error(run.model.apply({"params": run.params}, ids), hf_logits(str(tmp_path / "hf"), ids)) < 1e-4
 
 
+@pytest.mark.needs("fashion_mnist")
 def test_the_readme_vit_fine_tunes_on_fashion_mnist_at_another_image_size(data_dir, tmp_path):
   torch.manual_seed(0)
   directory = save(transformers.ViTForImageClassification(vit_config()), tmp_path / "vit")
@@ -378,7 +380,8 @@ def test_a_fine_tuned_gpt2_exports_back_to_transformers_and_generates_from_the_c
   assert served.generate([prompt.tolist()], 8, temperature=0.0)[0] == expected.tolist()
 
 
-@pytest.mark.parametrize("kind", ["gpt", "bert_mlm", "bert_classifier"])
+@pytest.mark.parametrize("kind", ["gpt", "bert_mlm", pytest.param("bert_classifier",
+                                                                 marks=pytest.mark.needs("fine_foods"))])
 def test_models_trained_from_scratch_export_to_transformers_with_the_same_logits(kind, data_dir, tmp_path):
   c = readme_config("configs/shakespeare/gpt_char.py", **{"data.data_dir": data_dir, "data.seq_len": 16,
                                                            "data.batch_size": 8, "data.eval_batch_size": 8})

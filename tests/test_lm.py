@@ -164,6 +164,7 @@ def test_bert_masked_lm_trains_with_a_mask_token_beyond_the_vocabulary(data_dir,
     export.export(str(tmp_path), str(tmp_path / "exported"))
 
 
+@pytest.mark.needs("fine_foods")
 def test_a_pretrained_lm_loads_into_a_classifier_with_a_new_head(data_dir, tmp_path):
   pretrain = str(tmp_path / "lm")
   lm = lm_config(data_dir, total_steps=30, **{"data.name": "fine_foods_text", "data.tokenizer": "byte"})

@@ -77,9 +77,7 @@ def test_read_text_files_splits_each_file_like_the_plays(tmp_path):
     files.read_text_files(str(tmp_path / "nothing*.md"))
 
 
-requires_modeldata = pytest.mark.skipif(
-    not os.path.exists(os.path.join(fine_foods.DIR, "Rdata.rdb")),
-    reason=f"r-cran-modeldata is not installed ({fine_foods.INSTALL})")
+requires_modeldata = pytest.mark.needs("fine_foods")  # conftest.py: skips, or fails in CI
 
 
 @requires_modeldata
