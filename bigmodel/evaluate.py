@@ -37,7 +37,8 @@ def evaluate(exp, step_fn, variables, mesh, split=None):
   split = split or c.eval_split
   block = platform.must_block_each_step(mesh)
   total = None
-  for batch in pipeline.eval_batches(dataset.splits[split], c.eval_batch_size, dataset.norm, dataset.mask):
+  for batch in pipeline.eval_batches(dataset.splits[split], c.eval_batch_size, dataset.norm, dataset.mask,
+                                     c.eval_examples):
     sums = step_fn(variables, sharding.put_batch(batch, mesh))
     total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     if block:

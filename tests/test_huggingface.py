@@ -15,10 +15,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from bigmodel import artifact, export, generate, huggingface, models, tokenizers, workdir as workdir_lib  # noqa: E402
-from bigmodel.data import shakespeare  # noqa: E402
 from bigmodel.train import train_and_evaluate  # noqa: E402
 from conftest import ROOT, run_cli  # noqa: E402
 from test_vision import write_digit_folder  # noqa: E402
+from hf_checkpoints import (bert_dir, gpt2_dir, save, text, tiny_resnet, tiny_vit,  # noqa: E402,F401 (fixtures)
+                            vit_config)
 
 SAMPLES = ["Café naïve — 🎭 émoji\t\ttabs   and spaces\n\n\nnewlines  ", "ÀÉÎÕÜ ß 日本語 Ünïcödé"]
 
@@ -26,68 +27,6 @@ SAMPLES = ["Café naïve — 🎭 émoji\t\ttabs   and spaces\n\n\nnewlines  ", 
 def relative_error(ours, theirs):
   """Largest difference relative to the reference's scale."""
   return float(np.abs(np.asarray(ours) - np.asarray(theirs)).max() / np.abs(np.asarray(theirs)).max())
-
-
-def randomise(model):
-  """Moves every weight, LayerNorm and BatchNorm statistic off its initial value (ones, zeros), so
-  that a scale mapped onto a bias, or statistics left out, would show."""
-  torch.manual_seed(1)
-  with torch.no_grad():
-    for name, t in model.state_dict().items():
-      if t.is_floating_point():
-        t.add_(torch.randn_like(t) * 0.1)
-        if "running_var" in name:
-          t.abs_()
-  return model.eval()
-
-
-def text():
-  return shakespeare.load(0.1)["train"][:300_000]
-
-
-@pytest.fixture(scope="session")
-def gpt2_dir(tmp_path_factory):
-  """A 2-layer GPT-2 with GPT-2's own tokenizer class over a byte-level BPE vocabulary learnt here."""
-  from tokenizers import Tokenizer, models as tok_models, pre_tokenizers, trainers
-  d = str(tmp_path_factory.mktemp("gpt2"))
-  bpe = Tokenizer(tok_models.BPE())
-  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  bpe.train_from_iterator([text()], trainers.BpeTrainer(
-      vocab_size=500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<|endoftext|>"],
-      show_progress=False))
-  bpe.model.save(d)  # vocab.json and merges.txt, as the gpt2 hub repo has them
-  tok = transformers.GPT2Tokenizer.from_pretrained(d)
-  tok.save_pretrained(d)
-  torch.manual_seed(0)
-  config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=len(tok), n_positions=64,
-                                   bos_token_id=0, eos_token_id=0)
-  randomise(transformers.GPT2LMHeadModel(config)).save_pretrained(d)
-  return d
-
-
-@pytest.fixture(scope="session")
-def bert_dir(tmp_path_factory):
-  """A 2-layer BERT (masked-LM head) with BERT's own tokenizer class over a WordPiece vocabulary learnt here."""
-  from tokenizers import Tokenizer, models as tok_models, normalizers, pre_tokenizers, trainers
-  d = str(tmp_path_factory.mktemp("bert"))
-  wp = Tokenizer(tok_models.WordPiece(unk_token="[UNK]"))
-  wp.normalizer = normalizers.BertNormalizer(lowercase=True)
-  wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  wp.train_from_iterator([text()], trainers.WordPieceTrainer(
-      vocab_size=500, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
-  wp.model.save(d)  # vocab.txt
-  tok = transformers.BertTokenizer.from_pretrained(d)
-  tok.save_pretrained(d)
-  torch.manual_seed(0)
-  config = transformers.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128,
-                                   vocab_size=len(tok), max_position_embeddings=128)
-  randomise(transformers.BertForPreTraining(config)).save_pretrained(d)  # as bert-base-uncased: pooler + MLM head
-  return d
-
-
-def save(model, path):
-  randomise(model).save_pretrained(str(path))
-  return str(path)
 
 
 def ours(directory, x, reinit=(), **overrides):
@@ -171,11 +110,6 @@ def test_bert_logits_equal_transformers_on_a_padded_batch(architecture, tmp_path
     assert relative_error(logits[mask], out.logits.numpy()[mask]) < 1e-4
   else:
     assert relative_error(logits, out.logits.numpy()) < 1e-4
-
-
-def vit_config(**kw):
-  return transformers.ViTConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128,
-                                image_size=32, patch_size=8, num_labels=3, **kw)
 
 
 def images(channels=3, size=32):
@@ -278,7 +212,7 @@ def test_a_missing_or_truncated_weights_file_is_named(gpt2_dir, tmp_path):
 def test_a_shape_that_does_not_fit_names_the_parameter(gpt2_dir):
   model_config = {**huggingface.model_config(gpt2_dir), "num_outputs": 500, "max_len": 32}
   variables = models.build(model_config).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
-  with pytest.raises(ValueError, match=r"params/pos_embed: checkpoint transformer\.wpe\.weight gives \(64, 64\), "
+  with pytest.raises(ValueError, match=r"params/pos_embed: checkpoint transformer\.wpe\.weight gives \(256, 64\), "
                                        r"this model has \(32, 64\)"):
     huggingface.load(gpt2_dir, model_config, nn.unbox(variables)["params"])
 
@@ -320,8 +254,7 @@ def test_the_readme_text_classifiers_fine_tune_a_checkpoint_read_with_its_tokeni
 
 @pytest.mark.needs("fashion_mnist")
 def test_the_readme_vit_fine_tunes_on_fashion_mnist_at_another_image_size(data_dir, tmp_path):
-  torch.manual_seed(0)
-  directory = save(transformers.ViTForImageClassification(vit_config()), tmp_path / "vit")
+  directory = tiny_vit(tmp_path / "vit")
   c = readme_config("configs/fashion_mnist/vit_pretrained.py", **{
       "init.hf": directory, "data.data_dir": data_dir, "model.image_size": 16, "data.batch_size": 16,
       "data.eval_batch_size": 1000, "optimizer.freeze": ("^patch_embed/",)})
@@ -335,10 +268,7 @@ def test_the_readme_vit_fine_tunes_on_fashion_mnist_at_another_image_size(data_d
 
 
 def test_the_readme_resnet_fine_tunes_on_an_image_folder(data_dir, tmp_path):
-  torch.manual_seed(0)
-  directory = save(transformers.ResNetForImageClassification(transformers.ResNetConfig(
-      embedding_size=8, hidden_sizes=[32, 64], depths=[1, 1], layer_type="bottleneck", num_labels=1000)),
-      tmp_path / "resnet")
+  directory = tiny_resnet(tmp_path / "resnet")
   write_digit_folder(str(tmp_path / "imgs"), size=32)
   c = readme_config("configs/image_folder/resnet50_pretrained.py", **{
       "init.hf": directory, "data.data_dir": data_dir, "data.folder": str(tmp_path / "imgs"),

@@ -12,6 +12,7 @@ DEFAULTS = dict(
     name="mnist1d",
     batch_size=128,  # global, over all devices and hosts
     eval_batch_size=1000,
+    eval_examples=0,  # evaluate on the eval split's first N examples only (a quick look); 0 = all of it
     train_split="train",
     eval_split="test",
     data_dir="",  # TFDS data_dir; "" = TFDS's default (~/tensorflow_datasets)
@@ -39,7 +40,7 @@ DEFAULTS = dict(
 
 
 at_least = registry.at_least
-RANGES = dict(batch_size=at_least(1), eval_batch_size=at_least(1), on_device_mb=at_least(0), num_threads=at_least(1),
+RANGES = dict(batch_size=at_least(1), eval_batch_size=at_least(1), eval_examples=at_least(0), on_device_mb=at_least(0), num_threads=at_least(1),
               prefetch=at_least(1), crop_padding=at_least(0), image_size=at_least(0),
               channels=registry.Range(1, 1, also=(3,)), vocab_size=at_least(1), seq_len=at_least(1),
               val_fraction=registry.Range(0, 1, low_open=True, high_open=True), mlm_mask_rate=registry.FRACTION)

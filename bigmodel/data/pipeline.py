@@ -96,10 +96,11 @@ def train_iterator(split, c, seed, norm=None, mask=None):
   return iter(ds.to_iter_dataset(options))
 
 
-def eval_batches(split, batch_size, norm=None, mask=None):
-  """The whole split in fixed-size batches; the last is padded and `mask` marks real rows."""
+def eval_batches(split, batch_size, norm=None, mask=None, limit=0):
+  """The whole split (or its first `limit` examples) in fixed-size batches; the last is padded and
+  `mask` marks real rows."""
   mine = host_slice(batch_size)
-  n = len(split)
+  n = min(len(split), limit) if limit else len(split)
   for start in range(0, n, batch_size):
     idx_B = np.arange(start, start + batch_size)
     mask_B = idx_B < n

@@ -1,0 +1,96 @@
+"""Tiny Hugging Face checkpoints that transformers itself makes, random, in temporary directories: what the
+tests load instead of downloading gpt2 or bert-base-uncased. Fixtures: import them into a test module."""
+import pytest
+
+from bigmodel.data import shakespeare
+
+
+def randomise(model):
+  """Moves every weight, LayerNorm and BatchNorm statistic off its initial value (ones, zeros), so
+  that a scale mapped onto a bias, or statistics left out, would show."""
+  import torch
+  torch.manual_seed(1)
+  with torch.no_grad():
+    for name, t in model.state_dict().items():
+      if t.is_floating_point():
+        t.add_(torch.randn_like(t) * 0.1)
+        if "running_var" in name:
+          t.abs_()
+  return model.eval()
+
+
+def text():
+  return shakespeare.load(0.1)["train"][:300_000]
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory):
+  """A 2-layer GPT-2 with GPT-2's own tokenizer class over a byte-level BPE vocabulary learnt here."""
+  transformers = pytest.importorskip("transformers")
+  torch = pytest.importorskip("torch")
+  from tokenizers import Tokenizer, models as tok_models, pre_tokenizers, trainers
+  d = str(tmp_path_factory.mktemp("gpt2"))
+  bpe = Tokenizer(tok_models.BPE())
+  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  bpe.train_from_iterator([text()], trainers.BpeTrainer(
+      vocab_size=500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<|endoftext|>"],
+      show_progress=False))
+  bpe.model.save(d)  # vocab.json and merges.txt, as the gpt2 hub repo has them
+  tok = transformers.GPT2Tokenizer.from_pretrained(d)
+  tok.save_pretrained(d)
+  torch.manual_seed(0)
+  config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=len(tok), n_positions=256,
+                                   bos_token_id=0, eos_token_id=0)
+  randomise(transformers.GPT2LMHeadModel(config)).save_pretrained(d)
+  return d
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory):
+  """A 2-layer BERT (masked-LM head) with BERT's own tokenizer class over a WordPiece vocabulary learnt here."""
+  transformers = pytest.importorskip("transformers")
+  torch = pytest.importorskip("torch")
+  from tokenizers import Tokenizer, models as tok_models, normalizers, pre_tokenizers, trainers
+  d = str(tmp_path_factory.mktemp("bert"))
+  wp = Tokenizer(tok_models.WordPiece(unk_token="[UNK]"))
+  wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+  wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  wp.train_from_iterator([text()], trainers.WordPieceTrainer(
+      vocab_size=500, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
+  wp.model.save(d)  # vocab.txt
+  tok = transformers.BertTokenizer.from_pretrained(d)
+  tok.save_pretrained(d)
+  torch.manual_seed(0)
+  config = transformers.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+                                   vocab_size=len(tok), max_position_embeddings=128)
+  randomise(transformers.BertForPreTraining(config)).save_pretrained(d)  # as bert-base-uncased: pooler + MLM head
+  return d
+
+
+def save(model, path):
+  randomise(model).save_pretrained(str(path))
+  return str(path)
+
+
+def vit_config(**kw):
+  import transformers
+  return transformers.ViTConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+                                image_size=32, patch_size=8, num_labels=3, **kw)
+
+
+def tiny_vit(directory):
+  """A random ViT for 32x32 images in 8x8 patches, with a 3-class head."""
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  return save(transformers.ViTForImageClassification(vit_config()), directory)
+
+
+def tiny_resnet(directory, num_labels=1000):
+  """A random 2-stage bottleneck ResNet shaped like microsoft/resnet-50, 1000 ImageNet classes by default."""
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  return save(transformers.ResNetForImageClassification(transformers.ResNetConfig(
+      embedding_size=8, hidden_sizes=[32, 64], depths=[1, 1], layer_type="bottleneck", num_labels=num_labels)),
+      directory)
