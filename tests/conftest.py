@@ -31,7 +31,10 @@ OPTIONAL_DATASETS = {
 
 
 def missing_dataset(name):
-  """The install command of optional dataset `name` if it is missing, else None."""
+  """The install command of optional dataset `name` (or of TensorFlow) if it is missing, else None."""
+  if name == "tensorflow":  # preparing TFDS catalog datasets encodes with it (requirements-catalog.txt)
+    import importlib.util
+    return None if importlib.util.find_spec("tensorflow") else "pip install -r requirements-catalog.txt"
   path, install = OPTIONAL_DATASETS[name]
   return None if os.path.exists(path) else install
 

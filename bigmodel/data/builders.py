@@ -36,15 +36,31 @@ def _kwargs(c):
   return dict(data_dir=c.data_dir or None, file_format="array_record")
 
 
-def from_builder(builder, c) -> Dataset:
-  """Prepares `builder` (once per data_dir) and opens the config's train and eval splits."""
+CATALOG_EXTRAS = "pip install -r requirements-catalog.txt  (tensorflow-cpu==2.21.0)"
+
+
+def prepare(builder, c):
+  """Downloads and prepares `builder`'s files once per data_dir (ArrayRecord, read without TensorFlow).
+  Preparing a catalog image dataset encodes its images with TensorFlow: without it, say what to install."""
   try:
     builder.download_and_prepare()
   except Exception as e:  # TFDS raises many kinds; all mean "could not get the files"
+    cause = e
+    while cause is not None and not (isinstance(cause, ModuleNotFoundError) and "tensorflow" in str(cause)):
+      cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+      raise errors.UserError(
+          f"Preparing TFDS dataset {c.name!r} encodes its examples with TensorFlow, which is not installed: "
+          f"{CATALOG_EXTRAS}. Reading a prepared dataset needs no TensorFlow.") from e
     raise errors.UserError(
         f"Could not prepare TFDS dataset {c.name!r} in {builder.data_dir}: {e}\n"
         f"Catalog datasets download on first use and need a network; offline, use one of: "
         f"{', '.join(sorted(OFFLINE))}.") from e
+
+
+def from_builder(builder, c) -> Dataset:
+  """Prepares `builder` (once per data_dir) and opens the config's train and eval splits."""
+  prepare(builder, c)
   info = builder.info
   x_key, y_key = info.supervised_keys
   for split in (c.train_split, c.eval_split):

@@ -8,7 +8,8 @@ window of `seq_len + 1` tokens (x = the first seq_len, y = each position's next 
 every offset for training, non-overlapping windows for evaluation.
 
 Labelled texts: `fine_foods` (R's modeldata package: 4,000 / 1,000 food reviews, "great" or
-"other") or `text_csv` (`data.files` = (train file, test file), .csv or .jsonl, columns
+"other"), TFDS's `imdb_reviews` (25,000 / 25,000 movie reviews, "neg" or "pos"; a network on
+first use) or `text_csv` (`data.files` = (train file, test file), .csv or .jsonl, columns
 `data.text_key` and `data.label_key`). Each text becomes seq_len token ids, truncated, padded
 with -1 (models mask those positions).
 
@@ -25,7 +26,7 @@ import jax
 import numpy as np
 
 from bigmodel import errors, tokenizers
-from bigmodel.data import fine_foods, files, mlm, shakespeare
+from bigmodel.data import builders, fine_foods, files, mlm, shakespeare
 from bigmodel.data.dataset import Dataset, InMemory, register
 
 TFDS_CORPORA = {"tiny_shakespeare": ("train", "validation"), "lm1b": ("train", "test")}
@@ -136,6 +137,32 @@ def labelled(c, raw) -> Dataset:
 @register("fine_foods")
 def load_fine_foods(c) -> Dataset:
   return labelled(c, fine_foods.load())
+
+
+TFDS_LABELLED = ("imdb_reviews",)  # TFDS text classification sets: a text feature, a ClassLabel
+
+
+def load_tfds_labelled(c) -> Dataset:
+  """A TFDS labelled text dataset (imdb_reviews: 25,000 / 25,000 movie reviews, neg or pos), prepared
+  once per data_dir (a network on first use), tokenised like every labelled text."""
+  import tensorflow_datasets as tfds
+  builder = tfds.builder(c.name, data_dir=c.data_dir or None, file_format="array_record")
+  builders.prepare(builder, c)
+  x_key, y_key = builder.info.supervised_keys
+  classes = list(builder.info.features[y_key].names)
+  raw = {}
+  for split in dict.fromkeys((c.train_split, c.eval_split)):
+    if split not in builder.info.splits:
+      raise errors.UserError(f"Dataset {c.name!r} has no split {split!r}. Splits: {', '.join(builder.info.splits)}.")
+    records = builder.as_data_source(split)
+    records = records.__getitems__(list(range(len(records))))
+    raw[split] = files.Labelled([r[x_key].decode("utf-8") if isinstance(r[x_key], bytes) else r[x_key]
+                                 for r in records], np.array([r[y_key] for r in records], np.int32), classes)
+  return labelled(c, raw)
+
+
+for _name in TFDS_LABELLED:
+  register(_name)(load_tfds_labelled)
 
 
 @register("text_csv")
