@@ -46,9 +46,10 @@ def test_parameter_counts_match_the_mnist1d_paper_models():
 
 def test_bidirectional_rnn_sees_the_future_and_unidirectional_does_not():
   x = jax.random.normal(jax.random.key(2), (1, 40))
-  for cell in ("gru", "lstm"):
+  for cell in ("gru", "gru_torch", "lstm"):
     for bidirectional in (False, True):
-      model, variables = init(cell, x, bidirectional=bidirectional, readout="flatten", hidden=4)
+      model, variables = init("lstm" if cell == "lstm" else "gru", x, cell=cell, bidirectional=bidirectional,
+                              readout="flatten", hidden=4)
       # Keep only the head rows that read time step 0 (flatten order is step, feature).
       F = 8 if bidirectional else 4
       head = variables["params"]["head"]["kernel"]
@@ -56,6 +57,68 @@ def test_bidirectional_rnn_sees_the_future_and_unidirectional_does_not():
       grad_x = jax.grad(lambda x: model.apply(variables, x).sum())(x)
       future = np.abs(grad_x[0, 1:]).sum()
       assert (future > 0) == bidirectional, (cell, bidirectional, future)
+
+
+def torch_bigru_and_head(F, H, L, num_outputs):
+  import torch  # a test requirement (requirements-test.txt): the reference, not skipped without it
+  torch.manual_seed(0)
+  return torch, torch.nn.GRU(F, H, batch_first=True, bidirectional=True), torch.nn.Linear(2 * H * L, num_outputs)
+
+
+def test_torch_gru_cell_equals_torch_nn_gru_with_its_weights():
+  B, L, F, H = 4, 7, 3, 5
+  torch, gru, head = torch_bigru_and_head(F, H, L, 10)
+  x_BxLxF = np.random.default_rng(0).normal(size=(B, L, F)).astype(np.float32)
+  model, variables = init("gru", jnp.asarray(x_BxLxF), cell="gru_torch", hidden=H)
+  assert n_params(variables) == sum(p.numel() for p in [*gru.parameters(), *head.parameters()])
+  t = lambda p: jnp.asarray(p.detach().numpy())
+  params = {f"TorchGRUCell_{i}": {"ih_kernel": t(getattr(gru, f"weight_ih_l0{s}")).T,  # 0 forward, 1 backward
+                                  "hh_kernel": t(getattr(gru, f"weight_hh_l0{s}")).T,
+                                  "ih_bias": t(getattr(gru, f"bias_ih_l0{s}")), "hh_bias": t(getattr(gru, f"bias_hh_l0{s}"))}
+            for i, s in enumerate(("", "_reverse"))}
+  params["head"] = {"kernel": t(head.weight).T, "bias": t(head.bias)}
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, variables["params"])
+  with torch.no_grad():
+    out_BxLx2H, _ = gru(torch.from_numpy(x_BxLxF))
+    want = head(out_BxLx2H.flatten(1)).numpy()
+  got = model.apply({"params": params}, jnp.asarray(x_BxLxF))
+  assert np.abs(want).max() > 0.1  # not trivially small
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_gru_cell_initialises_like_torch():
+  H = 64  # enough draws per tensor to see the distribution
+  _, gru, _ = torch_bigru_and_head(3, H, 1, 10)
+  _, variables = init("gru", jnp.zeros((1, 1, 3)), cell="gru_torch", hidden=H)
+  for name, p in variables["params"]["TorchGRUCell_0"].items():
+    bound = H ** -0.5  # torch: U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias
+    assert np.abs(p).max() <= bound and np.abs(p).max() > 0.9 * bound, name
+    np.testing.assert_allclose(np.std(p), bound / np.sqrt(3), rtol=0.15, err_msg=name)
+  torch_std = gru.weight_hh_l0.detach().numpy().std()
+  np.testing.assert_allclose(np.std(variables["params"]["TorchGRUCell_0"]["hh_kernel"]), torch_std, rtol=0.05)
+
+
+def test_torch_gru_cell_trains_to_remember_the_first_step():
+  import optax
+  model = models.build({"name": "gru", "num_outputs": 2, "cell": "gru_torch", "hidden": 8,
+                        "bidirectional": False, "readout": "last"})
+  x_BxL = jax.random.normal(jax.random.key(0), (256, 12))
+  y_B = (x_BxL[:, 0] > 0).astype(jnp.int32)  # the state must carry the first step's sign 11 steps
+  params = model.init(jax.random.key(1), x_BxL)["params"]
+  tx = optax.adam(1e-2)
+  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x_BxL), y_B).mean()
+
+  @jax.jit
+  def steps(params):
+    def step(_, carry):
+      params, opt = carry
+      updates, opt = tx.update(jax.grad(loss)(params), opt, params)
+      return optax.apply_updates(params, updates), opt
+    return jax.lax.fori_loop(0, 300, step, (params, tx.init(params)))[0]
+
+  before, trained = loss(params), steps(params)
+  accuracy = (model.apply({"params": trained}, x_BxL).argmax(-1) == y_B).mean()
+  assert before > 0.6 and loss(trained) < 0.05 and accuracy > 0.99, (before, loss(trained), accuracy)
 
 
 def test_attention_is_softmax_qk_over_sqrt_d_times_v():
