@@ -224,10 +224,19 @@ def train_and_evaluate(config, workdir):
   _use_compilation_cache(config.compilation_cache, workdir)
   ex = experiment.build(config)
   trainer = Trainer(ex)
-  c = ex.config
   os.makedirs(workdir, exist_ok=True)
   main_host = jax.process_index() == 0
-  held = workdir_lib.lock(workdir) if main_host else None  # released when this function returns
+  held = workdir_lib.lock(workdir) if main_host else None  # one run per workdir: see workdir.lock
+  try:
+    return _train(ex, trainer, workdir, main_host)
+  finally:
+    if held:
+      held.close()
+
+
+def _train(ex, trainer, workdir, main_host):
+  """The loop of `train_and_evaluate`: resume or initialise, train, evaluate, checkpoint."""
+  c = ex.config
   say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if main_host else (lambda msg: None)
   if main_host:
     workdir_lib.write_config(workdir, c)
@@ -318,8 +327,6 @@ def train_and_evaluate(config, workdir):
     checkpoint.wait(mngr)
     mngr.close()
     writer.close()
-    if held:
-      held.close()
   if eval_metrics is None and step == c.total_steps:  # the workdir was already finished
     eval_metrics = trainer.evaluate(state)
   if c.pruning.target_sparsity and main_host:

@@ -177,6 +177,10 @@ def test_with_no_readable_checkpoint_the_message_says_how_to_start_over(finished
     with pytest.raises(errors.UserError, match=r"No readable checkpoint in .*steps 40, 20 are all damaged. To start "
                                                r"over, move that directory away"):
       attempt()
+  # Doing what it says starts over, in this same process: the failed run let go of the workdir.
+  shutil.move(os.path.join(workdir, "checkpoints"), str(tmp_path / "moved_away"))
+  train_and_evaluate(c, workdir)
+  assert checkpoint.read_weights(workdir, None)[2] == 40
 
 
 def test_a_second_run_on_a_busy_workdir_is_refused_and_a_killed_runs_lock_does_not_block(data_dir, tmp_path):
@@ -208,11 +212,10 @@ def test_a_full_disk_stops_the_run_with_a_message_and_the_previous_checkpoint_re
             f"--config.data.data_dir={data_dir}", "--config.checkpoint_every=20", "--config.eval_every=60",
             "--config.log_every=20"]
     run_cli(*args, "--config.total_steps=40")
-    with open(mount / "filler", "wb") as f:  # the disk fills up while the run is away
+    with open(mount / "filler", "wb", buffering=0) as f:  # the disk fills up while the run is away
       try:
         while True:
-          f.write(b"\0" * 65536)
-          f.flush()
+          f.write(b"\0" * 4096)
       except OSError:
         pass
     proc = run_cli(*args, "--config.total_steps=60", check=False)
