@@ -247,7 +247,7 @@ def test_the_readme_text_classifiers_fine_tune_a_checkpoint_read_with_its_tokeni
   assert trained.shape == start["params"]["embed"]["embedding"].shape
   assert 0 < np.abs(trained - start["params"]["embed"]["embedding"]).max() < 0.05  # fine-tuned, not replaced
   if ckpt == "bert":  # imported, fine-tuned, handed back: transformers computes the same class logits
-    run_cli("bigmodel.export", f"--workdir={tmp_path}", f"--out={tmp_path / 'hf'}", "--format=hf")
+    export.export_hf(str(tmp_path), str(tmp_path / "hf"))
     ids = run.tokenizer.encode(text()[:100])[None, :32]
     assert relative_error(run.model.apply({"params": run.params}, ids), hf_logits(str(tmp_path / "hf"), ids)) < 1e-4
 
@@ -322,7 +322,7 @@ def test_models_trained_from_scratch_export_to_transformers_with_the_same_logits
     c.model, c.loss = dict(bert, pool="cls"), "softmax_xent"
     c.data.update(name="fine_foods", tokenizer="byte", eval_split="test", eval_batch_size=200)
   train_and_evaluate(c, str(tmp_path / "run"))
-  run_cli("bigmodel.export", f"--workdir={tmp_path / 'run'}", f"--out={tmp_path / 'hf'}", "--format=hf")
+  export.export_hf(str(tmp_path / "run"), str(tmp_path / "hf"))  # what --format=hf runs (its CLI: above)
   run = workdir_lib.load(str(tmp_path / "run"))
   ids = np.random.RandomState(0).randint(0, 60, (2, 16)).astype(np.int32)
   assert relative_error(run.model.apply({"params": run.params}, ids), hf_logits(str(tmp_path / "hf"), ids)) < 1e-4
