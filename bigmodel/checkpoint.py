@@ -49,13 +49,10 @@ def _disk_errors(mngr, step):
   try:
     yield
   except Exception as e:
-    chain, cause = [], e
-    while cause is not None:
-      chain.append(cause)
-      cause = cause.__cause__ or cause.__context__
-    failed = next((c for c in chain if isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES,
-                                                                               errno.EROFS)), None)
-    if failed is None and not any("No space left" in str(c) for c in chain):
+    causes = list(errors.chain(e))
+    failed = next((c for c in causes if isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES,
+                                                                                errno.EROFS)), None)
+    if failed is None and not any("No space left" in str(c) for c in causes):
       raise
     what = failed.strerror if failed is not None else "No space left on device"
     directory = epath.Path(mngr.directory)

@@ -26,6 +26,14 @@ class Diverged(UserError, FloatingPointError):
   """Training stopped on a non-finite or exploding loss; the checkpoints are from before it."""
 
 
+def chain(e):
+  """`e` and the exceptions it was raised from or during, outermost first (libraries wrap the one that
+  says what happened, e.g. tensorstore's OSError inside orbax's, TensorFlow's missing module inside TFDS's)."""
+  while e is not None:
+    yield e
+    e = e.__cause__ or e.__context__
+
+
 def _show_tracebacks():
   return os.environ.get("BIGMODEL_TRACEBACK") == "1"
 

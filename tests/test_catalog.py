@@ -43,8 +43,8 @@ def server():
 @pytest.mark.needs("fashion_mnist", "tensorflow")
 def test_tfds_fashion_mnist_prepares_from_its_download_trains_and_evaluates(server, tmp_path, monkeypatch):
   monkeypatch.setattr(tfds.image_classification.mnist.FashionMNIST, "URL", server(FASHION))
-  c = tiny_config(str(tmp_path / "tfds"), total_steps=5, log_every=5, eval_every=5, checkpoint_every=5)
-  c.data.update(name="fashion_mnist", eval_examples=500)
+  c = tiny_config(str(tmp_path / "tfds"), total_steps=2, log_every=2, eval_every=2, checkpoint_every=2)
+  c.data.update(name="fashion_mnist", batch_size=16, eval_batch_size=100, eval_examples=100)
   c.model = dict(name="cnn2d")
   final = train_and_evaluate(c, str(tmp_path / "run"))
   assert 0 <= final["accuracy"] <= 1 and len(final["confusion_matrix"]) == 10

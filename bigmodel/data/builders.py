@@ -45,10 +45,7 @@ def prepare(builder, c):
   try:
     builder.download_and_prepare()
   except Exception as e:  # TFDS raises many kinds; all mean "could not get the files"
-    cause = e
-    while cause is not None and not (isinstance(cause, ModuleNotFoundError) and "tensorflow" in str(cause)):
-      cause = cause.__cause__ or cause.__context__
-    if cause is not None:
+    if any(isinstance(c, ModuleNotFoundError) and "tensorflow" in str(c) for c in errors.chain(e)):
       raise errors.UserError(
           f"Preparing TFDS dataset {c.name!r} encodes its examples with TensorFlow, which is not installed: "
           f"{CATALOG_EXTRAS}. Reading a prepared dataset needs no TensorFlow.") from e
