@@ -24,11 +24,13 @@ DEFAULTS = dict(
     divergence_factor=1000.0,  # stop when a logged loss exceeds this multiple of the first one this run logged; 0 = off
     max_loss=0.0,  # stop when a logged loss exceeds this; 0 = off (NaN and inf always stop a run)
     distributed=False,  # multi-host (TPU pod, multi-node GPU): jax.distributed.initialize() at start
+    heartbeat_timeout=30,  # multi-host: seconds a process may be silent before the others stop (distributed.py)
 )
 at_least = registry.at_least
 RANGES = dict(seed=at_least(0), total_steps=at_least(1), log_every=at_least(1), eval_every=at_least(1),
               checkpoint_every=at_least(1), keep_checkpoints=at_least(1), micro_batches=at_least(1),
-              steps_per_call=at_least(1), divergence_factor=at_least(0), max_loss=at_least(0))
+              steps_per_call=at_least(1), divergence_factor=at_least(0), max_loss=at_least(0),
+              heartbeat_timeout=at_least(1))
 SECTION_RANGES = {"": RANGES, "data": data.RANGES, "optimizer": optim.RANGES, "pruning": pruning.RANGES,
                   "sharding": sharding.RANGES, "model": models.RANGES}
 SECTIONS = {"data": data.DEFAULTS, "optimizer": optim.DEFAULTS, "init": checkpoint.INIT_DEFAULTS,

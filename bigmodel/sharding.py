@@ -66,6 +66,16 @@ def _mesh_axes(entry):
   return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
 
 
+def check_processes_split_batch(mesh):
+  """Each process feeds its own rows of every batch (data/pipeline.py:host_slice), so its devices must
+  hold 1/N of the rows: the data-parallel axes have to span the processes."""
+  n, held = jax.process_count(), batch_sharded(mesh).addressable_devices_indices_map((batch_devices(mesh),))
+  if n > 1 and len({index[0].start for index in held.values()}) * n != batch_devices(mesh):
+    raise errors.UserError(
+        f"The mesh {dict(mesh.shape)} does not split the batch over the {n} processes: each must hold its own "
+        "rows. Keep the tensor axis within a process (sharding.tensor <= devices per host).")
+
+
 def param_sharding(shape, logical, mesh, rules):
   """NamedSharding for one parameter of `shape` whose axes are named `logical` (a PartitionSpec)."""
   axes = list(nn.logical_to_mesh_axes(tuple(logical), rules) or ())

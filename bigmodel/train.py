@@ -8,7 +8,6 @@ the newest checkpoint, data order included.
 import functools
 import json
 import os
-import signal
 import sys
 import time
 from typing import Any
@@ -24,8 +23,8 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 import bigmodel
-from bigmodel import (checkpoint, config as config_lib, errors, evaluate, experiment, huggingface, optim, platform,
-                      pruning, sharding, workdir as workdir_lib)
+from bigmodel import (checkpoint, config as config_lib, distributed, errors, evaluate, experiment, huggingface, optim,
+                      platform, pruning, sharding, workdir as workdir_lib)
 from bigmodel.data import feed as feed_lib
 from bigmodel.metric_writer import MetricWriter
 
@@ -100,6 +99,7 @@ class Trainer:
     pruning.check(c.pruning, c.total_steps)
     if c.pruning.target_sparsity:  # the masks ride in the optimizer state, so checkpoints keep them
       self.tx = optax.chain(self.tx, pruning.magnitude_pruning(c.pruning))
+    sharding.check_processes_split_batch(self.mesh)
     n = sharding.batch_devices(self.mesh)
     for key in ("batch_size", "eval_batch_size"):
       if c.data[key] % n:
@@ -167,23 +167,6 @@ class Trainer:
             "compile_seconds": compile_seconds}
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps."""
-
-  def __init__(self):
-    self.requested = False
-
-  def __enter__(self):
-    self.previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    self.requested = True
-
-  def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self.previous)
-
-
 def _next_event(step, c):
   """The first step after `step` that logs, evaluates, checkpoints or ends the run."""
   return min(c.total_steps, *((step // every + 1) * every for every in (c.log_every, c.eval_every,
@@ -221,6 +204,7 @@ def _loss_limit(c, first_loss):
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns eval metrics."""
   config = config_lib.resolve(config)
+  distributed.check_same_config(config, workdir)  # before any compiling: a mismatch would deadlock
   _use_compilation_cache(config.compilation_cache, workdir)
   ex = experiment.build(config)
   trainer = Trainer(ex)
@@ -273,9 +257,9 @@ def _train(ex, trainer, workdir, main_host):
   bar = tqdm(total=c.total_steps, initial=step, disable=not main_host, dynamic_ncols=True)
   pending, t_read, data_wait, eval_metrics = [], time.perf_counter(), 0.0, None
   first_loss = None  # the divergence guard's reference (_read)
-  train_steps = None
+  train_steps, calls = None, 0
   try:
-    with _Preemption() as preemption:
+    with distributed.Preemption() as preemption:
       while step < c.total_steps:
         # The first call runs one step (time to first step); later ones run to the next log, eval or checkpoint.
         n = 1 if train_steps is None else min(c.steps_per_call, _next_event(step, c) - step)
@@ -293,8 +277,9 @@ def _train(ex, trainer, workdir, main_host):
         if first:
           say(f"first step done {time.perf_counter() - bigmodel.STARTED:.1f} s after start")
         step += n
+        calls += 1
         done = step == c.total_steps
-        stop = preemption.requested
+        stop = preemption.stop_requested(calls)
         save = done or stop or step % c.checkpoint_every == 0
         run_eval = done or step % c.eval_every == 0
         if save or run_eval or step % c.log_every == 0:
@@ -319,8 +304,10 @@ def _train(ex, trainer, workdir, main_host):
           if save:
             checkpoint.save(mngr, step, state, feed.get_state())  # names a full disk, saved or not
           pending, t_read, data_wait = [], time.perf_counter(), 0.0
-        if stop:
-          say(f"SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume.")
+        if stop:  # every process says so: with several, they stopped at the same step (distributed.Preemption)
+          who = f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
+          tqdm.write(f"SIGTERM: saved a checkpoint at step {step}{who}; rerun the same command to resume.",
+                     file=sys.stderr)
           break
   finally:  # a checkpoint still being written is a good one: let it finish
     bar.close()
@@ -374,8 +361,8 @@ def _report_sparsity(c, params, workdir, say):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  if flags.FLAGS.config.get("distributed") or os.environ.get("BIGMODEL_DISTRIBUTED") == "1":
-    jax.distributed.initialize()  # coordinator, host count and id from the environment (TPU pod, SLURM, MPI)
+  if distributed.wanted(flags.FLAGS.config):  # before jax starts its backend
+    distributed.initialize(flags.FLAGS.config.get("heartbeat_timeout", config_lib.DEFAULTS["heartbeat_timeout"]))
   final = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   if final is not None:
     print(json.dumps({k: v for k, v in final.items() if k != "confusion_matrix"}))

@@ -11,7 +11,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # optimisations off, because the suite's tiny models spend more time compiling than running
 # (a 3-layer GPT gradient compiled in 3.5-4.7 s at the default level 3, 1.9-2.3 s at 0).
 XLA_TEST_FLAGS = "--xla_cpu_collective_call_terminate_timeout_seconds=10 --xla_backend_optimization_level=0"
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()
+# A flag already set wins (bigmodel.launch gives processes that wait on each other a longer timeout).
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *(
+    f for f in XLA_TEST_FLAGS.split() if f.split("=")[0] not in os.environ.get("XLA_FLAGS", ""))]).strip()
 # One persistent compilation cache for the whole session, CLI subprocesses included: the same
 # tiny models compile once.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="bigmodel-test-jax-cache-"))
@@ -72,6 +74,42 @@ def tiny_config(data_dir, **overrides):
     section, _, name = key.rpartition(".")
     (c[section] if section else c)[name] = value
   return c
+
+
+def gpt_config(data_dir, corpus, **sharding_sizes):
+  """A one-layer GPT on `corpus` (see `write_corpus`), sharded with `sharding_sizes`."""
+  c = tiny_config(data_dir)
+  c.data = dict(name="text_files", files=(corpus,), tokenizer="char", seq_len=16, batch_size=16,
+                eval_batch_size=16, eval_split="val", data_dir=data_dir)
+  c.model = dict(name="gpt", num_layers=1, num_heads=4, dim=32, max_len=16)
+  c.loss = "lm_xent"
+  c.optimizer = dict(name="adamw", learning_rate=3e-3)
+  c.sharding.update(**sharding_sizes)
+  return c
+
+
+def resnet_config(data_dir, **sharding_sizes):
+  """The ResNet code with BatchNorm, small, on sklearn's digits."""
+  c = tiny_config(data_dir)
+  c.data = dict(name="digits", batch_size=32, eval_batch_size=32, data_dir=data_dir)
+  c.model = dict(name="resnet18", stem="small", width=8, stage_sizes=(1, 1))
+  c.optimizer = dict(name="sgd", learning_rate=0.1)
+  c.sharding.update(**sharding_sizes)
+  return c
+
+
+def write_corpus(path):
+  """400 lines of 12 words drawn from a small vocabulary: a text a tiny GPT learns in a few steps."""
+  import numpy as np
+  rng = np.random.default_rng(0)
+  words = "the king and queen of a far land with gold and silver rivers under the hills".split()
+  path.write_text("\n".join(" ".join(rng.choice(words, 12)) for _ in range(400)))
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+  return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
 
 
 def run_cli(*args, devices=1, timeout=300, check=True, env=None):

@@ -19,29 +19,9 @@ from jax.sharding import PartitionSpec as P
 from bigmodel import models, sharding
 from bigmodel.data import pipeline
 
-from conftest import ROOT, XLA_TEST_FLAGS, run_cli, tiny_config, make_trainer
+from conftest import ROOT, XLA_TEST_FLAGS, gpt_config, make_trainer, resnet_config, run_cli
 
 STEPS = 3
-
-
-def gpt_config(data_dir, corpus, **sharding_sizes):
-  c = tiny_config(data_dir)
-  c.data = dict(name="text_files", files=(corpus,), tokenizer="char", seq_len=16, batch_size=16,
-                eval_batch_size=16, eval_split="val", data_dir=data_dir)
-  c.model = dict(name="gpt", num_layers=1, num_heads=4, dim=32, max_len=16)
-  c.loss = "lm_xent"
-  c.optimizer = dict(name="adamw", learning_rate=3e-3)
-  c.sharding.update(**sharding_sizes)
-  return c
-
-
-def resnet_config(data_dir, **sharding_sizes):
-  c = tiny_config(data_dir)
-  c.data = dict(name="digits", batch_size=32, eval_batch_size=32, data_dir=data_dir)
-  c.model = dict(name="resnet18", stem="small", width=8, stage_sizes=(1, 1))  # the ResNet code, smaller
-  c.optimizer = dict(name="sgd", learning_rate=0.1)
-  c.sharding.update(**sharding_sizes)
-  return c
 
 
 def first_steps(config, steps=STEPS):
@@ -57,15 +37,6 @@ def first_steps(config, steps=STEPS):
   specs = {"qkv": str(ex.state_shardings.params["block0"]["attn"]["qkv"]["kernel"].spec)} \
       if "block0" in state.params else {}
   return {"losses": losses, "preflight": ex.preflight(compiled, 0.0), "specs": specs}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  rng = np.random.default_rng(0)
-  words = "the king and queen of a far land with gold and silver rivers under the hills".split()
-  path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-  path.write_text("\n".join(" ".join(rng.choice(words, 12)) for _ in range(400)))
-  return str(path)
 
 
 RUNS = [("gpt", dict(data=1, fsdp=8)), ("gpt", dict(data=2, fsdp=2, tensor=2)), ("resnet", dict(data=1, fsdp=8))]

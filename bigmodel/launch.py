@@ -1,0 +1,127 @@
+"""Several processes on this machine, joined as one multi-host run: a harness for trying and testing it.
+
+    python -m bigmodel.launch --processes=2 --devices_per_process=2 -- \\
+        python -m bigmodel.train --config=configs/shakespeare/gpt_char.py --workdir=runs/mp
+
+starts the command N times, each process with K simulated CPU devices and the variables that
+`bigmodel.distributed.initialize` reads (a free port on 127.0.0.1 for the coordinator). Their
+output is streamed line by line behind `[i]`. The first process to fail stops the rest (SIGKILL,
+after --grace seconds: they would only wait on it) and its status is this command's; SIGTERM and Ctrl-C are passed to
+every process, which then save a checkpoint at the same step (a rehearsed preemption).
+This is not a scheduler: on a cluster, SLURM or the TPU runtime starts the processes (README).
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from absl import app, flags
+
+from bigmodel import distributed, errors
+
+flags.DEFINE_integer("processes", 2, "Processes to start.", lower_bound=1)
+flags.DEFINE_integer("devices_per_process", 1, "Simulated CPU devices in each process.", lower_bound=1)
+flags.DEFINE_integer("grace", 5, "Seconds the others get to stop by themselves after one fails, before SIGKILL.",
+                     lower_bound=0)
+flags.DEFINE_integer("collective_timeout", 120, "Seconds a CPU collective may wait for the others before it fails.",
+                     lower_bound=1)
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def process_env(i, processes, devices, port, collective_timeout=120, base=None):
+  """The environment of process i of `processes`, each with `devices` CPU devices."""
+  env = dict(os.environ if base is None else base)
+  # Any device count or collective timeout already in XLA_FLAGS is replaced, the rest kept.
+  kept = re.sub(r"--xla_force_host_platform_device_count=\S+|--xla_cpu_collective_call_terminate_timeout_seconds=\S+",
+                "", env.get("XLA_FLAGS", ""))
+  env.update({
+      "XLA_FLAGS": f"{kept.strip()} --xla_force_host_platform_device_count={devices} "
+                   f"--xla_cpu_collective_call_terminate_timeout_seconds={collective_timeout}".strip(),
+      "JAX_PLATFORMS": "cpu",
+      "BIGMODEL_DISTRIBUTED": "1",
+      distributed.COORDINATOR: f"127.0.0.1:{port}",
+      distributed.PROCESSES: str(processes),
+      distributed.PROCESS_ID: str(i),
+      "PYTHONUNBUFFERED": "1",  # lines arrive as they are printed, in order with the other processes'
+  })
+  return env
+
+
+def start(command, processes, devices, collective_timeout=120, env=None, **popen):
+  """The N processes of `command`, started; their output is piped (merged stdout and stderr)."""
+  port = free_port()
+  return [subprocess.Popen(command, env=process_env(i, processes, devices, port, collective_timeout, env),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, **popen)
+          for i in range(processes)]
+
+
+def _stream(i, proc, out):
+  for line in proc.stdout:
+    out.write(f"[{i}] {line}")
+    out.flush()
+
+
+def describe(status):
+  return f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
+
+
+def supervise(procs, out=sys.stdout, grace=5):
+  """Streams the processes' output until all have ended; returns the first non-zero status
+  (128 + N for signal N), after killing the others still running `grace` seconds later, or 0."""
+  streams = [threading.Thread(target=_stream, args=(i, p, out), daemon=True) for i, p in enumerate(procs)]
+  for t in streams:
+    t.start()
+  forward = lambda signum, frame: [p.send_signal(signal.SIGTERM) for p in procs if p.poll() is None]
+  previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    while True:
+      failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), None)
+      if failed is not None:
+        status = procs[failed].returncode
+        end = time.monotonic() + grace  # time to say why, when they failed for the same reason
+        while time.monotonic() < end and any(p.poll() is None for p in procs):
+          time.sleep(0.05)
+        others = [i for i, p in enumerate(procs) if p.poll() is None]
+        for i in others:
+          procs[i].kill()
+        for p in procs:
+          p.wait()
+        for t in streams:
+          t.join(timeout=5)
+        out.write(f"launch: process {failed} ended ({describe(status)})"
+                  + (f"; stopped process(es) {', '.join(map(str, others))}.\n" if others else ".\n"))
+        return status if status > 0 else 128 - status
+      if all(p.poll() == 0 for p in procs):
+        for t in streams:
+          t.join(timeout=5)
+        return 0
+      time.sleep(0.05)
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+def main(argv):
+  command = argv[1:]
+  if command[:1] == ["--"]:
+    command = command[1:]
+  if not command:
+    raise errors.UserError("No command given: python -m bigmodel.launch --processes=2 -- python -m bigmodel.train ...")
+  f = flags.FLAGS
+  procs = start(command, f.processes, f.devices_per_process, f.collective_timeout)
+  print(f"launch: {f.processes} process(es) x {f.devices_per_process} device(s), pids "
+        f"{', '.join(str(p.pid) for p in procs)}", flush=True)
+  sys.exit(supervise(procs, grace=f.grace))
+
+
+if __name__ == "__main__":
+  errors.run(main)

@@ -1,0 +1,273 @@
+"""Multi-host training for real: processes on this machine joined by jax.distributed (gloo
+collectives over 127.0.0.1), started by bigmodel.launch, against one process with the same
+number of devices.
+
+The one-process and two-process runs of every job happen once (the `runs` fixture, through
+tests/multihost_worker.py), so jax starts and compiles once per process for all the checks.
+"""
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bigmodel import launch, workdir as workdir_lib
+from bigmodel.data import pipeline
+
+from conftest import ROOT, XLA_TEST_FLAGS, gpt_config, resnet_config, tiny_config
+
+PROCESSES, DEVICES = 2, 4  # 2 x 4 against 1 x 8: room for data x fsdp x tensor = 2 x 2 x 2
+STEPS = 3
+BIG = 20480  # the FSDP job's MLP width: a 64 x 20480 kernel is 5 MiB, above the size where gloo's
+#              reduce-scatter was reported wrong (jax issue 40830)
+# The real config file and CLI: the "gpt_data" job trains it uninterrupted, the fault tests through the CLI.
+CLI_CONFIG = "configs/shakespeare/gpt_char.py"
+CLI_SET = {"model.num_layers": 1, "model.dim": 32, "model.num_heads": 2, "data.seq_len": 16,
+           "data.batch_size": 16, "data.eval_batch_size": 64, "data.eval_examples": 64,
+           "optimizer.warmup_steps": 2, "total_steps": 40, "log_every": 5, "eval_every": 40,
+           "checkpoint_every": 10, "heartbeat_timeout": 10}
+SHORT = {"total_steps": STEPS, "log_every": 1, "eval_every": STEPS, "checkpoint_every": STEPS,
+         "data.eval_examples": 64}
+JOBS = {  # name -> (config, changes)
+    "gpt_data": (CLI_CONFIG, {**CLI_SET, "sharding.data": 8}),
+    # SGD: Adam's update hides a wrongly scaled gradient, and magnifies rounding in tiny ones.
+    "gpt_fsdp": ("gpt", {**SHORT, "sharding.data": 1, "sharding.fsdp": 8, "model.dim": 64, "model.mlp_dim": BIG,
+                         "optimizer.name": "sgd", "optimizer.learning_rate": 1.0}),
+    "gpt_3d": ("gpt", {**SHORT, "sharding.data": 2, "sharding.fsdp": 2, "sharding.tensor": 2}),
+    "resnet_bn": ("resnet", {**SHORT, "sharding.data": 8}),
+}
+TIMEOUT = 300  # seconds for a whole launch: a hang fails the test instead of CI
+
+
+def worker(spec_path, processes, log):
+  """Runs tests/multihost_worker.py on `processes` processes of DEVICES devices (1: no jax.distributed)."""
+  command = [sys.executable, os.path.join(ROOT, "tests", "multihost_worker.py"), str(spec_path)]
+  if processes == 1:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={PROCESSES * DEVICES} "
+                                     f"{XLA_TEST_FLAGS}")
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return
+  out = io.StringIO()
+  status = launch.supervise(launch.start(command, processes, DEVICES, cwd=ROOT), out=out)
+  log.write_text(out.getvalue())
+  assert status == 0, out.getvalue()[-6000:]
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, corpus, tmp_path_factory):
+  """Every job trained on 2 processes x 4 devices and on 1 process x 8 devices; then the FSDP run of the
+  two processes continues for 3 steps in the one process, data parallel (a checkpoint changing layout)."""
+  root = tmp_path_factory.mktemp("multihost")
+  from configs.shakespeare import gpt_char
+  for c in (tiny_config(data_dir), gpt_config(data_dir, corpus), resnet_config(data_dir), gpt_char.get_config()):
+    c.data.data_dir = data_dir
+    _dataset(c)  # prepared here once, not by two processes at the same time
+  for name, processes in (("two", PROCESSES), ("one", 1)):
+    spec = {"data_dir": data_dir, "corpus": corpus, "heartbeat_timeout": 10, "shares": str(root / name),
+            "jobs": [{"config": config, "set": changes, "workdir": str(root / name / job)}
+                     for job, (config, changes) in JOBS.items()]}
+    if name == "one":
+      shutil.copytree(root / "two" / "gpt_fsdp", root / "moved")
+      spec["jobs"].append({"config": "gpt", "workdir": str(root / "moved"), "set": {
+          **JOBS["gpt_fsdp"][1], "total_steps": 2 * STEPS, "sharding.data": 8, "sharding.fsdp": 1}})
+    (root / name).mkdir()
+    (root / f"{name}.json").write_text(json.dumps(spec))
+    worker(root / f"{name}.json", processes, root / f"{name}.log")
+  return root
+
+
+def _dataset(c):
+  from bigmodel import config as config_lib, experiment
+  return experiment.build(config_lib.resolve(c)).dataset
+
+
+def logged(workdir, split):
+  """{step: metrics} of the `split` rows of metrics.jsonl; fails if a step was logged twice (a second writer)."""
+  out = {}
+  for line in open(os.path.join(workdir, "metrics.jsonl")):
+    row = json.loads(line)
+    if row["split"] == split:
+      assert row["step"] not in out, f"{split} step {row['step']} logged twice in {workdir}"
+      out[row["step"]] = row
+  return out
+
+
+def train_losses(workdir):
+  return {step: row["loss"] for step, row in logged(workdir, "train").items()}
+
+
+def eval_metrics(workdir):
+  """The last evaluation's numbers."""
+  rows = logged(workdir, "eval")
+  return {k: v for k, v in rows[max(rows)].items() if k not in ("step", "split")}
+
+
+def final(workdir, step=None):
+  """(params, model_state) of the newest checkpoint (or `step`), on this process's one device."""
+  import jax
+  from bigmodel import checkpoint
+  path = os.path.join(workdir, "checkpoints", str(step)) if step else str(workdir)
+  params, model_state, _ = checkpoint.read_weights(path, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  return params, model_state
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_two_processes_give_the_losses_of_one(runs, job):
+  two, one = runs / "two" / job, runs / "one" / job
+  losses, reference = train_losses(two), train_losses(one)
+  steps = sorted(reference)
+  assert sorted(losses)[:len(steps)] == steps and len(set(reference.values())) == len(steps) > 1
+  np.testing.assert_allclose([losses[s] for s in steps], [reference[s] for s in steps], rtol=2e-4)
+  assert eval_metrics(two) and eval_metrics(two).keys() == eval_metrics(one).keys()
+  for key, value in eval_metrics(one).items():
+    np.testing.assert_allclose(eval_metrics(two)[key], value, rtol=2e-4, err_msg=key)
+  # Only process 0 writes the logs and TensorBoard; every process writes its own shards of the state.
+  assert len(os.listdir(two / "tensorboard")) == 1
+  state_files = os.listdir(two / "checkpoints" / str(steps[-1]) / "state")
+  assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(state_files), state_files
+
+
+def test_a_fsdp_parameter_above_4_mib_and_batchnorm_statistics_agree(runs):
+  """The parameters after 3 updates, each a reduce-scatter of its gradient across the processes."""
+  (params_two, _), (params_one, _) = final(runs / "two" / "gpt_fsdp"), final(runs / "one" / "gpt_fsdp")
+  kernel = params_two["block0"]["mlp_in"]["kernel"]
+  assert kernel.size * kernel.dtype.itemsize > 4 * 2**20, kernel.shape
+  np.testing.assert_allclose(kernel, params_one["block0"]["mlp_in"]["kernel"], rtol=1e-5, atol=1e-7)
+  (_, stats_two), (_, stats_one) = final(runs / "two" / "resnet_bn"), final(runs / "one" / "resnet_bn")
+  import jax
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6), stats_two, stats_one)
+
+
+def test_each_process_reads_only_its_share_of_every_batch(runs, data_dir, corpus):
+  reads = [json.load(open(runs / "two" / f"process{i}.json")) for i in range(PROCESSES)]
+  for kind, c in (("host", tiny_config(data_dir)), ("text", gpt_config(data_dir, corpus)),
+                  ("device", tiny_config(data_dir))):
+    dataset = _dataset(c)
+    split = dataset.splits["train"]
+    order = pipeline.ShuffledBatches(len(split), c.data.batch_size, c.seed)
+    shares = [pipeline.host_slice(c.data.batch_size, i, PROCESSES) for i in range(PROCESSES)]
+    for b in range(3):
+      whole = order[b]
+      if kind == "device":
+        sent = [np.array(r["device"]["sent"][b]) for r in reads]
+      else:  # what reached the step is the data of those rows
+        sent = [whole[share] for share in shares]
+        for r, rows in zip(reads, sent):
+          x = np.asarray(r[kind]["x"][b])
+          expected = pipeline.preprocess(split.gather(rows))["x"]
+          np.testing.assert_allclose(x, pipeline.normalize({"x": expected}, dataset.norm)["x"], rtol=1e-6)
+      together = np.concatenate(sent)
+      assert len(set(together.tolist())) == len(together) == c.data.batch_size  # no overlap, all rows
+      np.testing.assert_array_equal(np.sort(together), np.sort(whole))
+    if kind != "device":  # every gather a process made (prefetching included) was its own rows of a batch
+      for i, r in enumerate(reads):
+        own = {tuple(order[b][shares[i]].tolist()) for b in range(12)}
+        assert r[kind]["reads"] and all(tuple(read) in own for read in r[kind]["reads"]), (kind, i)
+
+
+def test_a_checkpoint_moves_from_two_processes_fsdp_to_one_process_data_parallel_to_one_device(runs, data_dir,
+                                                                                               corpus, tmp_path):
+  """3 steps on 2 x 4 devices (FSDP), 3 more on 1 x 8 (data parallel), 3 on this process's one device;
+  each resume restores into the new shardings. The losses follow the uninterrupted one-device run's."""
+  from bigmodel.train import train_and_evaluate
+  moved = runs / "moved"
+  c = gpt_config(data_dir, corpus, data=1, fsdp=1)
+  for key, value in {**JOBS["gpt_fsdp"][1], "total_steps": 3 * STEPS, "sharding.fsdp": 1}.items():
+    section, _, field = key.rpartition(".")
+    (c[section] if section else c)[field] = value
+  train_and_evaluate(c, str(moved))
+  train_and_evaluate(c, str(tmp_path / "straight"))
+  losses, straight = train_losses(moved), train_losses(tmp_path / "straight")
+  assert sorted(losses) == sorted(straight) == list(range(1, 3 * STEPS + 1))
+  np.testing.assert_allclose([losses[s] for s in sorted(losses)], [straight[s] for s in sorted(losses)], rtol=2e-4)
+
+
+def cli(workdir, data_dir):
+  return [sys.executable, "-m", "bigmodel.train", f"--config={CLI_CONFIG}", f"--workdir={workdir}",
+          f"--config.data.data_dir={data_dir}", *(f"--config.{k}={v}" for k, v in CLI_SET.items())]
+
+
+class Output:
+  """Collects a process's output lines on a thread (a full pipe would stall it)."""
+
+  def __init__(self, proc):
+    import threading
+    self.lines = []
+    self.thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    self.thread.start()
+
+  def text(self):
+    return "".join(self.lines)
+
+
+def wait_for(condition, timeout, what):
+  end = time.monotonic() + timeout
+  while not condition():
+    assert time.monotonic() < end, f"timed out waiting for {what}"
+    time.sleep(0.05)
+
+
+def test_a_killed_process_stops_the_others_then_sigterm_stops_all_at_one_step_and_the_end_equals_uninterrupted(
+    runs, data_dir, tmp_path):
+  workdir = tmp_path / "run"
+  command = [sys.executable, "-m", "bigmodel.launch", f"--processes={PROCESSES}", f"--devices_per_process={DEVICES}",
+             "--", *cli(workdir, data_dir)]
+  # 1. SIGKILL process 1 once step 10 is saved: process 0 stops by itself (the launcher would wait 60 s
+  #    before killing it) and the launcher names the lost process.
+  proc = subprocess.Popen([*command[:3], "--grace=60", *command[3:]], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  out = Output(proc)
+  try:
+    wait_for(lambda: (workdir / "checkpoints" / "10" / "commit_success.txt").exists() or proc.poll() is not None,
+             TIMEOUT, "the checkpoint of step 10")
+    assert proc.poll() is None, out.text()[-3000:]
+    pids = next(line for line in out.lines if line.startswith("launch: ")).split("pids ")[1].split(", ")
+    os.kill(int(pids[1]), signal.SIGKILL)
+    killed = time.monotonic()
+    proc.wait(timeout=90)
+    stopped_after = time.monotonic() - killed
+  finally:
+    proc.kill()
+  out.thread.join(5)
+  assert proc.returncode == 128 + signal.SIGKILL and stopped_after < 60, (stopped_after, out.text()[-3000:])
+  assert out.lines[-1] == "launch: process 1 ended (killed by SIGKILL).\n", out.text()[-3000:]
+  # 2. Relaunch, then SIGTERM the launcher (passed to both): both save the same step and exit 0.
+  proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  out = Output(proc)
+  try:
+    wait_for(lambda: "Resumed from step 10" in out.text() or proc.poll() is not None, TIMEOUT, "the resume")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=TIMEOUT)
+  finally:
+    proc.kill()
+  out.thread.join(5)
+  saved = {int(line.split("at step ")[1].split()[0]) for line in out.lines if "SIGTERM: saved a checkpoint" in line}
+  said = [line for line in out.lines if "SIGTERM: saved a checkpoint" in line]
+  assert proc.returncode == 0 and len(said) == PROCESSES and len(saved) == 1, out.text()[-4000:]
+  step = saved.pop()
+  assert 10 < step < 40 and (workdir / "checkpoints" / str(step) / "commit_success.txt").exists()
+  # 3. Relaunch to the end: bit-identical to the uninterrupted run.
+  proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+  assert proc.returncode == 0 and f"Resumed from step {step}" in proc.stdout, proc.stdout[-4000:]
+  import jax
+  jax.tree.map(np.testing.assert_array_equal, final(workdir), final(runs / "two" / "gpt_data"))
+
+
+def test_a_process_started_with_another_config_fails_at_start_on_every_process(data_dir, tmp_path):
+  train = " ".join(cli(tmp_path / "run", data_dir))
+  command = ["sh", "-c", f'if [ "$BIGMODEL_PROCESS_ID" = 1 ]; then extra=--config.data.batch_size=32; fi; '
+                         f"exec {train} $extra"]
+  out = io.StringIO()
+  status = launch.supervise(launch.start(command, PROCESSES, 1, cwd=ROOT), out=out)
+  text = out.getvalue()
+  assert status == 2, text[-3000:]
+  assert "[1] error: Process 1 started with a different config from process 0's: data.batch_size=32 " \
+         "(process 0: 16)" in text, text[-3000:]
+  assert "[0] error: Process(es) 1 of 2 started with a different config or workdir" in text, text[-3000:]
