@@ -83,6 +83,9 @@ class Run:
 def load(workdir, config=None) -> Run:
   """The run in `workdir` at its newest checkpoint (`config`: its config, if already read)."""
   config = config or read_config(workdir)
-  mesh = sharding.make_mesh(config.sharding)
+  try:
+    mesh = sharding.make_mesh(config.sharding)
+  except errors.UserError:  # trained on more devices than this host has: the weights are replicated anyway
+    mesh = sharding.make_mesh()
   params, model_state, step = checkpoint.read_weights(workdir, sharding.replicated(mesh))
   return Run(config, model(config), params, model_state, step, read_tokenizer(workdir), mesh)

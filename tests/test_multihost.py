@@ -140,6 +140,11 @@ def test_a_fsdp_parameter_above_4_mib_and_batchnorm_statistics_agree(runs):
   kernel = params_two["block0"]["mlp_in"]["kernel"]
   assert kernel.size * kernel.dtype.itemsize > 4 * 2**20, kernel.shape
   np.testing.assert_allclose(kernel, params_one["block0"]["mlp_in"]["kernel"], rtol=1e-5, atol=1e-7)
+  # The checkpoint of 8 devices on 2 processes evaluates on this process's one device, as it did there.
+  from bigmodel import evaluate
+  step, m = evaluate.evaluate_workdir(str(runs / "two" / "gpt_fsdp"))
+  assert step == STEPS
+  np.testing.assert_allclose(m["loss"], eval_metrics(runs / "two" / "gpt_fsdp")["loss"], rtol=2e-4)
   (_, stats_two), (_, stats_one) = final(runs / "two" / "resnet_bn"), final(runs / "one" / "resnet_bn")
   import jax
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6), stats_two, stats_one)
