@@ -48,7 +48,7 @@ def check_same_config(config, workdir):
   if jax.process_count() == 1:
     return
   from jax.experimental import multihost_utils
-  text = json.dumps({**config.to_dict(), "workdir": os.path.abspath(workdir)}, sort_keys=True, default=str)
+  text = json.dumps({**config.to_dict(), "workdir": str(workdir)}, sort_keys=True, default=str)
   digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)
   digests = np.asarray(multihost_utils.process_allgather(digest))  # [processes, 32]
   differ = [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]

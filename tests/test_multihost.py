@@ -70,7 +70,8 @@ def runs(data_dir, corpus, tmp_path_factory):
     c.data.data_dir = data_dir
     _dataset(c)  # prepared here once, not by two processes at the same time
   for name, processes in (("two", PROCESSES), ("one", 1)):
-    spec = {"data_dir": data_dir, "corpus": corpus, "heartbeat_timeout": 10, "shares": str(root / name),
+    spec = {"data_dir": data_dir, "corpus": corpus, "heartbeat_timeout": 10,
+            "shares": str(root / name) if processes > 1 else None,
             "jobs": [{"config": config, "set": changes, "workdir": str(root / name / job)}
                      for job, (config, changes) in JOBS.items()]}
     if name == "one":
