@@ -46,7 +46,8 @@ TRAINED_THERE = {path: "test_huggingface.py" for path in [
     "configs/fashion_mnist/vit_pretrained.py", "configs/image_folder/resnet50_pretrained.py",
     "configs/shakespeare/gpt2_finetune.py"]}
 TRAINED_THERE.update({"configs/fine_foods/bilstm.py": "test_text_classifiers.py",
-                      "configs/fine_foods/fasttext.py": "test_text_classifiers.py"})
+                      "configs/fine_foods/fasttext.py": "test_text_classifiers.py",
+                      "configs/image_folder/binary_cnn.py": "test_vision.py"})
 SMOKED = [p for p in CONFIGS if os.path.relpath(p, ROOT) not in TRAINED_THERE]
 
 
