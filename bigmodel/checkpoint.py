@@ -6,11 +6,13 @@ directory and renames it when complete, so a killed run never leaves a partial
 checkpoint behind, and keeps the newest `keep` steps.
 
 `load_pretrained` starts a new run from another run's parameters (fine-tuning):
-arrays are matched by path, so a new head or extra layers start fresh. Hugging Face
+arrays are matched by path, so a new head or extra layers start fresh. `read_weights`, which
+every reader of a run's weights goes through, merges a LoRA run's factors into its kernels. Hugging Face
 checkpoints (`init.hf`) are read by huggingface.py.
 """
 import contextlib
 import errno
+import json
 import re
 import sys
 import time
@@ -19,7 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from bigmodel import errors, paths
+from bigmodel import errors, lora, paths
 
 
 def manager(workdir, keep):
@@ -192,7 +194,19 @@ def read_weights(path, sharding, say=_warn):
   else:
     state = read(step)
   mngr.close()
-  return state["params"], state.get("model_state", {}), step
+  params = state["params"]
+  if lora.has_factors(params):  # a LoRA run's weights are its kernels with the factors merged in
+    params = lora.merged(params, _lora_alpha(epath.Path(mngr.directory).parent))
+  return params, state.get("model_state", {}), step
+
+
+def _lora_alpha(workdir):
+  """optimizer.lora.alpha of the run in `workdir`, from its config.json."""
+  path = workdir / "config.json"
+  if not path.exists():
+    raise errors.NotFound(f"The checkpoints in {workdir} hold LoRA factors, but {path} (which gives their "
+                          "scale, optimizer.lora.alpha) is missing: put the run's config.json back.")
+  return float(json.loads(path.read_text())["optimizer"]["lora"]["alpha"])
 
 
 def load_pretrained(c, params, model_state, sharding):

@@ -5,9 +5,11 @@ An experiment config names only what differs from these defaults and returns
 overridden with --config.<key>=...), and it is what the trainer uses and writes
 into the workdir.
 """
+import functools
+
 import ml_collections
 
-from bigmodel import checkpoint, data, errors, models, optim, pruning, registry, sharding, tasks
+from bigmodel import checkpoint, data, errors, lora, models, optim, pruning, registry, sharding, tasks
 
 DEFAULTS = dict(
     seed=0,  # parameters, dropout and data order all derive from it
@@ -31,8 +33,8 @@ RANGES = dict(seed=at_least(0), total_steps=at_least(1), log_every=at_least(1), 
               checkpoint_every=at_least(1), keep_checkpoints=at_least(1), micro_batches=at_least(1),
               steps_per_call=at_least(1), divergence_factor=at_least(0), max_loss=at_least(0),
               heartbeat_timeout=at_least(1))
-SECTION_RANGES = {"": RANGES, "data": data.RANGES, "optimizer": optim.RANGES, "pruning": pruning.RANGES,
-                  "sharding": sharding.RANGES, "model": models.RANGES}
+SECTION_RANGES = {"": RANGES, "data": data.RANGES, "optimizer": optim.RANGES, "optimizer.lora": lora.RANGES,
+                  "pruning": pruning.RANGES, "sharding": sharding.RANGES, "model": models.RANGES}
 SECTIONS = {"data": data.DEFAULTS, "optimizer": optim.DEFAULTS, "init": checkpoint.INIT_DEFAULTS,
             "pruning": pruning.DEFAULTS, "sharding": sharding.DEFAULTS}
 
@@ -42,8 +44,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   registry.check_keys(given, [*DEFAULTS, *SECTIONS, "model"], "")
   out = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
   for section, defaults in SECTIONS.items():
-    registry.check_keys(given.get(section, {}), defaults, section)
-    out[section] = {**defaults, **given.get(section, {})}
+    out[section] = _merged(defaults, given.get(section, {}), section)
   tasks.resolve(out["task"], out["loss"], out["data"]["mlm_mask_rate"])  # fails early; experiment.py fills them in
   if out["init"]["hf"] and out["init"]["checkpoint"]:
     raise errors.UserError("init.hf and init.checkpoint are both set: start from one of them.")
@@ -57,5 +58,13 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   else:
     out["model"] = {**models.defaults(model["name"]), **model}
   for section, ranges in SECTION_RANGES.items():  # before any data or compile work
-    registry.check_ranges(out[section] if section else out, ranges, section)
+    values = functools.reduce(lambda block, key: block[key], section.split("."), out) if section else out
+    registry.check_ranges(values, ranges, section)
   return ml_collections.ConfigDict(out)
+
+
+def _merged(defaults, given, where):
+  """`defaults` with the `given` keys on top; a nested block (optimizer.lora) is merged key by key too."""
+  registry.check_keys(given, defaults, where)
+  return {key: _merged(default, given.get(key, {}), f"{where}.{key}") if isinstance(default, dict)
+          else given.get(key, default) for key, default in defaults.items()}

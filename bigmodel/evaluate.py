@@ -24,9 +24,10 @@ def eval_step(variables, batch, *, apply_fn, task, loss_fn):
   return task.eval_sums(out, batch["y"], batch["mask"].astype(jnp.float32), loss_fn)
 
 
-def jit_eval_step(exp, variables_sharding, mesh):
-  """`eval_step` for experiment `exp`, jitted for variables placed with `variables_sharding`."""
-  step = functools.partial(eval_step, apply_fn=exp.model.apply, task=exp.task, loss_fn=exp.loss_fn)
+def jit_eval_step(exp, variables_sharding, mesh, apply_fn=None):
+  """`eval_step` for experiment `exp`, jitted for variables placed with `variables_sharding`; `apply_fn`:
+  the trainer's, where it differs from the model's (LoRA's factors are merged in it)."""
+  step = functools.partial(eval_step, apply_fn=apply_fn or exp.model.apply, task=exp.task, loss_fn=exp.loss_fn)
   return jax.jit(step, in_shardings=(variables_sharding, sharding.batch_sharded(mesh)),
                  out_shardings=sharding.replicated(mesh))
 

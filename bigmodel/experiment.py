@@ -28,7 +28,7 @@ def build(config, dataset=None) -> Experiment:
   if config.init.hf and not config.data.tokenizer:  # text is read as the pretrained model read it
     config = ml_collections.ConfigDict(config.to_dict())
     config.data.tokenizer = config.init.hf
-  dataset = dataset or data.load(config.data)
+  dataset = dataset or data.load(config.data, config.seed)
   config = fill(config, dataset)
   return Experiment(config, dataset, tasks.get(config.task), models.build(config.model))
 

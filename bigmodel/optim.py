@@ -4,7 +4,7 @@ import re
 import jax
 import optax
 
-from bigmodel import errors, paths as paths_lib, registry
+from bigmodel import errors, lora, paths as paths_lib, registry
 
 DEFAULTS = dict(
     name="adam",
@@ -25,6 +25,7 @@ DEFAULTS = dict(
     weight_decay=0.0,  # decoupled for adamw; added to the gradient (L2) otherwise
     grad_clip_norm=0.0,  # clip the global gradient norm to this; 0 = off
     freeze=(),  # regexes; parameters whose path (e.g. "stage0_block0/conv0/kernel") matches one stay fixed
+    lora=lora.DEFAULTS,  # low-rank adaptation (lora.py): rank > 0 trains factors beside the targeted kernels
 )
 
 
@@ -90,4 +91,6 @@ def optimizer(c, total_steps):
   tx = optax.chain(*parts, base)
   if c.freeze:  # frozen parameters get zero updates and no optimizer state
     tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, _freeze_labels(c.freeze))
+  elif c.lora.rank:  # so do all but LoRA's factors (and its also_trained)
+    tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, lora.labels(c.lora))
   return tx, lr

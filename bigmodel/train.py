@@ -23,8 +23,8 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 import bigmodel
-from bigmodel import (checkpoint, config as config_lib, distributed, errors, evaluate, experiment, huggingface, optim,
-                      platform, pruning, sharding, workdir as workdir_lib)
+from bigmodel import (checkpoint, config as config_lib, distributed, errors, evaluate, experiment, huggingface, lora,
+                      optim, platform, pruning, sharding, workdir as workdir_lib)
 from bigmodel.data import feed as feed_lib
 from bigmodel.metric_writer import MetricWriter
 
@@ -97,6 +97,7 @@ class Trainer:
     self.tx, schedule = optim.optimizer(c.optimizer, c.total_steps)
     self.schedule = jax.jit(schedule)  # one compilation, not one per jnp op (0.03-0.05 s each)
     pruning.check(c.pruning, c.total_steps)
+    lora.check(c.optimizer.lora, c.optimizer, c.pruning)
     if c.pruning.target_sparsity:  # the masks ride in the optimizer state, so checkpoints keep them
       self.tx = optax.chain(self.tx, pruning.magnitude_pruning(c.pruning))
     sharding.check_processes_split_batch(self.mesh)
@@ -109,8 +110,14 @@ class Trainer:
       raise errors.UserError(f"data.batch_size={c.data.batch_size} must split into micro_batches="
                              f"{c.micro_batches} parts of a multiple of {n} devices each.")
 
+    self.apply_fn = exp.model.apply
+    if c.optimizer.lora.rank:  # the model applied to its params with LoRA's factors merged in
+      self.apply_fn = lora.apply_fn(exp.model.apply, c.optimizer.lora)
+
     # Shardings from the parameters' logical axis names (see sharding.py), read off an abstract init.
     logical = nn.get_partition_spec(jax.eval_shape(self._init_variables))["params"]
+    if c.optimizer.lora.rank:
+      logical = lora.with_factor_specs(logical, c.optimizer.lora)
     abstract = jax.eval_shape(self._init_state)
     params_sh = sharding.param_shardings(abstract.params, logical, self.mesh, c.sharding.rules)
     self.state_shardings = state_sh = sharding.mirror_params(abstract, params_sh, self.mesh)
@@ -124,7 +131,7 @@ class Trainer:
     self.train_steps = jax.jit(
         functools.partial(train_steps, step_fn=step_fn, prepare=self.feed.prepare),
         in_shardings=(state_sh, batch_sh, repl, repl), out_shardings=(state_sh, repl), donate_argnums=0)
-    self.eval_step = evaluate.jit_eval_step(exp, self.variables(state_sh), self.mesh)
+    self.eval_step = evaluate.jit_eval_step(exp, self.variables(state_sh), self.mesh, self.apply_fn)
 
   @staticmethod
   def variables(state):
@@ -144,7 +151,11 @@ class Trainer:
     variables = nn.unbox(self._init_variables())
     params = variables.pop("params")
     state_rng = jax.random.split(jax.random.key(self.exp.config.seed), 3)[2]
-    return TrainState.create(apply_fn=self.exp.model.apply, params=params, tx=self.tx,
+    lora_c = self.exp.config.optimizer.lora
+    if lora_c.rank:  # the factors are parameters beside their kernels (self.apply_fn merges them in)
+      params = lora.add_factors(params, lora_c, jax.random.fold_in(jax.random.key(self.exp.config.seed),
+                                                                   lora.RNG_STREAM))
+    return TrainState.create(apply_fn=self.apply_fn, params=params, tx=self.tx,
                              rng=jax.random.key_data(state_rng), model_state=variables)
 
   def preflight(self, compiled, compile_seconds):
@@ -237,13 +248,14 @@ def _train(ex, trainer, workdir, main_host):
     feed.set_state(data_state)
     say(f"Resumed from step {int(state.step)} in {workdir}")
   elif c.init.checkpoint or c.init.hf:  # a new run starting from another run's or a published model's weights
+    base, factors = lora.split(state.params)  # LoRA's factors are new: they start as initialised
     if c.init.hf:  # each tensor goes straight onto its parameter's sharding
-      params, model_state, message = huggingface.load(c.init.hf, c.model, state.params, state.model_state,
-                                                      c.init.reinit)
+      params, model_state, message = huggingface.load(c.init.hf, c.model, base, state.model_state, c.init.reinit)
     else:
       params, model_state, message = checkpoint.load_pretrained(
-          c.init, state.params, state.model_state, sharding.replicated(trainer.mesh))
-    state = jax.device_put(state.replace(params=params, model_state=model_state), trainer.state_shardings)
+          c.init, base, state.model_state, sharding.replicated(trainer.mesh))
+    state = jax.device_put(state.replace(params=lora.join(params, factors), model_state=model_state),
+                           trainer.state_shardings)
     say(message)
   n_params = sum(p.size for p in jax.tree.leaves(state.params))
   on_device = feed.device_data is not None

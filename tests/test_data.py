@@ -1,13 +1,14 @@
 """Data: TFDS builders offline, deterministic resumable batches, epochs, eval padding."""
 import os
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bigmodel import data
-from bigmodel.data import builders, pipeline
+from bigmodel import data, errors
+from bigmodel.data import builders, pipeline, subset
 
 
 def data_config(data_dir, **kw):
@@ -121,3 +122,62 @@ def test_fashion_mnist_reads_the_debian_package_files_through_tfds(data_dir):
   batch = next(pipeline.train_iterator(train, data_config(data_dir, batch_size=32), seed=0))
   assert batch["x"].shape == (32, 28, 28, 1) and batch["x"].dtype == np.float32
   assert 0.0 <= batch["x"].min() and batch["x"].max() <= 1.0 and batch["x"].std() > 0.1
+
+
+def test_a_label_budget_keeps_each_classs_share_exactly():
+  """Imbalanced labels (60 / 30 / 8 / 2 %): a budget of 100 keeps 60, 30, 8 and 2 for every seed. A plain
+  random subset hits these counts 1 time in 240 (multivariate hypergeometric): five seeds in a row, ~1e-12."""
+  labels_N = np.repeat(np.arange(4), [600, 300, 80, 20])[np.random.default_rng(0).permutation(1000)]
+  for seed in range(5):
+    picked = subset.choose(100, labels_N, seed=seed)
+    assert len(np.unique(picked)) == 100
+    assert np.bincount(labels_N[picked], minlength=4).tolist() == [60, 30, 8, 2], seed
+
+
+def test_a_label_budget_adds_up_to_n_and_keeps_every_class_when_it_can():
+  assert subset.shares([990, 5, 5], 10).tolist() == [8, 1, 1]  # shares 9.9, 0.05, 0.05: each class keeps one
+  assert subset.shares([990, 5, 5], 2).tolist() == [2, 0, 0]  # fewer than the classes: by share alone
+  assert subset.shares([5, 3, 2], 10).tolist() == [5, 3, 2]  # all of it
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    counts_K = rng.integers(1, 50, rng.integers(2, 12))
+    n = int(rng.integers(1, counts_K.sum() + 1))
+    take_K = subset.shares(counts_K, n)
+    assert take_K.sum() == n and np.all(take_K <= counts_K) and np.all(take_K >= 0)
+    if n >= len(counts_K):
+      assert np.all(take_K >= 1)
+    assert np.all(np.abs(take_K - n * counts_K / counts_K.sum()) < 2), (counts_K, n, take_K)
+
+
+def test_a_label_budget_is_the_same_examples_for_the_same_seed_and_others_for_another(data_dir):
+  c = data_config(data_dir, name="mnist1d", train_examples=100)
+  full = data.load(data_config(data_dir, name="mnist1d")).splits["train"].arrays
+  a, b, other = (data.load(c, seed).splits["train"].arrays for seed in (0, 0, 1))
+  assert len(a["y"]) == len(other["y"]) == 100
+  np.testing.assert_array_equal(a["x"], b["x"])
+  assert not np.array_equal(a["x"], other["x"])
+  # Real training examples, each once, in each class's proportion of the 4,000.
+  rows = {r.tobytes() for r in full["x"]}
+  assert all(r.tobytes() in rows for r in a["x"]) and len({r.tobytes() for r in a["x"]}) == 100
+  expected = subset.shares(np.bincount(full["y"], minlength=10), 100)
+  assert np.bincount(a["y"], minlength=10).tolist() == expected.tolist()
+  assert data.load(c, 0).splits["test"].arrays["y"].shape == (1000,)  # evaluation keeps its whole split
+
+
+def test_a_label_budget_of_a_corpus_is_a_random_subset_of_its_windows_gathered_on_the_device(tmp_path):
+  (tmp_path / "a.txt").write_text("".join(f"line {i} of the text\n" for i in range(300)), encoding="utf-8")
+  c = data_config("", name="text_files", files=(str(tmp_path / "a.txt"),), seq_len=16, eval_split="val", train_examples=50)
+  ds = data.load(c)
+  whole = data.load(data_config("", name="text_files", files=(str(tmp_path / "a.txt"),), seq_len=16, eval_split="val"))
+  split = ds.splits["train"]
+  assert len(split) == 50 and len(whole.splits["train"]) > 5000
+  idx = np.array([0, 7, 49])
+  on_device = jax.jit(lambda s, i: s.gather(i))(jax.device_put(split), idx)
+  for k in ("x", "y"):
+    np.testing.assert_array_equal(on_device[k], whole.splits["train"].gather(split.indices_N[idx])[k])
+
+
+def test_a_label_budget_larger_than_the_split_names_its_size_and_the_fix(data_dir):
+  with pytest.raises(errors.UserError, match=r"data.train_examples=5000 is more than the 4,000 examples of the "
+                                             r"'train' split: lower it \(at most 4000\), or 0 for all of them"):
+    data.load(data_config(data_dir, name="mnist1d", train_examples=5000))

@@ -15,15 +15,15 @@ import jax
 import numpy as np
 import pytest
 
-from bigmodel import checkpoint, config as config_lib, data, errors, evaluate, models, optim, pruning, sharding
+from bigmodel import checkpoint, config as config_lib, data, errors, evaluate, lora, models, optim, pruning, sharding
 from bigmodel import registry, workdir as workdir_lib
 from bigmodel.train import train_and_evaluate
 from conftest import ROOT, run_cli, tiny_config
 
 CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
                  if not os.path.basename(p).startswith(("_", "common")))
-DEFAULTS = {"": config_lib.DEFAULTS, "data": data.DEFAULTS, "optimizer": optim.DEFAULTS, "pruning": pruning.DEFAULTS,
-            "sharding": sharding.DEFAULTS}
+DEFAULTS = {"": config_lib.DEFAULTS, "data": data.DEFAULTS, "optimizer": optim.DEFAULTS, "optimizer.lora": lora.DEFAULTS,
+            "pruning": pruning.DEFAULTS, "sharding": sharding.DEFAULTS}
 
 
 def numeric(value):

@@ -9,12 +9,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bigmodel import artifact, export, generate, huggingface, models, tokenizers, workdir as workdir_lib  # noqa: E402
+from bigmodel import (artifact, checkpoint, export, generate, huggingface, models, paths, tokenizers,  # noqa: E402
+                      workdir as workdir_lib)
 from bigmodel.train import train_and_evaluate  # noqa: E402
 from conftest import ROOT, run_cli  # noqa: E402
 from test_vision import write_digit_folder  # noqa: E402
@@ -251,6 +253,30 @@ def test_the_readme_text_classifiers_fine_tune_a_checkpoint_read_with_its_tokeni
     export.export_hf(str(tmp_path), str(tmp_path / "hf"))
     ids = run.tokenizer.encode(text()[:100])[None, :32]
     assert relative_error(run.model.apply({"params": run.params}, ids), hf_logits(str(tmp_path / "hf"), ids)) < 1e-4
+
+
+@pytest.mark.needs("fine_foods")
+def test_lora_on_a_gpt2_checkpoint_trains_factors_and_head_and_leaves_its_weights_bit_identical(gpt2_dir, data_dir,
+                                                                                             tmp_path):
+  c = readme_config("configs/fine_foods/gpt2_classifier.py", **{"init.hf": gpt2_dir, "data.data_dir": data_dir,
+                                                                 "data.seq_len": 32, "data.eval_batch_size": 200})
+  c.optimizer.update(learning_rate=1e-2, lora=dict(rank=4, alpha=8.0))
+  train_and_evaluate(c, str(tmp_path))
+  mngr = checkpoint.manager(str(tmp_path), 10)
+  saved = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  trained = dict(zip(*paths.flatten(saved["params"])[:2]))  # as orbax wrote them: the factors apart
+  _, start = ours(gpt2_dir, np.zeros((1, 32), np.int32), reinit=("^head/",), pool="last", num_outputs=2)
+  names, pretrained, _ = paths.flatten(start["params"])
+  for name, x in zip(names, pretrained):  # every Hugging Face tensor as it was loaded; only the new head moved
+    assert np.array_equal(trained[name], x) != name.startswith("head/"), name
+  factors = sorted(n for n in trained if n.endswith("/lora_b"))
+  assert factors == [f"block{i}/{k}/lora_b" for i in (0, 1) for k in ("attn/out", "attn/qkv", "mlp_in", "mlp_out")]
+  assert all(np.abs(trained[n]).max() > 0 for n in factors)  # started at zero, trained
+  run = workdir_lib.load(str(tmp_path))  # read back: the factors are in the kernels
+  kernel = "block0/attn/qkv/kernel"
+  merged = trained[kernel] + 8.0 / 4 * trained[kernel.replace("kernel", "lora_a")] @ trained[
+      kernel.replace("kernel", "lora_b")]
+  np.testing.assert_allclose(run.params["block0"]["attn"]["qkv"]["kernel"], merged, atol=1e-6, rtol=0)
 
 
 @pytest.mark.needs("fashion_mnist")

@@ -4,8 +4,10 @@ Built in: TFDS builders for offline data and your image folders, and the TFDS ca
 other name (builders.py); text corpora and labelled texts, tokenised in memory (text.py). How
 training batches reach the step is feed.py's; evaluation batches, pipeline.py's.
 """
+import dataclasses
+
 from bigmodel import errors, registry
-from bigmodel.data import augment, builders, text
+from bigmodel.data import augment, builders, pipeline, subset, text
 from bigmodel.data.dataset import DATASETS, Dataset, InMemory, register
 
 DEFAULTS = dict(
@@ -13,6 +15,8 @@ DEFAULTS = dict(
     batch_size=128,  # global, over all devices and hosts
     eval_batch_size=1000,
     eval_examples=0,  # evaluate on the eval split's first N examples only (a quick look); 0 = all of it
+    train_examples=0,  # a label budget: train on N examples of train_split, chosen with the run's seed and
+                       # stratified by class (subset.py); 0 = all of them
     train_split="train",
     eval_split="test",
     data_dir="",  # TFDS data_dir; "" = TFDS's default (~/tensorflow_datasets)
@@ -40,18 +44,23 @@ DEFAULTS = dict(
 
 
 at_least = registry.at_least
-RANGES = dict(batch_size=at_least(1), eval_batch_size=at_least(1), eval_examples=at_least(0), on_device_mb=at_least(0), num_threads=at_least(1),
+RANGES = dict(batch_size=at_least(1), eval_batch_size=at_least(1), eval_examples=at_least(0), train_examples=at_least(0),
+              on_device_mb=at_least(0), num_threads=at_least(1),
               prefetch=at_least(1), crop_padding=at_least(0), image_size=at_least(0),
               channels=registry.Range(1, 1, also=(3,)), vocab_size=at_least(1), seq_len=at_least(1),
               val_fraction=registry.Range(0, 1, low_open=True, high_open=True), mlm_mask_rate=registry.FRACTION)
 
 
-def load(c) -> Dataset:
-  """The dataset `c.name` with its train and eval splits open."""
+def load(c, seed=0) -> Dataset:
+  """The dataset `c.name` with its train and eval splits open; the training split cut to
+  `c.train_examples` (chosen with `seed`, the run's) and its statistics taken for `c.normalize`."""
   augment.build(c.augment, c.crop_padding)  # unknown names fail before any work
   loader = DATASETS.get(c.name) or (lambda c: builders.catalog(c, DATASETS))
   dataset = loader(c)
   for split in (c.train_split, c.eval_split):
     if split not in dataset.splits:
       raise errors.UserError(f"Dataset {c.name!r} has no split {split!r}. Splits: {', '.join(dataset.splits)}.")
+  dataset = subset.of_training_split(dataset, c, seed)
+  if c.normalize and dataset.input_dtype != "int32":  # token ids are not standardised
+    dataset = dataclasses.replace(dataset, norm=pipeline.norm_stats(dataset.splits[c.train_split]))
   return dataset

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from bigmodel import errors
-from bigmodel.data import fashion_mnist, image_folder, mnist1d, pipeline, sklearn_sets
+from bigmodel.data import fashion_mnist, image_folder, mnist1d, sklearn_sets
 from bigmodel.data.dataset import Dataset, InMemory, register
 
 OFFLINE = {"mnist1d": mnist1d.Mnist1d, "digits": sklearn_sets.Digits, "diabetes": sklearn_sets.Diabetes,
@@ -71,8 +71,7 @@ def from_builder(builder, c) -> Dataset:
   num_classes = getattr(label, "num_classes", None)
   return Dataset(name=c.name, kind="labelled" if num_classes else "targets", splits=splits,
                  num_classes=num_classes, label_names=tuple(getattr(label, "names", None) or ()) or None,
-                 example_shape=tuple(info.features[x_key].shape),
-                 norm=_stats(splits[c.train_split]) if c.normalize else None)
+                 example_shape=tuple(info.features[x_key].shape))
 
 
 def _offline(builder_class):
@@ -119,9 +118,3 @@ def _decoded(builder, split, source):
     pass
   return arrays
 
-
-def _stats(split, max_examples=10_000):
-  """Mean and std over all axes but the last, from (up to) the first `max_examples`."""
-  x = pipeline.preprocess(split.gather(np.arange(min(len(split), max_examples))))["x"]
-  axes = tuple(range(x.ndim - 1))
-  return x.mean(axes), x.std(axes) + 1e-6

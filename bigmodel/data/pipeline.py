@@ -36,6 +36,13 @@ def normalize(batch, norm):
   return {**batch, "x": (batch["x"] - mean) / std}
 
 
+def norm_stats(split, max_examples=10_000):
+  """(mean, std) over all axes but the last, of the split's first `max_examples` preprocessed inputs."""
+  x = preprocess(split.gather(np.arange(min(len(split), max_examples))))["x"]
+  axes = tuple(range(x.ndim - 1))
+  return x.mean(axes), x.std(axes) + 1e-6
+
+
 def host_slice(global_batch_size, i=None, n=None):
   """The rows of each global batch that host i of n reads (each host reads only its own)."""
   n = jax.process_count() if n is None else n

@@ -127,7 +127,8 @@ def encode_padded(tok, texts, seq_len):
 
 def labelled(c, raw) -> Dataset:
   """A text classification dataset from {split: files.Labelled}: each text as seq_len token ids."""
-  tok = tokenizer_for(c, "".join(raw["train"].texts))
+  # One text a line: a tokenizer learns from lines, and SentencePiece skips any over a MiB.
+  tok = tokenizer_for(c, "\n".join(raw["train"].texts))
   splits = {s: InMemory({"x": encode_padded(tok, r.texts, c.seq_len), "y": r.labels}) for s, r in raw.items()}
   classes = raw["train"].classes
   return Dataset(name=c.name, kind="labelled", splits=splits, num_classes=len(classes), example_shape=(c.seq_len,),

@@ -56,4 +56,5 @@ def build(model_config):
 
 
 # Importing the model files fills MODELS.
-from bigmodel.models import bert, cnn, gpt, lenet, lm_rnn, mlp, resnet, rnn, transformer, vit  # noqa: E402,F401
+from bigmodel.models import (bert, cnn, gpt, lenet, lm_rnn, mlp, resnet, rnn, text_classifiers, transformer,  # noqa: E402,F401
+                             vit)

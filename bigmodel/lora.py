@@ -1,0 +1,150 @@
+"""LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models") as a fine-tuning option.
+
+Each kernel W (in x out) that `targets` names gets two factors beside it in the params, `lora_a`
+(in x r, uniform in ±1/sqrt(in), as loralib and PEFT start it) and `lora_b` (r x out, zeros), and
+the model computes with W + (alpha / r) * lora_a @ lora_b, formed before apply (`apply_fn`): the
+model code does not change, and training starts from the model as it was. The optimizer trains
+the factors and the parameters matching `also_trained` (a new classifier head); every other
+parameter gets a zero update and no optimizer state (`labels`, optim.py), so it ends
+bit-identical to where it started (init.hf, init.checkpoint or a fresh init), and the optimizer
+state shrinks to that of the factors. Checkpoints hold the factors as parameters, so resuming
+needs nothing new; reading a run's weights back (checkpoint.read_weights: evaluate, export,
+generate, serve, init.checkpoint) merges them into the kernels (`merged`).
+
+`dropout` is LoRA's dropout on the input of the low-rank path, applied to the rows of lora_a (the
+input features that path reads): one mask per step for the whole batch where the paper draws one
+per example, the price of leaving the model code as it is.
+"""
+import re
+import zlib
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from bigmodel import errors, paths as paths_lib, registry
+
+DEFAULTS = dict(
+    rank=0,  # r of the factors; 0 = off (every parameter trains)
+    alpha=16.0,  # the low-rank update is scaled by alpha / rank (Hu et al.)
+    targets=(r"/attn/\w+/kernel$", r"(^|/)mlp_(in|out)/kernel$"),  # regexes on kernel paths: GPT/BERT/ViT attention + MLP
+    dropout=0.0,  # on the input features of the low-rank path (rows of lora_a), in training
+    also_trained=("^head/",),  # regexes on parameter paths trained in full beside the factors (a new head)
+)
+RANGES = dict(rank=registry.at_least(0), alpha=registry.above(0), dropout=registry.FRACTION)
+FACTORS = ("lora_a", "lora_b")
+RNG_STREAM = 0x10AA  # folded into the run's seed for the factors' initialisation, into a step's dropout key for masks
+
+
+def check(c, optimizer_c, pruning_c):
+  """Raises UserError for a LoRA config that cannot work (its numbers' ranges are RANGES')."""
+  if not c.rank:
+    return
+  for key in ("targets", "also_trained"):
+    for pattern in c[key]:
+      try:
+        re.compile(pattern)
+      except re.error as e:
+        raise errors.UserError(f"optimizer.lora.{key} pattern {pattern!r} is not a valid regex: {e}.") from None
+  if optimizer_c.freeze:
+    raise errors.UserError("optimizer.freeze and optimizer.lora.rank are both set: under LoRA every parameter but "
+                           "the factors and optimizer.lora.also_trained stays fixed already. Drop one of them.")
+  if pruning_c.target_sparsity:
+    raise errors.UserError("pruning and LoRA do not go together: pruning changes the base weights, which LoRA "
+                           "keeps fixed. Set pruning.target_sparsity=0 or optimizer.lora.rank=0.")
+
+
+def _with_factors(tree, c, make, chosen, prefix=""):
+  """A copy of the nested dict `tree` with make(path, kernel) -> (lora_a, lora_b) beside each targeted kernel."""
+  out = {}
+  for key, value in tree.items():
+    path = f"{prefix}{key}"
+    out[key] = _with_factors(value, c, make, chosen, path + "/") if isinstance(value, Mapping) else value
+    if key == "kernel" and any(re.search(t, path) for t in c.targets):
+      out["lora_a"], out["lora_b"] = make(path, value)
+      chosen.append(path)
+  return out
+
+
+def _chosen_or_fail(chosen, tree, c):
+  if not chosen:
+    names = paths_lib.flatten(tree)[0]
+    raise errors.UserError(f"optimizer.lora.targets={tuple(c.targets)} matches no kernel. Parameters: "
+                           f"{', '.join(names[:12])}{', ...' if len(names) > 12 else ''}")
+
+
+def add_factors(params, c, key):
+  """`params` with lora_a (random) and lora_b (zeros) beside every kernel `c.targets` matches."""
+  def make(path, kernel_IxO):
+    fan_in = int(np.prod(kernel_IxO.shape[:-1]))
+    bound = fan_in ** -0.5
+    a_IxR = jax.random.uniform(jax.random.fold_in(key, zlib.crc32(path.encode())), (fan_in, c.rank),
+                               kernel_IxO.dtype, -bound, bound)
+    return a_IxR, jnp.zeros((c.rank, kernel_IxO.shape[-1]), kernel_IxO.dtype)
+  chosen = []
+  out = _with_factors(params, c, make, chosen)
+  _chosen_or_fail(chosen, params, c)
+  return out
+
+
+def with_factor_specs(logical, c):
+  """The logical axis names (PartitionSpecs) of the params with factors: lora_a is split like its kernel's
+  input axis, lora_b like its output axis (see sharding.py)."""
+  def make(path, spec):
+    spec = tuple(spec)
+    return P(spec[0] if len(spec) == 2 else None, None), P(None, spec[-1] if spec else None)
+  return _with_factors(logical, c, make, [])
+
+
+def has_factors(params):
+  return any(path.rsplit("/", 1)[-1] in FACTORS for path in paths_lib.flatten(params)[0])
+
+
+def merged(params, alpha, dropout_key=None, dropout=0.0, prefix=""):
+  """The model's own params: each kernel with factors beside it becomes W + (alpha / r) A B, the
+  factors leave. With `dropout_key`, each factor's rows of A are dropped at rate `dropout`."""
+  out = {key: merged(value, alpha, dropout_key, dropout, f"{prefix}{key}/") if isinstance(value, Mapping) else value
+         for key, value in params.items() if key not in FACTORS}
+  if "lora_a" in params:
+    a_IxR, b_RxO, kernel = params["lora_a"], params["lora_b"], out["kernel"]
+    if dropout_key is not None and dropout:
+      keep_Ix1 = jax.random.bernoulli(jax.random.fold_in(dropout_key, zlib.crc32(prefix.encode())), 1 - dropout,
+                                      (a_IxR.shape[0], 1))
+      a_IxR = jnp.where(keep_Ix1, a_IxR / (1 - dropout), 0)
+    delta = (alpha / a_IxR.shape[-1]) * (a_IxR @ b_RxO)
+    out["kernel"] = kernel + delta.reshape(kernel.shape).astype(kernel.dtype)
+  return out
+
+
+def apply_fn(apply, c):
+  """`apply` (a flax model's) for params that hold factors: merged first, with dropout when training."""
+  def apply_merged(variables, x, *, train=False, rngs=None, **kwargs):
+    key = jax.random.fold_in(rngs["dropout"], RNG_STREAM) if train and c.dropout and rngs else None
+    params = merged(variables["params"], c.alpha, key, c.dropout)
+    return apply({**variables, "params": params}, x, train=train, rngs=rngs, **kwargs)
+  return apply_merged
+
+
+def split(params):
+  """(the params without factors, the factors alone): pretrained weights load into the first."""
+  base = {k: split(v)[0] if isinstance(v, Mapping) else v for k, v in params.items() if k not in FACTORS}
+  factors = {k: (v if k in FACTORS else split(v)[1]) for k, v in params.items()
+             if k in FACTORS or isinstance(v, Mapping) and has_factors(v)}
+  return base, factors
+
+
+def join(base, factors):
+  """The inverse of `split`."""
+  return {**{k: join(v, factors.get(k, {})) if isinstance(v, Mapping) else v for k, v in base.items()},
+          **{k: v for k, v in factors.items() if k in FACTORS}}
+
+
+def labels(c):
+  """params -> the same tree of "trained" (factors, `also_trained`) / "frozen" labels, for optax.multi_transform."""
+  def label(params):
+    names, _, treedef = paths_lib.flatten(params)
+    return treedef.unflatten(["trained" if name.rsplit("/", 1)[-1] in FACTORS or
+                              any(re.search(r, name) for r in c.also_trained) else "frozen" for name in names])
+  return label
