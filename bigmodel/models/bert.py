@@ -11,11 +11,11 @@ is 1e-12: what Hugging Face's BertModel computes, so its checkpoints load (bigmo
 Token id -1 is padding: never attended to. Every text is one segment (token type 0).
 """
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from bigmodel import errors
 from bigmodel.models import register
+from bigmodel.models.attention import attend
 from bigmodel.models.gpt import dense, named
 
 
@@ -24,6 +24,7 @@ class Attention(nn.Module):
   num_heads: int
   dropout: float
   dtype: str
+  attention: str = "auto"  # the kernel: see models/attention.py
 
   @nn.compact
   def __call__(self, x_BxLxD, valid_BxL, train):
@@ -31,11 +32,9 @@ class Attention(nn.Module):
     H, init = self.num_heads, nn.initializers.normal(0.02)
     split = lambda name: dense(D, ("embed", "heads"), init, self.dtype, name)(x_BxLxD).reshape(B, L, H, D // H)
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = split("query"), split("key"), split("value")
-    logits_BxHxLxL = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxLxHxK) / jnp.sqrt(D // H).astype(self.dtype)
-    logits_BxHxLxL = jnp.where(valid_BxL[:, None, None, :], logits_BxHxLxL, jnp.finfo(logits_BxHxLxL.dtype).min)
-    probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL.astype(jnp.float32), axis=-1).astype(self.dtype)
-    probs_BxHxLxL = nn.Dropout(self.dropout, deterministic=not train)(probs_BxHxLxL)
-    out_BxLxD = jnp.einsum("bhls,bshk->blhk", probs_BxHxLxL, v_BxLxHxK).reshape(B, L, D)
+    drop = nn.Dropout(self.dropout, deterministic=False) if train and self.dropout else None
+    out_BxLxD = attend(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, implementation=self.attention, keys_BxS=valid_BxL,
+                       drop=drop).reshape(B, L, D)
     return dense(D, ("heads", "embed"), init, self.dtype, "out")(out_BxLxD)
 
 
@@ -45,13 +44,14 @@ class Layer(nn.Module):
   dropout: float
   ln_epsilon: float
   dtype: str
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x_BxLxD, valid_BxL, train):
     D, init = x_BxLxD.shape[-1], nn.initializers.normal(0.02)
     drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
     norm = lambda name: nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name=name)
-    x_BxLxD = norm("ln_attn")(x_BxLxD + drop(Attention(self.num_heads, self.dropout, self.dtype, name="attn")(
+    x_BxLxD = norm("ln_attn")(x_BxLxD + drop(Attention(self.num_heads, self.dropout, self.dtype, self.attention, name="attn")(
         x_BxLxD, valid_BxL, train)))
     h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), init, self.dtype, "mlp_in")(x_BxLxD), approximate=False)
     return norm("ln_mlp")(x_BxLxD + drop(dense(D, ("mlp", "embed"), init, self.dtype, "mlp_out")(h)))
@@ -70,6 +70,7 @@ class BERT(nn.Module):
   dropout: float = 0.1
   ln_epsilon: float = 1e-12
   dtype: str = "float32"
+  attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False):
@@ -90,7 +91,8 @@ class BERT(nn.Module):
     h_BxLxD = embed(jnp.maximum(tokens_BxL, 0)) + pos_embed[:L] + type_embed[0]
     h_BxLxD = drop(nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_embed")(h_BxLxD.astype(self.dtype)))
     for i in range(self.num_layers):
-      h_BxLxD = Layer(self.num_heads, self.mlp_dim, self.dropout, self.ln_epsilon, self.dtype, name=f"layer{i}")(
+      h_BxLxD = Layer(self.num_heads, self.mlp_dim, self.dropout, self.ln_epsilon, self.dtype, self.attention,
+                      name=f"layer{i}")(
           h_BxLxD, valid_BxL, train)
     if self.pool == "cls":
       pooled_BxD = jnp.tanh(dense(self.dim, ("embed", None), init, self.dtype, "pooler")(h_BxLxD[:, 0]))

@@ -31,6 +31,7 @@ class ViT(nn.Module):
   image_size: int = 0  # resize inputs to image_size x image_size first (e.g. 28x28 to a multiple of 16); 0 = keep
   ln_epsilon: float = 1e-6  # flax's default; Hugging Face ViT checkpoints use 1e-12
   gelu_approximate: bool = True  # tanh approximation; False = exact erf (Hugging Face ViT checkpoints)
+  attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool = False):
@@ -58,7 +59,7 @@ class ViT(nn.Module):
     block = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock  # (self, x, train)
     for i in range(self.num_layers):
       h_BxNxD = block(self.num_heads, self.mlp_dim, self.dropout, self.dtype, self.ln_epsilon, self.gelu_approximate,
-                      name=f"block{i}")(h_BxNxD, train)
+                      self.attention, name=f"block{i}")(h_BxNxD, train)
     h_BxNxD = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_final")(h_BxNxD)
     h_BxD = h_BxNxD[:, 0] if self.pool == "cls" else h_BxNxD.mean(axis=1)
     # Zero-init head, as in the paper: the first logits are uniform.
