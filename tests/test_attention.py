@@ -1,6 +1,5 @@
 """Attention kernels (models/attention.py): XLA's fused attention computes what the einsum path computes, in
 outputs and gradients, for every mask a model gives it; the choice of kernel and its errors."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 
 from bigmodel import models
 from bigmodel.models import attention
+from conftest import random_params
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -50,14 +50,6 @@ def test_xla_attention_equals_the_einsum_path_and_its_gradients(masks):
     assert not np.allclose(attention.attend(q, k, v, implementation="xla"), want, atol=1e-3)
 
 
-def init(model, x):
-  """Parameters moved off their zero and one initial values (so that every gradient is exercised), made
-  in one compiled call: eager initialisation compiles every op on its own."""
-  params = jax.jit(lambda: nn.unbox(model.init(jax.random.key(1), x))["params"])()
-  return jax.jit(lambda p: jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(2), a.shape), p))(
-      params)
-
-
 def model_and_input(family):
   """A tiny model of each family, and a batch of what it reads (text right-padded with -1)."""
   tokens = jnp.array([[3, 9, 4, 1, 7, 2, 8, 5], [6, 2, 5, 8, -1, -1, -1, -1]])
@@ -73,7 +65,7 @@ def model_and_input(family):
 def test_each_model_computes_the_same_outputs_and_gradients_with_fused_attention(family):
   config, x = model_and_input(family)
   einsum, fused = (models.build({**config, "num_outputs": 11, "attention": a}) for a in ("einsum", "xla"))
-  params = init(einsum, x)
+  params = random_params(einsum, x)
 
   def loss(model, params):
     out = model.apply({"params": params}, x)
@@ -92,7 +84,7 @@ def test_cached_decoding_with_fused_attention_equals_the_einsum_path():
   config, _ = model_and_input("gpt")
   einsum, fused = (models.build({**config, "num_outputs": 11, "attention": a}) for a in ("einsum", "xla"))
   prompt, steps = jnp.array([[3, 9, 4, 1, 7], [6, 2, 5, 8, 0]]), jnp.array([[2, 8], [1, 9]])
-  params = init(einsum, prompt)
+  params = random_params(einsum, prompt)
   cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                        jax.eval_shape(lambda: einsum.init(jax.random.key(0), prompt[:, :1], decode=True))["cache"])
 

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bigmodel import errors
-from bigmodel.models import register
+from bigmodel.models import register, stack
 from bigmodel.models.attention import attend
 from bigmodel.models.gpt import dense, named
 
@@ -51,8 +51,8 @@ class Layer(nn.Module):
     D, init = x_BxLxD.shape[-1], nn.initializers.normal(0.02)
     drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
     norm = lambda name: nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name=name)
-    x_BxLxD = norm("ln_attn")(x_BxLxD + drop(Attention(self.num_heads, self.dropout, self.dtype, self.attention, name="attn")(
-        x_BxLxD, valid_BxL, train)))
+    attn = Attention(self.num_heads, self.dropout, self.dtype, self.attention, name="attn")
+    x_BxLxD = norm("ln_attn")(x_BxLxD + drop(attn(x_BxLxD, valid_BxL, train)))
     h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), init, self.dtype, "mlp_in")(x_BxLxD), approximate=False)
     return norm("ln_mlp")(x_BxLxD + drop(dense(D, ("mlp", "embed"), init, self.dtype, "mlp_out")(h)))
 
@@ -71,6 +71,8 @@ class BERT(nn.Module):
   ln_epsilon: float = 1e-12
   dtype: str = "float32"
   attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
+  scan_layers: bool = False  # one nn.scan over the layers (params layer_stack/...): see models/stack.py
+  remat: str = "none"  # none | full | dots: recompute activations in the backward pass (models/stack.py)
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False):
@@ -90,10 +92,10 @@ class BERT(nn.Module):
     type_embed = self.param("type_embed", named(init, None, "embed"), (self.type_vocab_size, self.dim))
     h_BxLxD = embed(jnp.maximum(tokens_BxL, 0)) + pos_embed[:L] + type_embed[0]
     h_BxLxD = drop(nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_embed")(h_BxLxD.astype(self.dtype)))
-    for i in range(self.num_layers):
-      h_BxLxD = Layer(self.num_heads, self.mlp_dim, self.dropout, self.ln_epsilon, self.dtype, self.attention,
-                      name=f"layer{i}")(
-          h_BxLxD, valid_BxL, train)
+    fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout, ln_epsilon=self.ln_epsilon,
+                  dtype=self.dtype, attention=self.attention)
+    h_BxLxD = stack.blocks(Layer, fields, self.num_layers, "layer", scan=self.scan_layers, remat=self.remat)(
+        h_BxLxD, valid_BxL, train)
     if self.pool == "cls":
       pooled_BxD = jnp.tanh(dense(self.dim, ("embed", None), init, self.dtype, "pooler")(h_BxLxD[:, 0]))
       return nn.Dense(self.num_outputs, name="head")(drop(pooled_BxD).astype(jnp.float32))

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from bigmodel import errors
-from bigmodel.models import register
+from bigmodel.models import register, stack
 from bigmodel.models.attention import attend
 
 
@@ -120,7 +120,10 @@ class GPT(nn.Module):
   pool: str = "none"  # none (per-token logits) | mean | last (sequence classification)
   dropout: float = 0.0
   dtype: str = "float32"
-  remat: bool = False  # recompute each block's activations in the backward pass: less memory, ~1/3 more compute
+  remat: str = "none"  # none | full | dots: recompute each block's activations (all, or all but matmul outputs)
+  # in the backward pass: less memory, up to ~1/3 more compute (models/stack.py)
+  scan_layers: bool = False  # one nn.scan over the blocks (params block_stack/..., a leading layer axis): XLA
+  # compiles one block instead of num_layers; checkpoints convert between the layouts (models/stack.py)
   attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
   ln_epsilon: float = 1e-6  # flax's default; GPT-2 checkpoints use 1e-5
 
@@ -149,12 +152,11 @@ class GPT(nn.Module):
       pos_embed = self.param("pos_embed", named(nn.initializers.normal(0.02), None, "embed"), (self.max_len, self.dim))
       h_BxLxD = h_BxLxD + jnp.take(pos_embed, positions_L, axis=0)
     h_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(h_BxLxD.astype(self.dtype))
-    block = nn.remat(Block, static_argnums=(4, 5)) if self.remat else Block  # (self, x, pos, valid, train, decode)
-    for i in range(self.num_layers):
-      h_BxLxD = block(self.num_heads, self.mlp_dim or 4 * self.dim, self.max_len, self.causal,
-                      self.positions == "rope", self.num_layers, self.dropout, self.dtype, self.ln_epsilon,
-                      self.attention, name=f"block{i}")(
-          h_BxLxD, positions_L, valid_BxL, train, decode)
+    fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim or 4 * self.dim, max_len=self.max_len,
+                  causal=self.causal, use_rope=self.positions == "rope", num_layers=self.num_layers,
+                  dropout=self.dropout, dtype=self.dtype, ln_epsilon=self.ln_epsilon, attention=self.attention)
+    h_BxLxD = stack.blocks(Block, fields, self.num_layers, "block", scan=self.scan_layers, remat=self.remat)(
+        h_BxLxD, positions_L, valid_BxL, train, decode)
     h_BxLxD = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_final")(h_BxLxD)
     if self.pool != "none":
       if self.pool == "mean":
