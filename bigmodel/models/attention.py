@@ -34,6 +34,8 @@ def attend(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, *, implementation="auto", keys_BxS=N
   masks = [m for m in (None if keys_BxS is None else keys_BxS[:, None, None, :],
                        None if mask_BxLxS is None else mask_BxLxS[:, None]) if m is not None]
   mask = masks[0] & masks[1] if len(masks) == 2 else masks[0] if masks else None
+  if mask is not None and kernel == "cudnn":  # cuDNN takes a mask as a bias over every query and every key
+    mask = jnp.broadcast_to(mask, (mask.shape[0], 1, q_BxLxHxK.shape[1], k_BxSxHxK.shape[1]))
   return jax.nn.dot_product_attention(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask, is_causal=causal,
                                       implementation=kernel)
 
