@@ -1,13 +1,16 @@
 """Where the time to the first train step goes, per config: imports, data, tracing, compiling.
 
 Run:  python -m benchmarks.first_step [--configs=configs/mnist1d/cnn.py,...] [--repeats=3]
+          [--variants="model.scan_layers=false;model.scan_layers=true"]
 
 For each config, fresh processes: `import bigmodel.train` alone; `data.load` of the config's
 dataset (its TFDS files and array cache already prepared); and the trainer itself, compilation
 cache empty and then warm, with JAX's compile log on, stopped at its first step. The log's
 seconds for lowering to StableHLO and for compiling every jitted function before that step are
 summed (tracing and everything else make the rest); the trainer's own "first step done N s
-after start" line gives the total. Medians over --repeats; prints a markdown table.
+after start" line gives the total. Medians over --repeats; prints a markdown table. With
+--variants, each config runs once per variant (`;` between variants, `,` between the overrides of
+one), the variants in turn within each repeat, so that other load on the machine falls on all alike.
 """
 import collections
 import os
@@ -24,6 +27,7 @@ CONFIGS = ["configs/mnist1d/logreg.py", "configs/mnist1d/mlp.py", "configs/mnist
            "configs/mnist1d/gru.py", "configs/shakespeare/gpt_fast.py"]
 flags.DEFINE_list("configs", CONFIGS, "Config files.")
 flags.DEFINE_integer("repeats", 3, "Runs of each measurement (medians are reported).")
+flags.DEFINE_string("variants", "", "Config overrides to compare: ';' between variants, ',' between the keys of one.")
 # Tracing is left out: nested jits log their traces inside their parent's, so they would count twice.
 PHASE = re.compile(r"Finished (jaxpr to MLIR module conversion|XLA compilation of) jit\(\S+\) in ([\d.]+) sec")
 
@@ -34,12 +38,13 @@ def wall(code):
   return time.perf_counter() - start
 
 
-def trainer(config, cache):
-  """(first step seconds, {phase: seconds}) of the trainer with `cache` as compilation cache,
-  stopped as soon as it reports its first step."""
+def trainer(config, cache, overrides=""):
+  """(first step seconds, {phase: seconds}) of the trainer with `cache` as compilation cache and
+  `overrides` ("model.scan_layers=true,..."), stopped as soon as it reports its first step."""
   workdir = tempfile.mkdtemp(prefix="first_step_")
+  extra = [f"--config.{item.strip()}" for item in overrides.split(",") if item.strip()]
   proc = subprocess.Popen([sys.executable, "-m", "bigmodel.train", f"--config={config}", f"--workdir={workdir}",
-                           f"--config.compilation_cache={cache}"], stdout=subprocess.DEVNULL,
+                           f"--config.compilation_cache={cache}", *extra], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_LOG_COMPILES": "1"})
   phases, head = collections.Counter(), []
   for line in proc.stderr:
@@ -58,30 +63,34 @@ def trainer(config, cache):
 def main(argv):
   del argv
   rows = []
+  variants = flags.FLAGS.variants.split(";")
   for config in flags.FLAGS.configs:
     module = config.removesuffix(".py").replace("/", ".")
     load = (f"import importlib, time; from bigmodel import data; c = importlib.import_module({module!r}).get_config(); "
             "t = time.perf_counter(); data.load(c.data); print(time.perf_counter() - t)")
     subprocess.run([sys.executable, "-c", load], check=True, capture_output=True)  # prepare, fill the array cache
-    runs = collections.defaultdict(list)
+    runs = {v: collections.defaultdict(list) for v in variants}
     for _ in range(flags.FLAGS.repeats):
-      runs["import"].append(wall("import bigmodel.train"))
-      runs["data"].append(float(subprocess.run([sys.executable, "-c", load], check=True, capture_output=True,
-                                               text=True).stdout.split()[-1]))
-      cache = tempfile.mkdtemp(prefix="first_step_cache_")
-      cold, phases = trainer(config, cache)
-      warm, _ = trainer(config, cache)
-      runs["cold"].append(cold)
-      runs["warm"].append(warm)
-      for k in ("lower", "compile"):
-        runs[k].append(phases[k])
-    rows.append((config, {k: statistics.median(v) for k, v in runs.items()}))
-  print("| config | first step, cold cache (s) | warm cache (s) | import bigmodel.train | data.load | "
+      imported = wall("import bigmodel.train")
+      loaded = float(subprocess.run([sys.executable, "-c", load], check=True, capture_output=True,
+                                    text=True).stdout.split()[-1])
+      for v in variants:
+        runs[v]["import"].append(imported)
+        runs[v]["data"].append(loaded)
+        cache = tempfile.mkdtemp(prefix="first_step_cache_")
+        cold, phases = trainer(config, cache, v)
+        warm, _ = trainer(config, cache, v)
+        runs[v]["cold"].append(cold)
+        runs[v]["warm"].append(warm)
+        for k in ("lower", "compile"):
+          runs[v][k].append(phases[k])
+    rows += [(config, v, {k: statistics.median(x) for k, x in runs[v].items()}) for v in variants]
+  print("| config | overrides | first step, cold cache (s) | warm cache (s) | import bigmodel.train | data.load | "
         "lowering | XLA compile | tracing and the rest |")
-  print("|---|---:|---:|---:|---:|---:|---:|---:|")
-  for config, m in rows:
+  print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+  for config, v, m in rows:
     rest = m["cold"] - m["import"] - m["data"] - m["lower"] - m["compile"]
-    print(f"| {config} | {m['cold']:.1f} | {m['warm']:.1f} | {m['import']:.1f} | {m['data']:.2f} | "
+    print(f"| {config} | {v or 'none'} | {m['cold']:.1f} | {m['warm']:.1f} | {m['import']:.1f} | {m['data']:.2f} | "
           f"{m['lower']:.1f} | {m['compile']:.1f} | {rest:.1f} |")
 
 

@@ -43,11 +43,11 @@ flags.DEFINE_integer("steps", 20, "Timed steps per config (after one warm-up ste
 flags.DEFINE_integer("matmul_size", 4096, "n for the n x n x n float32 matmul that measures the peak.")
 
 
-def matmul_peak(mesh, n, repeats=5):
-  """FLOP/s of the best of `repeats` n x n x n float32 matmuls per device, summed over the devices."""
+def matmul_peak(mesh, n, repeats=5, dtype=jnp.float32):
+  """FLOP/s of the best of `repeats` n x n x n matmuls in `dtype` per device, summed over the devices."""
   d = mesh.devices.size
   sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names))
-  a = jax.device_put(jnp.ones((d, n, n), jnp.float32), sh)
+  a = jax.device_put(jnp.ones((d, n, n), dtype), sh)
   f = jax.jit(lambda a: jnp.einsum("dij,djk->dik", a, a), out_shardings=sh)
   f(a).block_until_ready()
   best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
@@ -60,26 +60,41 @@ def _timed(fn):
   return time.perf_counter() - start
 
 
-def measure(name, steps):
-  start = time.perf_counter()
-  ex = Trainer(experiment.build(config_lib.resolve(CONFIGS[name]())))
-  c, dataset = ex.exp.config, ex.exp.dataset
-  batches = pipeline.train_iterator(dataset.splits[c.data.train_split], c.data, 0, dataset.norm, dataset.mask)
-  batch = sharding.put_batch(next(batches), ex.mesh)
-  t = time.perf_counter()
-  compiled = ex.train_step.lower(ex.state, batch).compile()
-  report = ex.preflight(compiled, time.perf_counter() - t)
-  state, metrics = compiled(ex.state, batch)
-  jax.block_until_ready(metrics)
-  first_step = time.perf_counter() - start
-  batch_list = [sharding.put_batch(next(batches), ex.mesh) for _ in range(min(steps, 8))]
-  times = []
-  for i in range(steps):
+class Stepper:
+  """A config's trainer with its train step compiled and one step run, and a few batches on the devices to
+  time more steps with (`run`)."""
+
+  def __init__(self, config, num_batches=8):
+    start = time.perf_counter()
+    self.ex = ex = Trainer(experiment.build(config_lib.resolve(config)))
+    c, dataset = ex.exp.config, ex.exp.dataset
+    batches = pipeline.train_iterator(dataset.splits[c.data.train_split], c.data, 0, dataset.norm, dataset.mask)
+    batch = sharding.put_batch(next(batches), ex.mesh)
     t = time.perf_counter()
-    state, metrics = compiled(state, batch_list[i % len(batch_list)])
+    self.compiled = ex.train_step.lower(ex.state, batch).compile()
+    self.report = ex.preflight(self.compiled, time.perf_counter() - t)
+    self.state, metrics = self.compiled(ex.state, batch)
     jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t)
-  step_s = float(np.median(times))
+    self.first_step = time.perf_counter() - start
+    self.batches = [sharding.put_batch(next(batches), ex.mesh) for _ in range(num_batches)]
+
+  def run(self, steps):
+    """The seconds of each of `steps` more steps, each blocked on."""
+    times = []
+    for i in range(steps):
+      t = time.perf_counter()
+      self.state, metrics = self.compiled(self.state, self.batches[i % len(self.batches)])
+      jax.block_until_ready(metrics)
+      times.append(time.perf_counter() - t)
+    return times
+
+
+def measure(name, steps, config=None):
+  """One config's row: CONFIGS[name], or `config` (a ConfigDict) reported under `name`."""
+  s = Stepper(config or CONFIGS[name](), min(steps, 8))
+  ex, report, first_step = s.ex, s.report, s.first_step
+  c = ex.exp.config
+  step_s = float(np.median(s.run(steps)))
   flops = (report["flops_per_step_per_device"] or 0) * ex.mesh.devices.size
   tokens = ex.exp.task.tokens_per_example(c.data)
   per_step = c.data.batch_size * (tokens or 1)

@@ -8,7 +8,8 @@ checkpoint behind, and keeps the newest `keep` steps.
 `load_pretrained` starts a new run from another run's parameters (fine-tuning):
 arrays are matched by path, so a new head or extra layers start fresh. `read_weights`, which
 every reader of a run's weights goes through, merges a LoRA run's factors into its kernels. Hugging Face
-checkpoints (`init.hf`) are read by huggingface.py.
+checkpoints (`init.hf`) are read by huggingface.py. Both, and resuming, take checkpoints of
+either layer layout (`model.scan_layers`, models/stack.py) into either.
 """
 import contextlib
 import errno
@@ -22,6 +23,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from bigmodel import errors, lora, paths
+from bigmodel.models import stack
 
 
 def manager(workdir, keep):
@@ -81,7 +83,8 @@ def _shapes(tree):
 
 
 def check_compatible(mngr, step, abstract_state):
-  """Raises ValueError naming every parameter whose path or shape differs."""
+  """Raises ValueError naming every parameter whose path or shape differs (`abstract_state`: a tree, or
+  {path: array})."""
   stored = _shapes(mngr.item_metadata(step)["state"])
   wanted = _shapes(abstract_state)
   problems = [f"  {p}: checkpoint has {stored.get(p, 'nothing')}, model wants {wanted.get(p, 'nothing')}"
@@ -97,14 +100,28 @@ def check_compatible(mngr, step, abstract_state):
 
 def restore(mngr, step, like, with_data=True):
   """Returns (state, data_state) saved at `step`, with the shapes, dtypes and shardings of `like`
-  (a state, or its jax.ShapeDtypeStructs): restored straight into the current shardings."""
+  (a state, or its jax.ShapeDtypeStructs): restored straight into the current shardings.
+
+  A checkpoint whose blocks are in the other layout (scanned or not: models/stack.py) is read in its
+  own layout, each array onto the sharding its part of `like` has, then rearranged into `like`'s."""
   abstract_state = jax.tree.map(ocp.tree.to_shape_dtype_struct, like)
-  check_compatible(mngr, step, abstract_state)
-  items = dict(state=ocp.args.StandardRestore(abstract_state))
+  stored = mngr.item_metadata(step)["state"]
+  names, leaves, treedef = paths.flatten(abstract_state)
+  read_as = stack.relayout(dict(zip(names, leaves)), paths.flatten(stored)[0])
+  check_compatible(mngr, step, read_as)
+  same_layout = set(read_as) == set(names)
+  target = abstract_state if same_layout else jax.tree_util.tree_map_with_path(
+      lambda keypath, _: read_as[paths.keystr(keypath)], stored)
+  items = dict(state=ocp.args.StandardRestore(target))
   if with_data:
     items["data"] = ocp.args.JsonRestore()
   restored = mngr.restore(step, args=ocp.args.Composite(**items))
-  return restored["state"], restored.get("data") if with_data else None
+  state = restored["state"]
+  if not same_layout:
+    got = stack.relayout(dict(zip(*paths.flatten(state)[:2])), names)
+    state = jax.device_put(jax.tree.unflatten(treedef, [got[n] for n in names]),
+                           jax.tree.map(lambda x: x.sharding, abstract_state))
+  return state, restored.get("data") if with_data else None
 
 
 def _warn(message):
@@ -217,6 +234,8 @@ def load_pretrained(c, params, model_state, sharding):
   """
   stored_params, stored_state, step = read_weights(c.checkpoint, sharding)
   stored = {name: x for tree in (stored_params, stored_state) for name, x in zip(*paths.flatten(tree)[:2])}
+  # Its blocks scanned or not, as this model has them (models/stack.py).
+  stored = stack.relayout(stored, [*paths.flatten(params)[0], *paths.flatten(model_state)[0]])
   fresh, problems, used = [], [], set()
 
   def merge(keypath, leaf):

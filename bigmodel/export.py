@@ -38,6 +38,8 @@ def export(workdir, out, platforms=("cpu", "cuda")):
   """Writes the artifact of `workdir`'s newest checkpoint into `out`; returns its model.json."""
   run = workdir_lib.load(workdir)
   config, model, task = run.config, run.model, tasks.get(run.config.task)
+  if getattr(model, "attention", None) in ("auto", "cudnn"):  # one function for CPU and CUDA: cuDNN's kernel
+    model = model.clone(attention="xla")                      # exists on the second only (models/attention.py)
   if task.serves is None:
     raise errors.UserError(f"{workdir} trained a {config.model.name} for task {config.task!r} (loss={config.loss!r}); "
                            f"{task.not_served}.")

@@ -16,6 +16,8 @@ and how: PyTorch's Linear stores (out, in) where flax's Dense stores (in, out), 
 convolutions are OIHW where flax's are HWIO. `load` reads the tensors one at a time with
 safetensors' numpy API (no torch) and puts each straight onto its array's final sharding, so
 a big checkpoint never sits whole in host memory. `save` writes the reverse, for GPT-2 and BERT.
+The tables name unscanned blocks (`block0/...`); a model with `scan_layers` loads and saves them
+layer by layer into and out of its stacked arrays (models/stack.py).
 """
 import contextlib
 import dataclasses
@@ -28,6 +30,7 @@ import jax
 import numpy as np
 
 from bigmodel import errors, paths
+from bigmodel.models import stack
 
 ARCHITECTURES = {  # model_type in config.json -> the classes whose checkpoints load
     "gpt2": ("GPT2LMHeadModel", "GPT2Model"),
@@ -349,8 +352,7 @@ def load(name, model, params, model_state=None, reinit=()):
   fresh, problems, used = [], [], set()
 
   def one(prefix):
-    def put(keypath, leaf):
-      ours = paths.keystr(keypath)
+    def put(ours, leaf):
       full = f"{prefix}/{ours}" if prefix == "params" else ours
       spec = table.get(full)
       found = None if spec is None else [_find(files, n) for n in spec.names]
@@ -373,8 +375,19 @@ def load(name, model, params, model_state=None, reinit=()):
       return jax.device_put(value, sharding) if sharding is not None else value
     return put
 
-  params = jax.tree_util.tree_map_with_path(one("params"), params)
-  model_state = jax.tree_util.tree_map_with_path(one("state"), model_state or {})
+  def load_tree(prefix, tree):
+    """`tree` with its arrays read from the checkpoint, one layer at a time where its blocks are scanned: the
+    table names unscanned blocks (models/stack.py)."""
+    names, leaves, treedef = paths.flatten(tree)
+    ours = [p.removeprefix("params/") if prefix == "params" else p for p in table]
+    layers = stack.relayout(dict(zip(names, leaves)), ours)
+    loaded = stack.relayout({path: one(prefix)(path, leaf) for path, leaf in layers.items()}, names)
+    placed = lambda name, leaf: (jax.device_put(loaded[name], leaf.sharding)
+                                 if stack.is_stacked(name) and getattr(leaf, "sharding", None) else loaded[name])
+    return jax.tree.unflatten(treedef, [placed(name, leaf) for name, leaf in zip(names, leaves)])
+
+  params = load_tree("params", params)
+  model_state = load_tree("state", model_state or {})
   if problems:
     raise errors.UserError(f"Checkpoint {name!r} does not fit this model:\n" + "\n".join(problems) +
                            "\nLeave the model's sizes to the checkpoint's config.json, or start those arrays "
@@ -427,7 +440,7 @@ def save(directory, model, params, tokenizer=None):
   _, table = _table(model)
   names, leaves, _ = paths.flatten({"params": params})
   tensors = {}
-  for path, leaf in zip(names, leaves):
+  for path, leaf in stack.relayout(dict(zip(names, leaves)), table).items():  # scanned blocks one by one
     spec = table.get(path)
     if spec is None or spec.save is None:
       raise errors.UserError(f"{path} has no place in a Hugging Face {config['architectures'][0]}.")

@@ -1,5 +1,6 @@
-"""What bigmodel does differently per platform, in one place: every entry is a measured CPU
-workaround (2-core CPU, jax 0.10.2) and leaves GPU and TPU alone.
+"""What bigmodel does differently per platform, in one place: the CPU entries are measured
+workarounds (2-core CPU, jax 0.10.2) that leave GPU and TPU alone; `nvidia_gpu` tells the
+attention layers where cuDNN's fused kernel exists (models/attention.py).
 
 The train step and the trainer read as the algorithm; they ask here how to compile and dispatch.
 """
@@ -50,3 +51,9 @@ def repeat_steps(one_step, state, columns, num_steps):
   shapes = jax.eval_shape(one_step, state, column(0))[1]
   metrics_K = jax.tree.map(lambda s: jnp.zeros((K, *s.shape), s.dtype), shapes)
   return jax.lax.fori_loop(0, num_steps, body, (state, metrics_K))
+
+
+def nvidia_gpu() -> bool:
+  """Whether the default devices are NVIDIA GPUs (CUDA, so cuDNN), not ROCm ones, a TPU or the CPU."""
+  import jax
+  return jax.default_backend() == "gpu" and "cuda" in jax.devices()[0].client.platform_version.lower()

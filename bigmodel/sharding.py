@@ -9,7 +9,8 @@ Parameters name their axes with `nn.with_logical_partitioning` ("embed", "heads"
 "vocab"; see models/gpt.py) and `sharding.rules` maps those names to mesh axes. A parameter
 whose names leave `fsdp` unused (every unnamed one: CNNs, ResNets, RNNs) is sharded over
 `fsdp` along its largest dimension that divides evenly. A dimension that does not divide by
-its mesh axis stays whole, so any model runs under any mesh.
+its mesh axis stays whole, so any model runs under any mesh. The layer axis of scanned blocks
+(`model.scan_layers`) is never split.
 """
 import jax
 import numpy as np
@@ -17,6 +18,7 @@ from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from bigmodel import errors, paths, registry
+from bigmodel.models import stack
 
 AXES = ("data", "fsdp", "tensor")
 DEFAULTS = dict(
@@ -94,9 +96,15 @@ def param_sharding(shape, logical, mesh, rules):
 
 
 def param_shardings(abstract_params, logical_params, mesh, rules):
-  """The params tree of NamedShardings; `logical_params` from `nn.get_partition_spec` (P() = unnamed)."""
-  return jax.tree.map(lambda x, spec: param_sharding(x.shape, spec, mesh, rules), abstract_params, logical_params,
-                      is_leaf=lambda x: isinstance(x, P))
+  """The params tree of NamedShardings; `logical_params` from `nn.get_partition_spec` (P() = unnamed).
+  Scanned blocks (models/stack.py) keep their leading layer axis whole: each layer's slice is sharded
+  as the unscanned block's parameter would be."""
+  def one(keypath, x, spec):
+    if not stack.is_stacked(paths.keystr(keypath)):
+      return param_sharding(x.shape, spec, mesh, rules)
+    layer = param_sharding(x.shape[1:], tuple(spec)[1:], mesh, rules)  # spec[0]: the layer axis, if named
+    return NamedSharding(mesh, P(None, *layer.spec))
+  return jax.tree_util.tree_map_with_path(one, abstract_params, logical_params, is_leaf=lambda x: isinstance(x, P))
 
 
 def mirror_params(abstract_tree, params_shardings, mesh):

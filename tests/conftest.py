@@ -128,3 +128,15 @@ def make_trainer(config):
   from bigmodel import config as config_lib, experiment
   from bigmodel.train import Trainer
   return Trainer(experiment.build(config_lib.resolve(config)))
+
+
+def random_params(model, x, seed=0):
+  """Random parameters for `model` reading inputs like `x`, drawn on the host from the shapes alone: off
+  the zero and one initial values (so every gradient is exercised), and no initialisation to compile."""
+  import flax.linen as nn
+  import jax
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), x))["params"])
+  draw = lambda path, s: ((path[-1].key == "scale") + 0.2 * rng.standard_normal(s.shape)).astype(s.dtype)
+  return jax.tree_util.tree_map_with_path(draw, shapes)  # LayerNorm scales near one, the rest near zero

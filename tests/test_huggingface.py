@@ -58,6 +58,25 @@ def test_gpt2_logits_equal_transformers_on_a_padded_batch(gpt2_dir):
   assert relative_error(logits[mask], expected[mask]) < 1e-4
 
 
+def test_gpt2_loads_into_scanned_blocks_and_saves_back_the_same_tensors(gpt2_dir, tmp_path):
+  """model.scan_layers: the checkpoint's layers land in one stacked subtree, and come out again one by one."""
+  from safetensors.numpy import load_file
+  ref = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()
+  ours_ids, ids, attention, mask = padded_batch(ref.config.vocab_size)
+  model, variables = ours(gpt2_dir, ours_ids, num_outputs=ref.config.vocab_size, scan_layers=True)
+  assert variables["params"]["block_stack"]["attn"]["qkv"]["kernel"].shape == (2, 64, 192)
+  with torch.no_grad():
+    expected = ref(ids, attention_mask=attention).logits.numpy()
+  assert relative_error(model.apply(variables, ours_ids)[mask], expected[mask]) < 1e-4
+  huggingface.save(str(tmp_path), {**huggingface.model_config(gpt2_dir), "num_outputs": ref.config.vocab_size,
+                                   "scan_layers": True}, variables["params"])
+  saved = load_file(str(tmp_path / "model.safetensors"))
+  original = load_file(os.path.join(gpt2_dir, "model.safetensors"))
+  assert "transformer.h.1.attn.c_attn.weight" in saved and set(saved) <= set(original)
+  for name, x in saved.items():
+    np.testing.assert_array_equal(x, original[name], err_msg=name)
+
+
 def test_a_wrong_mapping_fails_the_parity_check(gpt2_dir):
   """Swapping q and k, or transposing a square kernel, moves the logits far past the tolerance."""
   ref = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()

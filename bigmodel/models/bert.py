@@ -11,11 +11,11 @@ is 1e-12: what Hugging Face's BertModel computes, so its checkpoints load (bigmo
 Token id -1 is padding: never attended to. Every text is one segment (token type 0).
 """
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from bigmodel import errors
-from bigmodel.models import register
+from bigmodel.models import register, stack
+from bigmodel.models.attention import attend
 from bigmodel.models.gpt import dense, named
 
 
@@ -24,6 +24,7 @@ class Attention(nn.Module):
   num_heads: int
   dropout: float
   dtype: str
+  attention: str = "auto"  # the kernel: see models/attention.py
 
   @nn.compact
   def __call__(self, x_BxLxD, valid_BxL, train):
@@ -31,11 +32,9 @@ class Attention(nn.Module):
     H, init = self.num_heads, nn.initializers.normal(0.02)
     split = lambda name: dense(D, ("embed", "heads"), init, self.dtype, name)(x_BxLxD).reshape(B, L, H, D // H)
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = split("query"), split("key"), split("value")
-    logits_BxHxLxL = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxLxHxK) / jnp.sqrt(D // H).astype(self.dtype)
-    logits_BxHxLxL = jnp.where(valid_BxL[:, None, None, :], logits_BxHxLxL, jnp.finfo(logits_BxHxLxL.dtype).min)
-    probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL.astype(jnp.float32), axis=-1).astype(self.dtype)
-    probs_BxHxLxL = nn.Dropout(self.dropout, deterministic=not train)(probs_BxHxLxL)
-    out_BxLxD = jnp.einsum("bhls,bshk->blhk", probs_BxHxLxL, v_BxLxHxK).reshape(B, L, D)
+    drop = nn.Dropout(self.dropout, deterministic=False) if train and self.dropout else None
+    out_BxLxD = attend(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, implementation=self.attention, keys_BxS=valid_BxL,
+                       drop=drop).reshape(B, L, D)
     return dense(D, ("heads", "embed"), init, self.dtype, "out")(out_BxLxD)
 
 
@@ -45,14 +44,15 @@ class Layer(nn.Module):
   dropout: float
   ln_epsilon: float
   dtype: str
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x_BxLxD, valid_BxL, train):
     D, init = x_BxLxD.shape[-1], nn.initializers.normal(0.02)
     drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
     norm = lambda name: nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name=name)
-    x_BxLxD = norm("ln_attn")(x_BxLxD + drop(Attention(self.num_heads, self.dropout, self.dtype, name="attn")(
-        x_BxLxD, valid_BxL, train)))
+    attn = Attention(self.num_heads, self.dropout, self.dtype, self.attention, name="attn")
+    x_BxLxD = norm("ln_attn")(x_BxLxD + drop(attn(x_BxLxD, valid_BxL, train)))
     h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), init, self.dtype, "mlp_in")(x_BxLxD), approximate=False)
     return norm("ln_mlp")(x_BxLxD + drop(dense(D, ("mlp", "embed"), init, self.dtype, "mlp_out")(h)))
 
@@ -70,6 +70,9 @@ class BERT(nn.Module):
   dropout: float = 0.1
   ln_epsilon: float = 1e-12
   dtype: str = "float32"
+  attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
+  scan_layers: bool = False  # one nn.scan over the layers (params layer_stack/...): see models/stack.py
+  remat: str = "none"  # none | full | dots: recompute activations in the backward pass (models/stack.py)
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False):
@@ -89,9 +92,10 @@ class BERT(nn.Module):
     type_embed = self.param("type_embed", named(init, None, "embed"), (self.type_vocab_size, self.dim))
     h_BxLxD = embed(jnp.maximum(tokens_BxL, 0)) + pos_embed[:L] + type_embed[0]
     h_BxLxD = drop(nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_embed")(h_BxLxD.astype(self.dtype)))
-    for i in range(self.num_layers):
-      h_BxLxD = Layer(self.num_heads, self.mlp_dim, self.dropout, self.ln_epsilon, self.dtype, name=f"layer{i}")(
-          h_BxLxD, valid_BxL, train)
+    fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout, ln_epsilon=self.ln_epsilon,
+                  dtype=self.dtype, attention=self.attention)
+    h_BxLxD = stack.blocks(Layer, fields, self.num_layers, "layer", scan=self.scan_layers, remat=self.remat)(
+        h_BxLxD, valid_BxL, train)
     if self.pool == "cls":
       pooled_BxD = jnp.tanh(dense(self.dim, ("embed", None), init, self.dtype, "pooler")(h_BxLxD[:, 0]))
       return nn.Dense(self.num_outputs, name="head")(drop(pooled_BxD).astype(jnp.float32))

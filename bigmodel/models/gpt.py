@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from bigmodel import errors
-from bigmodel.models import register
+from bigmodel.models import register, stack
+from bigmodel.models.attention import attend
 
 
 def named(init, *axes):
@@ -51,16 +52,17 @@ class SelfAttention(nn.Module):
   out_init: nn.initializers.Initializer
   dropout: float = 0.0
   dtype: str = "float32"
+  attention: str = "auto"  # the kernel: see models/attention.py
 
   @nn.compact
   def __call__(self, x_BxLxD, positions_L, valid_BxL, train, decode):
-    B, L, D = x_BxLxD.shape
+    B, _, D = x_BxLxD.shape
     H = self.num_heads
     qkv = dense(3 * D, ("embed", "heads"), nn.initializers.normal(0.02), self.dtype, "qkv")(x_BxLxD)
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = einops.rearrange(qkv, "b l (three h k) -> three b l h k", three=3, h=H)
     if self.use_rope:
       q_BxLxHxK, k_BxLxHxK = rope(q_BxLxHxK, positions_L), rope(k_BxLxHxK, positions_L)
-    key_pos_S = positions_L
+    masks = dict(keys_BxS=valid_BxL, causal=self.causal)
     if decode:  # append this call's keys and values at their positions; attend over the whole cache
       k_cache = self.variable("cache", "key", jnp.zeros, (B, self.max_len, H, D // H), k_BxLxHxK.dtype)
       v_cache = self.variable("cache", "value", jnp.zeros, (B, self.max_len, H, D // H), v_BxLxHxK.dtype)
@@ -68,16 +70,13 @@ class SelfAttention(nn.Module):
       k_cache.value = jax.lax.dynamic_update_slice(k_cache.value, k_BxLxHxK, (0, start, 0, 0))
       v_cache.value = jax.lax.dynamic_update_slice(v_cache.value, v_BxLxHxK, (0, start, 0, 0))
       k_BxLxHxK, v_BxLxHxK = k_cache.value, v_cache.value
-      key_pos_S = jnp.arange(self.max_len)
-      valid_BxL = key_pos_S[None, :] <= positions_L[-1]  # slots not written yet are not keys
-    mask_BxLxS = jnp.broadcast_to(valid_BxL[:, None, :], (B, L, key_pos_S.shape[0]))
-    if self.causal:
-      mask_BxLxS = mask_BxLxS & (key_pos_S[None, None, :] <= positions_L[None, :, None])
-    logits_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxLxHxK) / jnp.sqrt(D // H).astype(self.dtype)
-    logits_BxHxLxS = jnp.where(mask_BxLxS[:, None], logits_BxHxLxS, jnp.finfo(logits_BxHxLxS.dtype).min)
-    probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS.astype(jnp.float32), axis=-1).astype(self.dtype)
-    probs_BxHxLxS = nn.Dropout(self.dropout, deterministic=not train)(probs_BxHxLxS)
-    out_BxLxD = einops.rearrange(jnp.einsum("bhls,bshk->blhk", probs_BxHxLxS, v_BxLxHxK), "b l h k -> b l (h k)")
+      # The queries start at `start`, the keys at 0: causality is by position, and the slots not
+      # written yet lie past every query's position (past the last one's, without causality).
+      last_L = positions_L if self.causal else jnp.full_like(positions_L, positions_L[-1])
+      masks = dict(mask_BxLxS=(jnp.arange(self.max_len)[None, :] <= last_L[:, None])[None])
+    drop = nn.Dropout(self.dropout, deterministic=False) if train and self.dropout else None
+    out_BxLxHxK = attend(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, implementation=self.attention, drop=drop, **masks)
+    out_BxLxD = einops.rearrange(out_BxLxHxK, "b l h k -> b l (h k)")
     return dense(D, ("heads", "embed"), self.out_init, self.dtype, "out")(out_BxLxD)
 
 
@@ -91,6 +90,7 @@ class Block(nn.Module):
   dropout: float = 0.0
   dtype: str = "float32"
   ln_epsilon: float = 1e-6
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x_BxLxD, positions_L, valid_BxL, train, decode):
@@ -99,7 +99,7 @@ class Block(nn.Module):
     drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
     h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_attn")(x_BxLxD)
     x_BxLxD = x_BxLxD + drop(SelfAttention(self.num_heads, self.max_len, self.causal, self.use_rope, out_init,
-                                           self.dropout, self.dtype, name="attn")(
+                                           self.dropout, self.dtype, self.attention, name="attn")(
         h, positions_L, valid_BxL, train, decode))
     h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_mlp")(x_BxLxD)
     h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), nn.initializers.normal(0.02), self.dtype, "mlp_in")(h))
@@ -120,7 +120,11 @@ class GPT(nn.Module):
   pool: str = "none"  # none (per-token logits) | mean | last (sequence classification)
   dropout: float = 0.0
   dtype: str = "float32"
-  remat: bool = False  # recompute each block's activations in the backward pass: less memory, ~1/3 more compute
+  remat: str = "none"  # none | full | dots: recompute each block's activations (all, or all but matmul outputs)
+  # in the backward pass: less memory, up to ~1/3 more compute (models/stack.py)
+  scan_layers: bool = False  # one nn.scan over the blocks (params block_stack/..., a leading layer axis): XLA
+  # compiles one block instead of num_layers; checkpoints convert between the layouts (models/stack.py)
+  attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
   ln_epsilon: float = 1e-6  # flax's default; GPT-2 checkpoints use 1e-5
 
   @nn.compact
@@ -148,12 +152,11 @@ class GPT(nn.Module):
       pos_embed = self.param("pos_embed", named(nn.initializers.normal(0.02), None, "embed"), (self.max_len, self.dim))
       h_BxLxD = h_BxLxD + jnp.take(pos_embed, positions_L, axis=0)
     h_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(h_BxLxD.astype(self.dtype))
-    block = nn.remat(Block, static_argnums=(4, 5)) if self.remat else Block  # (self, x, pos, valid, train, decode)
-    for i in range(self.num_layers):
-      h_BxLxD = block(self.num_heads, self.mlp_dim or 4 * self.dim, self.max_len, self.causal,
-                      self.positions == "rope", self.num_layers, self.dropout, self.dtype, self.ln_epsilon,
-                      name=f"block{i}")(
-          h_BxLxD, positions_L, valid_BxL, train, decode)
+    fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim or 4 * self.dim, max_len=self.max_len,
+                  causal=self.causal, use_rope=self.positions == "rope", num_layers=self.num_layers,
+                  dropout=self.dropout, dtype=self.dtype, ln_epsilon=self.ln_epsilon, attention=self.attention)
+    h_BxLxD = stack.blocks(Block, fields, self.num_layers, "block", scan=self.scan_layers, remat=self.remat)(
+        h_BxLxD, positions_L, valid_BxL, train, decode)
     h_BxLxD = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_final")(h_BxLxD)
     if self.pool != "none":
       if self.pool == "mean":

@@ -6,11 +6,11 @@ through `num_layers` blocks of self-attention and MLP, mean-pooled, classified.
 """
 import einops
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from bigmodel import errors
 from bigmodel.models import register
+from bigmodel.models.attention import attend
 
 
 class MultiHeadAttention(nn.Module):
@@ -18,20 +18,15 @@ class MultiHeadAttention(nn.Module):
   num_heads: int
   head_dim: int
   dtype: str = "float32"
+  attention: str = "auto"  # the kernel: see models/attention.py
 
   @nn.compact
   def __call__(self, x_BxLxD, mask_BxLxL=None):
     H, K = self.num_heads, self.head_dim
     qkv_BxLx3HK = nn.Dense(3 * H * K, dtype=self.dtype, name="qkv")(x_BxLxD)
-    q_BxHxLxK, k_BxHxLxK, v_BxHxLxK = einops.rearrange(
-        qkv_BxLx3HK, "b l (three h k) -> three b h l k", three=3, h=H)
-    logits_BxHxLxL = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxLxK, k_BxHxLxK) / jnp.sqrt(K).astype(self.dtype)
-    if mask_BxLxL is not None:
-      logits_BxHxLxL = jnp.where(mask_BxLxL[:, None], logits_BxHxLxL, jnp.finfo(logits_BxHxLxL.dtype).min)
-    # Softmax in float32: bf16 exponentials lose too much precision.
-    probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL.astype(jnp.float32), axis=-1).astype(self.dtype)
-    out_BxHxLxK = jnp.einsum("bhqs,bhsk->bhqk", probs_BxHxLxL, v_BxHxLxK)
-    out_BxLxHK = einops.rearrange(out_BxHxLxK, "b h l k -> b l (h k)")
+    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = einops.rearrange(qkv_BxLx3HK, "b l (three h k) -> three b l h k", three=3, h=H)
+    out_BxLxHxK = attend(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, implementation=self.attention, mask_BxLxS=mask_BxLxL)
+    out_BxLxHK = einops.rearrange(out_BxLxHxK, "b l h k -> b l (h k)")
     return nn.Dense(x_BxLxD.shape[-1], dtype=self.dtype, name="out")(out_BxLxHK)
 
 
@@ -42,13 +37,15 @@ class EncoderBlock(nn.Module):
   dtype: str = "float32"
   ln_epsilon: float = 1e-6
   gelu_approximate: bool = True  # tanh approximation; False = the exact erf form (BERT, ViT checkpoints)
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x_BxLxD, train: bool):
     D = x_BxLxD.shape[-1]
     drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
     h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_attn")(x_BxLxD)
-    x_BxLxD = x_BxLxD + drop(MultiHeadAttention(self.num_heads, D // self.num_heads, self.dtype, name="attn")(h))
+    x_BxLxD = x_BxLxD + drop(MultiHeadAttention(self.num_heads, D // self.num_heads, self.dtype, self.attention,
+                                                name="attn")(h))
     h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_mlp")(x_BxLxD)
     h = nn.gelu(nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in")(h), approximate=self.gelu_approximate)
     return x_BxLxD + drop(nn.Dense(D, dtype=self.dtype, name="mlp_out")(h))
@@ -65,6 +62,7 @@ class TransformerClassifier(nn.Module):
   max_len: int = 512  # most tokens a sequence may have
   patch_size: int = 1  # input positions per token
   dtype: str = "float32"
+  attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -81,6 +79,7 @@ class TransformerClassifier(nn.Module):
     pos_LxD = self.param("pos_embed", nn.initializers.normal(0.02), (self.max_len, self.dim))[:L]
     h_BxLxD = h_BxLxD + pos_LxD.astype(self.dtype)
     for i in range(self.num_layers):
-      h_BxLxD = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout, self.dtype, name=f"block{i}")(h_BxLxD, train)
+      h_BxLxD = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout, self.dtype, attention=self.attention,
+                             name=f"block{i}")(h_BxLxD, train)
     h_BxD = nn.LayerNorm(dtype=self.dtype, name="ln_final")(h_BxLxD).mean(axis=1)
     return nn.Dense(self.num_outputs, dtype=self.dtype, name="head")(h_BxD).astype(jnp.float32)

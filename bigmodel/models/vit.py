@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from bigmodel import errors
-from bigmodel.models import register
+from bigmodel.models import register, stack
 from bigmodel.models.transformer import EncoderBlock
 
 
@@ -27,10 +27,12 @@ class ViT(nn.Module):
   pool: str = "cls"  # cls (a learned class token) | mean (average of the patch tokens)
   dropout: float = 0.0
   dtype: str = "float32"
-  remat: bool = False  # recompute each block's activations in the backward pass: less memory, more compute
+  remat: str = "none"  # none | full | dots: recompute activations in the backward pass (models/stack.py)
+  scan_layers: bool = False  # one nn.scan over the blocks (params block_stack/...): see models/stack.py
   image_size: int = 0  # resize inputs to image_size x image_size first (e.g. 28x28 to a multiple of 16); 0 = keep
   ln_epsilon: float = 1e-6  # flax's default; Hugging Face ViT checkpoints use 1e-12
   gelu_approximate: bool = True  # tanh approximation; False = exact erf (Hugging Face ViT checkpoints)
+  attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool = False):
@@ -55,10 +57,10 @@ class ViT(nn.Module):
     N = h_BxNxD.shape[1]
     pos_NxD = self.param("pos_embed", nn.initializers.normal(0.02), (N, self.dim))
     h_BxNxD = nn.Dropout(self.dropout, deterministic=not train)(h_BxNxD + pos_NxD.astype(self.dtype))
-    block = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock  # (self, x, train)
-    for i in range(self.num_layers):
-      h_BxNxD = block(self.num_heads, self.mlp_dim, self.dropout, self.dtype, self.ln_epsilon, self.gelu_approximate,
-                      name=f"block{i}")(h_BxNxD, train)
+    fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout, dtype=self.dtype,
+                  ln_epsilon=self.ln_epsilon, gelu_approximate=self.gelu_approximate, attention=self.attention)
+    h_BxNxD = stack.blocks(EncoderBlock, fields, self.num_layers, "block", scan=self.scan_layers, remat=self.remat)(
+        h_BxNxD, train)
     h_BxNxD = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_final")(h_BxNxD)
     h_BxD = h_BxNxD[:, 0] if self.pool == "cls" else h_BxNxD.mean(axis=1)
     # Zero-init head, as in the paper: the first logits are uniform.
