@@ -95,7 +95,8 @@ def served(data_dir, tmp_path_factory):
     servers.append(Server(root / "lm_model", root / "lm.log", "--slots=4", "--max_queue=32", "--lengths=16",
                           f"--max_new_tokens={CONTEXT}", "--model_name=song"))
     # Waited for on first use: the CNN's tests run while the GPT's server compiles.
-    yield dict(root=root, cnn=cnn, lm=lm, cnn_server=servers[0], lm_server=servers[1])
+    yield dict(root=root, cnn=cnn, lm=lm, cnn_server=servers[0], lm_server=servers[1],
+               in_process=generate.load(lm))
   finally:
     for server in servers:
       server.stop()
@@ -248,7 +249,7 @@ def test_bad_requests_get_a_4xx_that_says_why_and_the_server_stays_up(served, se
 
 def test_generate_over_http_gives_bigmodel_generates_text(served):
   server = served["lm_server"]
-  model, params, tok = generate.load(served["lm"])
+  model, params, tok = served["in_process"]
   prompt = "ten green"
   for settings in (dict(temperature=0.0), dict(temperature=0.8, top_k=5, seed=3)):
     status, out = server.request("POST", "/v1/generate", {"prompt": prompt, "max_new_tokens": 20, **settings})
@@ -267,7 +268,7 @@ def test_generate_over_http_gives_bigmodel_generates_text(served):
 
 
 def test_the_cached_artifact_generates_bigmodel_generates_text_to_the_end_of_the_context(served):
-  model, params, tok = generate.load(served["lm"])
+  model, params, tok = served["in_process"]
   served_model = artifact.load(str(served["root"] / "lm_model"), lengths=[16])
   prompts = [tok.encode("ten green"), tok.encode("nine")]
   settings = dict(temperature=[0.0, 0.9], top_p=[1.0, 0.8], seed=[0, 7])
@@ -286,7 +287,7 @@ def client(server):
 
 def in_process_completion(served, prompt, max_tokens, **settings):
   """What bigmodel.generate continues `prompt` with (decoded)."""
-  model, params, tok = generate.load(served["lm"])
+  model, params, tok = served["in_process"]
   ids = generate.generate(model, params, tok.encode(prompt)[None], max_tokens, **settings)[0]
   return tok.decode(ids[len(prompt):])
 
@@ -317,8 +318,8 @@ def test_the_openai_client_completes_streams_samples_n_stops_and_gets_logprobs(s
   assert "".join(c.choices[0].text for c in streamed) == out.choices[0].text
   # logprobs: the model's own log-softmax of each token, and the most likely ones; echo adds the prompt's.
   out = api.completions.create(model="song", prompt="ten", max_tokens=4, temperature=0, logprobs=3, echo=True)
-  choice = choice = out.choices[0]
-  model, params, tok = generate.load(served["lm"])
+  choice = out.choices[0]
+  model, params, tok = served["in_process"]
   ids = tok.encode(choice.text)
   assert choice.text.startswith("ten") and len(ids) == 7 and choice.logprobs.tokens == list(choice.text)
   logprobs_LxV = np.asarray(jax.nn.log_softmax(model.apply({"params": params}, ids[None])[0]))
@@ -364,9 +365,9 @@ def test_a_short_request_returns_while_a_long_one_is_still_decoding(served):
 def test_200_requests_from_32_clients_all_get_their_text_while_healthz_answers(served):
   server = served["lm_server"]
   prompts, seeds, lengths = ["ten", "nine green", "seven", "eight green bottles"], [1, 2, 3], [1, 4, 12, 30]
-  model = artifact.load(str(served["root"] / "lm_model"), lengths=[16])
-  full = {(p, s): model.decode(model.generate([model.encode(p)], 30, temperature=0.9, seed=s)[0][len(p):])
-          for p in prompts for s in seeds}
+  model, keys = artifact.load(str(served["root"] / "lm_model"), lengths=[16]), [(p, s) for p in prompts for s in seeds]
+  texts = model.generate([model.encode(p) for p, _ in keys], 30, temperature=0.9, seed=[s for _, s in keys])
+  full = {(p, s): model.decode(ids[len(p):]) for (p, s), ids in zip(keys, texts)}
   requests = [dict(prompt=prompts[i % 4], seed=seeds[i % 3], max_tokens=lengths[i % 7 % 4], stream=i % 2 == 0)
               for i in range(200)]
   health, stop = [], threading.Event()
@@ -442,3 +443,18 @@ def test_a_full_queue_answers_503_and_the_rest_are_served(served):
   assert busy and all("The server is busy" in r["error"]["message"] for r in busy), replies
   assert all(len(r["choices"]) == 16 for status, r in replies if status == 200)
   assert {status for status, _ in replies} == {200, 503}
+
+
+def test_the_readmes_curl_and_openai_client_examples_run_against_the_server(served):
+  server = served["lm_server"]
+  readme = open(os.path.join(ROOT, "README.md")).read()
+  section = readme[readme.index("A language model speaks OpenAI's"):readme.index("`POST /v1/generate`")]
+  bash, python = re.findall(r"```(?:bash|python)\n(.*?)```", section, re.S)
+  ours = lambda code: (code.replace("localhost:8001", f"127.0.0.1:{server.port}")
+                       .replace("shakespeare_char_export", "song").replace("ROMEO:", "ten"))
+  out = subprocess.run(["bash", "-c", ours(bash)], capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0 and '"error"' not in out.stdout, out
+  assert '"id": "song"' in out.stdout and out.stdout.count('"object": "text_completion"') == 21, out.stdout
+  assert out.stdout.count("data: {") == 20 and out.stdout.rstrip().endswith("data: [DONE]"), out.stdout
+  out = subprocess.run([sys.executable, "-c", ours(python)], capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0 and "completion_tokens=" in out.stdout, out
