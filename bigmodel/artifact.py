@@ -262,7 +262,9 @@ class Slots:
     self.model, self.n = model, n
     self._start, self._step = model._start, model._step
     cache_avals = model.decoder.in_avals[len(model.weights):-2]  # (weights, cache, token_B, position_B)
-    self.cache = [jnp.zeros((n, *a.shape[1:]), a.dtype) for a in cache_avals]
+    # Committed to the device, as the cache that start and step return is: otherwise their first
+    # calls after warmup would compile again, for the other kind of argument.
+    self.cache = jax.device_put([jnp.zeros((n, *a.shape[1:]), a.dtype) for a in cache_avals], jax.devices()[0])
     self.token_N, self.position_N, self.step_N, self.top_k_N = (np.zeros(n, np.int32) for _ in range(4))
     self.seed_N, self.temperature_N, self.top_p_N = np.zeros(n, np.uint32), np.zeros(n, np.float32), np.ones(n, np.float32)
 
