@@ -1,12 +1,12 @@
 """Exports a trained model: `python -m bigmodel.export --workdir=runs/x --out=model_dir`.
 
 Writes a self-contained artifact of the workdir's newest checkpoint (see bigmodel/artifact.py
-for the files): the forward function serialised with jax.export, for CPU and CUDA, over a
-symbolic batch size (and, for language models, a symbolic length up to the context); the
-weights as arrays; the input spec; the label names; the tokenizer for text. Preprocessing is
-inside the function: uint8 images are scaled to [0, 1] and data.normalize's mean and std
-applied, so it takes raw inputs as the dataset holds them. Classifiers export their logits,
-language models their per-position next-token logits (token id -1 is padding).
+for the files), serialised with jax.export for CPU and CUDA over a symbolic batch size: a
+classifier's forward function (its logits), or a language model's KV-cache path, prefill and a
+one-token decode step with the cache as an explicit input and output (`_lm_functions`; token id
+-1 is padding); the weights as arrays; the input spec; the label names; the tokenizer for text.
+Preprocessing is inside the function: uint8 images are scaled to [0, 1] and data.normalize's
+mean and std applied, so it takes raw inputs as the dataset holds them.
 
 Load it with `bigmodel.artifact.load(model_dir)` (jax and numpy only), serve it with
 `python -m bigmodel.serve --model=model_dir`.
