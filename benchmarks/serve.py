@@ -1,13 +1,20 @@
-"""Serving throughput and latency: requests/s and p50/p99 at 1, 8 and 32 concurrent clients.
+"""Generation serving, the previous server against this one: tokens/s, time to first token, p50/p99.
 
     python benchmarks/serve.py --root=runs/bench_serve      # prints a markdown table
 
-Trains the MNIST-1D CNN (configs/mnist1d/cnn.py) and the char GPT (configs/shakespeare/gpt_char.py)
-for a few steps (accuracy does not matter here; a finished workdir is reused), exports each,
-starts `python -m bigmodel.serve` on a free loopback port with its default buckets, and sends a
-fixed number of requests per level from that many client threads, each with its own keep-alive
-connection. Latency is a request's round trip seen by the client; the clients share the machine
-with the server.
+Two language models: the char GPT (configs/shakespeare/gpt_char.py, trained --gpt_steps; accuracy
+does not matter) and a GPT-2-small-shaped one (12 layers x 768, context 1,024, a 50,257-token
+byte-level BPE learnt on Shakespeare, random weights: written as a Hugging Face checkpoint and
+imported with init.hf, one training step at learning rate 1e-9 to make a workdir). Each is exported
+twice: by this checkout, and by --legacy (a commit whose bigmodel/ is unpacked with `git archive`
+into the root, so the old export and server run as they were: whole-context recompute for every
+token, a batch running until its longest request is done). Both servers run at once, each in its
+own process on a free loopback port; rounds interleave them (old, new, old, new, ...) at 1, 8
+and 32 concurrent clients, each client on its own keep-alive connection, and the table gives the
+median over rounds. A request asks for --max_tokens (GPT-2: --gpt2_max_tokens) at temperature
+0.8 after a 6 to 32 character prompt. The new server streams (/v1/completions): time to first
+token is when the first token arrives; the old one answers whole (/v1/generate), so its first
+token comes with its last. tokens/s counts generated tokens over the level's wall time.
 """
 import argparse
 import concurrent.futures
@@ -15,6 +22,7 @@ import http.client
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -23,30 +31,83 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # bigmodel and configs, run from anywhere
+sys.path.insert(0, ROOT)  # bigmodel, benchmarks and configs, run from anywhere
+PROMPTS = ["ROMEO:", "JULIET:\nO", "First Citizen:\nBefore we proceed", "KING HENRY:\nOnce more"]
 
 
-def train_and_export(config_module, root, name, steps):
-  """A workdir trained for `steps` (reused if already there) and its export; returns the model dir."""
+def char_gpt(root, steps):
   import importlib
-
-  from bigmodel import export
-  from bigmodel.train import train_and_evaluate
-  c = importlib.import_module(config_module).get_config()
+  c = importlib.import_module("configs.shakespeare.gpt_char").get_config()
   c.total_steps = c.eval_every = c.checkpoint_every = steps
   c.log_every = min(c.log_every, steps)
-  workdir, model_dir = os.path.join(root, name), os.path.join(root, f"{name}_model")
+  return train(c, os.path.join(root, "shakespeare_char"), steps)
+
+
+def gpt2_small(root):
+  """A GPT-2-small-shaped workdir of random weights (see the module's docstring)."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+  from benchmarks.hf_import import VOCAB, write_checkpoint
+  from bigmodel import config as config_lib
+  from bigmodel.data import shakespeare
+  hf = os.path.join(root, "gpt2_small_random_hf")
+  if not os.path.exists(os.path.join(hf, "config.json")):
+    os.makedirs(hf, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    bpe.train_from_iterator([shakespeare.load(0.1)["train"]], trainers.BpeTrainer(
+        vocab_size=VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    bpe.add_tokens([f"<unused{i}>" for i in range(VOCAB - bpe.get_vocab_size())])  # GPT-2's vocabulary size
+    bpe.save(os.path.join(hf, "tokenizer.json"))
+    write_checkpoint(hf, layers=12, dim=768)
+  import ml_collections
+  c = ml_collections.ConfigDict()
+  c.init = dict(hf=hf)
+  c.data = dict(name="shakespeare", seq_len=64, batch_size=1, eval_batch_size=1, eval_examples=1, eval_split="val")
+  c.loss = "lm_xent"
+  c.optimizer = dict(name="adamw", learning_rate=1e-9)
+  c.total_steps = c.log_every = c.eval_every = c.checkpoint_every = 1
+  return train(config_lib.resolve(c), os.path.join(root, "gpt2_small_random"), 1)
+
+
+def train(config, workdir, steps):
+  from bigmodel.train import train_and_evaluate
   if not os.path.exists(os.path.join(workdir, "checkpoints", str(steps))):
-    train_and_evaluate(c, workdir)
-  export.export(workdir, model_dir)
-  return model_dir
+    train_and_evaluate(config, workdir)
+  return workdir
+
+
+def unpack_legacy(root, commit):
+  """The bigmodel/ package of `commit`, in a directory of its own; returns that directory."""
+  out = os.path.join(root, f"legacy_{commit}")
+  if not os.path.exists(os.path.join(out, "bigmodel")):
+    os.makedirs(out, exist_ok=True)
+    archive = subprocess.run(["git", "-C", ROOT, "archive", commit, "bigmodel"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", out], input=archive.stdout, check=True)
+  return out
+
+
+def export(code, workdir, out):
+  """`python -m bigmodel.export` as the checkout in `code` has it."""
+  subprocess.run([sys.executable, "-m", "bigmodel.export", f"--workdir={workdir}", f"--out={out}", "--platforms=cpu"],
+                 cwd=code, env=dict(os.environ, PYTHONPATH=code), check=True, capture_output=True)
+  return out
+
+
+# The old server compiled every (batch size, length) bucket at start, the context's included: for a
+# 1,024-token context at batch 32 that is a 32 x 1,024-token forward pass (and 6.6 GB of logits) that
+# no request here needs. Here it compiles each bucket on first use, in an unmeasured warm-up pass.
+LEGACY_MAIN = ("import runpy; from bigmodel import artifact; artifact.Artifact.warmup = lambda self: None; "
+               "runpy.run_module('bigmodel.serve', run_name='__main__')")
 
 
 class Server:
-  def __init__(self, model_dir, log_path):
-    self.log_path = log_path
-    self.proc = subprocess.Popen([sys.executable, "-m", "bigmodel.serve", f"--model={model_dir}", "--port=0"],
-                                 cwd=ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+  def __init__(self, code, model_dir, log_path, flags, legacy):
+    self.legacy = legacy
+    command = ["-c", LEGACY_MAIN] if legacy else ["-m", "bigmodel.serve"]
+    self.proc = subprocess.Popen([sys.executable, *command, f"--model={model_dir}", "--port=0", *flags], cwd=code,
+                                 env=dict(os.environ, PYTHONPATH=code), stdout=open(log_path, "w"),
+                                 stderr=subprocess.STDOUT)
     while True:
       found = re.search(r"compiled in ([\d.]+) s\) on http://127\.0\.0\.1:(\d+)", open(log_path).read())
       if found:
@@ -56,97 +117,115 @@ class Server:
         sys.exit(f"The server failed to start:\n{open(log_path).read()[-3000:]}")
       time.sleep(0.2)
 
-  def counts(self):
-    conn = http.client.HTTPConnection("127.0.0.1", self.port)
-    conn.request("GET", "/healthz")
-    health = json.loads(conn.getresponse().read())
-    conn.close()
-    return health["requests"], health["batches"]
+  def body(self, i, max_tokens):
+    prompt, settings = PROMPTS[i % len(PROMPTS)], dict(temperature=0.8, seed=i)
+    if self.legacy:
+      return json.dumps({"prompt": prompt, "max_new_tokens": max_tokens, **settings}).encode()
+    return json.dumps({"model": "m", "prompt": prompt, "max_tokens": max_tokens, "stream": True, **settings}).encode()
+
+  def request(self, conn, body):
+    """(seconds to the first token, seconds to the last, tokens)."""
+    start = time.perf_counter()
+    conn.request("POST", "/v1/generate" if self.legacy else "/v1/completions", body=body,
+                 headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    if response.status != 200:
+      raise RuntimeError(f"{response.status}: {response.read()[:300]}")
+    if self.legacy:
+      tokens = json.loads(response.read())["new_tokens"]
+      return time.perf_counter() - start, time.perf_counter() - start, tokens
+    first, tokens = None, 0
+    for line in response:
+      if line.startswith(b"data: {"):
+        tokens += 1
+        first = first or time.perf_counter() - start
+      elif line.startswith(b"data: [DONE]"):
+        response.read()
+        break
+    return first, time.perf_counter() - start, tokens
 
   def stop(self):
     self.proc.terminate()
     self.proc.wait()
 
 
-def load(port, path, bodies, clients):
-  """Sends every body once from `clients` threads; returns (wall seconds, latencies in seconds)."""
-  latencies, lock, next_i = [], threading.Lock(), iter(range(len(bodies)))
+def level(server, clients, requests, max_tokens):
+  """Every request once from `clients` threads: (wall s, [(ttft s, latency s, tokens)])."""
+  results, lock, next_i = [], threading.Lock(), iter(range(requests))
 
   def client():
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    while True:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=900)
+    while (i := next(next_i, None)) is not None:
+      result = server.request(conn, server.body(i, max_tokens))
       with lock:
-        i = next(next_i, None)
-      if i is None:
-        break
-      start = time.perf_counter()
-      conn.request("POST", path, body=bodies[i], headers={"Content-Type": "application/json"})
-      response = conn.getresponse()
-      reply = response.read()
-      if response.status != 200:
-        raise RuntimeError(f"{path} answered {response.status}: {reply[:300]}")
-      with lock:
-        latencies.append(time.perf_counter() - start)
+        results.append(result)
     conn.close()
 
   start = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(clients) as pool:
     for f in [pool.submit(client) for _ in range(clients)]:
       f.result()
-  return time.perf_counter() - start, np.array(latencies)
-
-
-def bench(name, server, path, bodies, levels):
-  rows = []
-  load(server.port, path, bodies[:4], 1)  # first requests: connection setup, caches
-  for clients in levels:
-    requests0, batches0 = server.counts()
-    wall, lat = load(server.port, path, bodies, clients)
-    requests1, batches1 = server.counts()
-    mean_batch = (requests1 - requests0) / max(batches1 - batches0, 1)
-    rows.append(f"| {name} | {path} | {clients} | {len(bodies)} | {len(bodies) / wall:.1f} | "
-                f"{np.percentile(lat, 50) * 1e3:.1f} | {np.percentile(lat, 99) * 1e3:.1f} | {mean_batch:.1f} |")
-    print(rows[-1], flush=True)
-  return rows
+  return time.perf_counter() - start, results
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--root", default="runs/bench_serve", help="Workdirs and exports go here.")
-  p.add_argument("--cnn_steps", type=int, default=500)
+  p.add_argument("--root", default="runs/bench_serve", help="Workdirs, exports and the old code go here.")
+  p.add_argument("--legacy", default="8e7439f", help="The commit whose server is compared (before issue 20).")
   p.add_argument("--gpt_steps", type=int, default=200)
-  p.add_argument("--classify_requests", type=int, default=400, help="Requests per concurrency level.")
-  p.add_argument("--generate_requests", type=int, default=96, help="Requests per concurrency level.")
-  p.add_argument("--max_new_tokens", type=int, default=32)
+  p.add_argument("--rounds", type=int, default=3, help="Interleaved rounds; medians are reported.")
   p.add_argument("--levels", default="1,8,32", help="Concurrent clients, comma-separated.")
+  p.add_argument("--requests_per_client", type=int, default=2, help="char GPT (GPT-2: 1); at least 4 a level.")
+  p.add_argument("--max_tokens", type=int, default=32)
+  p.add_argument("--gpt2_max_tokens", type=int, default=16)
+  p.add_argument("--models", default="char,gpt2")
   args = p.parse_args()
+  root = os.path.abspath(args.root)
   levels = [int(n) for n in args.levels.split(",")]
-  os.makedirs(args.root, exist_ok=True)
-  cnn_dir = train_and_export("configs.mnist1d.cnn", args.root, "mnist1d_cnn", args.cnn_steps)
-  gpt_dir = train_and_export("configs.shakespeare.gpt_char", args.root, "shakespeare_char", args.gpt_steps)
-
-  rng = np.random.default_rng(0)
-  signals = rng.normal(size=(args.classify_requests, 40)).round(4)
-  classify = [json.dumps({"input": x.tolist()}).encode() for x in signals]
-  prompts = ["ROMEO:", "JULIET:\nO", "First Citizen:\nBefore we proceed", "KING HENRY:\nOnce more"]
-  generate = [json.dumps({"prompt": prompts[i % len(prompts)], "max_new_tokens": args.max_new_tokens,
-                          "temperature": 0.8, "top_k": 40, "seed": i}).encode()
-              for i in range(args.generate_requests)]
-
-  header = ["| model | endpoint | clients | requests | requests/s | p50 ms | p99 ms | mean batch |",
+  os.makedirs(root, exist_ok=True)
+  legacy_code = unpack_legacy(root, args.legacy)
+  models = {"char": ("char GPT", lambda: char_gpt(root, args.gpt_steps), args.requests_per_client, args.max_tokens,
+                     ["--lengths=16,32"]),
+            "gpt2": ("GPT-2-small shape", lambda: gpt2_small(root), 1, args.gpt2_max_tokens, ["--lengths=16,32"])}
+  header = ["| model | server | clients | requests | tokens/s | first token p50 ms | p50 ms | p99 ms |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
-  print("\n".join(header), flush=True)
-  rows, compile_notes = [], []
-  for name, model_dir, path, bodies in (("MNIST-1D CNN", cnn_dir, "/v1/classify", classify),
-                                        ("char GPT", gpt_dir, "/v1/generate", generate)):
-    server = Server(model_dir, os.path.join(args.root, f"serve_{os.path.basename(model_dir)}.log"))
+  rows, notes = [], []
+  for key in args.models.split(","):
+    name, make, per_client, max_tokens, flags = models[key]
+    workdir = make()
+    servers = {}
     try:
-      rows += bench(name, server, path, bodies, levels)
-      compile_notes.append(f"{name}: {server.compile_s:.1f} s to compile its buckets at start")
+      for label, code, legacy in (("old", legacy_code, True), ("new", ROOT, False)):
+        model_dir = export(code, workdir, os.path.join(root, f"{key}_{label}_export"))
+        extra = ["--batch_sizes=1,8,32", f"--max_new_tokens={max_tokens}"] if legacy else [
+            f"--slots={max(levels)}", "--model_name=m", f"--max_new_tokens={max_tokens}"]
+        servers[label] = Server(code, model_dir, os.path.join(root, f"serve_{key}_{label}.log"), flags + extra, legacy)
+        notes.append(f"{name}, {label}: {servers[label].compile_s:.1f} s to compile at start")
+      measured = {}
+      for r in range(args.rounds):
+        for clients in levels:
+          requests = max(4, clients * per_client)
+          for label, server in servers.items():  # old, new, old, new, ...
+            if r == 0:
+              level(server, clients, clients, max_tokens)  # compiles what this level needs (the old server's buckets)
+            wall, results = level(server, clients, requests, max_tokens)
+            ttft, latency, tokens = map(np.array, zip(*results))
+            measured.setdefault((label, clients), []).append(
+                (tokens.sum() / wall, np.percentile(ttft, 50), np.percentile(latency, 50), np.percentile(latency, 99),
+                 requests))
+            print(f"round {r} {name} {label} {clients} clients: {tokens.sum() / wall:.1f} tokens/s", flush=True)
+      for clients in levels:
+        for label in servers:
+          m = measured[label, clients]
+          med = [statistics.median(x[i] for x in m) for i in range(4)]
+          rows.append(f"| {name} | {label} | {clients} | {m[0][4]} | {med[0]:.1f} | {med[1] * 1e3:.0f} | "
+                      f"{med[2] * 1e3:.0f} | {med[3] * 1e3:.0f} |")
+          print(rows[-1], flush=True)
     finally:
-      server.stop()
+      for server in servers.values():
+        server.stop()
   print("\n" + "\n".join(header + rows))
-  print("; ".join(compile_notes))
+  print("; ".join(notes))
 
 
 if __name__ == "__main__":

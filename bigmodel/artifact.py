@@ -6,15 +6,20 @@
     print(model.decode(ids[0]))
 
 A model dir holds model.json (task, input spec, labels, the weights' paths, shapes and dtypes),
-forward.jax (the forward function serialised by jax.export: StableHLO with a symbolic batch size,
-and for language models a symbolic length), weights.npz (one array per parameter path: the
-function's first argument, so edited weights need no new export) and, for text, the tokenizer.
+the functions serialised by jax.export (StableHLO with a symbolic batch size): a classifier's
+forward.jax, a language model's prefill.jax and decode.jax (its KV-cache path, the cache an explicit
+input and output, see bigmodel/export.py), weights.npz (one array per parameter path: the
+functions' first argument, so edited weights need no new export) and, for text, the tokenizer.
 The model's Python code is not needed: nothing here imports flax or bigmodel.models (text goes
 through bigmodel/tokenizers.py: numpy, sentencepiece for BPE, tokenizers for a Hugging Face one).
 
-Inputs are padded up to a few batch sizes (and, for token ids, lengths), so the function
-compiles once per bucket; `warmup()` compiles them all.
+Inputs are padded up to a few batch sizes (and, for token ids, lengths), so a function compiles
+once per bucket; `warmup()` compiles them all. A language model generates through `Slots`: cache
+rows that decode together, each at its own position, which a sequence joins and leaves at any
+token (bigmodel/batching.py schedules them for the server).
 """
+import collections
+import functools
 import json
 import os
 
@@ -25,8 +30,9 @@ import numpy as np
 from bigmodel import errors
 from bigmodel import sampling, tokenizers  # jax and numpy (and a tokenizer library): no model code
 
-FORMAT = "bigmodel.export/1"
+FORMAT = "bigmodel.export/2"  # 2: language models export prefill and decode with their KV cache
 SPEC, FUNCTION, WEIGHTS = "model.json", "forward.jax", "weights.npz"
+PREFILL, DECODE = "prefill.jax", "decode.jax"
 TASKS = ("classify", "generate")
 
 
@@ -35,7 +41,8 @@ class ArtifactError(errors.UserError):
 
 
 def load(model_dir, batch_sizes=(1, 8, 32), lengths=()):
-  """The exported model in `model_dir`, compiled lazily for each of these batch sizes (and lengths)."""
+  """The exported model in `model_dir`, compiled lazily for each of these batch sizes (and lengths).
+  A language model's batch sizes are those of `forward`; prompts are prefilled one at a time."""
   return Artifact(model_dir, batch_sizes, lengths)
 
 
@@ -62,8 +69,8 @@ def _read_spec(model_dir):
   return spec
 
 
-def _read_function(model_dir, spec):
-  path = os.path.join(model_dir, FUNCTION)
+def _read_function(model_dir, spec, name):
+  path = os.path.join(model_dir, name)
   try:
     with open(path, "rb") as f:
       exported = jax.export.deserialize(bytearray(f.read()))
@@ -124,12 +131,13 @@ def _bucket(n, sizes):
 
 
 class Artifact:
-  """An exported model: `forward`, and `classify` or `generate` by its task."""
+  """An exported model: `forward`, and `classify` or `generate` (or `Slots`) by its task."""
 
   def __init__(self, model_dir, batch_sizes=(1, 8, 32), lengths=()):
     self.spec = spec = _read_spec(model_dir)
     self.task, self.input, self.labels = spec["task"], spec["input"], spec.get("labels")
-    self.exported = _read_function(model_dir, spec)
+    # A classifier's forward function; a language model's prefill (logits and cache), its forward too.
+    self.exported = _read_function(model_dir, spec, FUNCTION if self.task == "classify" else PREFILL)
     self.weights = jax.device_put(_read_weights(model_dir, spec, self.exported))
     self.input_dtype = np.dtype(self.exported.in_avals[-1].dtype)
     self.tokenizer = _read_tokenizer(model_dir) if self.input["kind"] in ("text", "tokens") else None
@@ -137,15 +145,18 @@ class Artifact:
       raise errors.UserError(f"Batch sizes must be >= 1, got {batch_sizes}.")
     self.batch_sizes = sorted(set(batch_sizes))
     self.lengths = ()
-    if self.task == "generate":
-      context = self.context = self.input["context"]
-      if any(not 1 <= n <= context for n in lengths):
-        raise errors.UserError(f"Lengths must be in [1, {context}] (the model's context), got {lengths}.")
-      defaults = [2 ** i for i in range(4, context.bit_length())]  # 16, 32, ... below the context
-      self.lengths = sorted({*(lengths or defaults), context})
-    self._forward = jax.jit(self.exported.call)
-    self._last = jax.jit(lambda weights, ids_BxL, last_B: jnp.take_along_axis(
-        self.exported.call(weights, ids_BxL), last_B[:, None, None], axis=1)[:, 0])
+    if self.task == "classify":
+      self._forward = jax.jit(self.exported.call)
+      return
+    context = self.context = self.input["context"]
+    if any(not 1 <= n <= context for n in lengths):
+      raise errors.UserError(f"Lengths must be in [1, {context}] (the model's context), got {lengths}.")
+    defaults = [2 ** i for i in range(4, context.bit_length())]  # 16, 32, ... below the context
+    self.lengths = sorted({*(lengths or defaults), context})
+    self.decoder = _read_function(model_dir, spec, DECODE)
+    self._forward = jax.jit(lambda weights, ids_BxL: self.exported.call(weights, ids_BxL)[0])
+    self._start = jax.jit(functools.partial(_start, self.exported.call), donate_argnums=1)
+    self._step = jax.jit(functools.partial(_step, self.decoder.call), donate_argnums=1)
 
   def _pad(self, x):
     """x padded to a bucket: its batch with copies of row 0 (any real row is a safe input), token
@@ -188,35 +199,108 @@ class Artifact:
   def decode(self, ids):
     return self.tokenizer.decode(ids)
 
-  def _next_logits(self, rows, tokens):
-    """sampling.generate's next_logits: each row's last `context` tokens through the function, in
-    chunks of the largest batch size, each padded to its buckets."""
-    out, largest = [], self.batch_sizes[-1]
-    for start in range(0, len(tokens), largest):
-      windows = [t[-self.context:] for t in tokens[start:start + largest]]
-      ids_BxL = np.full((len(windows), max(map(len, windows))), -1, np.int32)
-      for b, w in enumerate(windows):
-        ids_BxL[b, :len(w)] = w
-      ids_BxL = self._pad(ids_BxL)
-      last_B = np.array([len(w) - 1 for w in windows] + [len(windows[0]) - 1] * (len(ids_BxL) - len(windows)),
-                        np.int32)
-      out.append(self._last(self.weights, ids_BxL, last_B)[:len(windows)])
-    return jnp.concatenate(out)
-
   def generate(self, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, seed=0):
-    """Each prompt (a sequence of ids) followed by its sampled ids, as lists (sampling.generate:
-    every setting one value or one per prompt; a seed gives the same text alone or batched).
-    Once the context is full, the last `context` tokens are read for each new token."""
-    largest = self.batch_sizes[-1]
-    bucket = lambda n: _bucket(n, self.batch_sizes) if n <= largest else -(-n // largest) * largest
-    return sampling.generate(self._next_logits, prompts, max_new_tokens, temperature=temperature, top_k=top_k,
-                             top_p=top_p, seed=seed, bucket=bucket)
+    """Each prompt (1 to `context` ids) followed by its sampled ids, as lists; every setting is one
+    value or one per prompt, and a prompt's text does not depend on the others (as in
+    bigmodel.generate). A row ends after its max_new_tokens, or where the context does: its last
+    token would need a position past it (so it holds at most context + 1 ids)."""
+    n = len(prompts)
+    settings = np.broadcast_arrays(*(np.asarray(v) for v in (max_new_tokens, temperature, top_k, top_p, seed)),
+                                   np.zeros(n))[:5]
+    new_N, settings = settings[0], list(zip(*settings[1:]))
+    slots, out = Slots(self, n), [[int(t) for t in p] for p in prompts]
+    for i in np.flatnonzero(new_N > 0):
+      out[i].append(slots.start(i, prompts[i], *settings[i])[0].id)
+    while rows := [i for i in range(n) if len(out[i]) - len(prompts[i]) < new_N[i] and not slots.full(i)]:
+      drawn = slots.step()
+      for i in rows:
+        out[i].append(drawn[i].id)
+    return out
 
-  def warmup(self):
-    """Compiles every bucket now rather than on the first request that needs it."""
-    for B in self.batch_sizes:
-      if self.task == "classify":
-        self.forward(np.zeros((B, *self.input["shape"]), self.input_dtype))
-      else:
-        for L in self.lengths:
-          self.generate([[0] * L] * B, 1)
+  def warmup(self, slots=None):
+    """Compiles every bucket now rather than on the first request that needs it (a language model's
+    for these `slots`), without running them."""
+    if self.task == "classify":
+      for B in self.batch_sizes:
+        self._forward.lower(self.weights, jax.ShapeDtypeStruct((B, *self.input["shape"]), self.input_dtype)).compile()
+      return
+    for L in self.lengths:
+      slots._start.lower(*slots.start_args(0, np.zeros(L, np.int32))).compile()
+    slots._step.lower(*slots.step_args()).compile()
+
+
+Token = collections.namedtuple("Token", "id logprob top_ids top_logprobs")  # top_*: sampling.TOP_LOGPROBS
+
+
+def _start(prefill, weights, cache, slot, ids_1xL, last, seed, temperature, top_k, top_p):
+  """A prompt prefilled into row `slot` of the cache: (cache, its first token, the logprobs of that
+  token and of each prompt token after the first, from the logits before it)."""
+  logits_1xLxV, rows = prefill(weights, ids_1xL)
+  logits_LxV = logits_1xLxV[0]
+  cache = [jax.lax.dynamic_update_index_in_dim(c, r[0], slot, 0) for c, r in zip(cache, rows)]
+  first_1 = sampling.draw(logits_LxV[last][None], seed[None], jnp.zeros(1, jnp.int32), temperature[None],
+                          top_k[None], top_p[None])
+  return (cache, first_1[0], sampling.logprobs(logits_LxV[last][None], first_1),
+          sampling.logprobs(logits_LxV[:-1], ids_1xL[0, 1:]))
+
+
+def _step(decode, weights, cache, token_N, position_N, seed_N, step_N, temperature_N, top_k_N, top_p_N):
+  """Every row's token fed at its position, and the next drawn: (cache, token_N, its logprobs)."""
+  logits_NxV, cache = decode(weights, cache, token_N, position_N)
+  token_N = sampling.draw(logits_NxV, seed_N, step_N, temperature_N, top_k_N, top_p_N)
+  return cache, token_N, sampling.logprobs(logits_NxV, token_N)
+
+
+class Slots:
+  """`n` rows of a language model's KV cache that decode together, each at its own position.
+  `start` prefills a prompt (on its own, length-bucketed) into a row and draws its first token;
+  `step` feeds every row its last token and draws the next. Token i of a row is sampling.draw's
+  step i of its seed, as in bigmodel.generate, so a row's text depends on its prompt, settings and
+  seed alone. A free row decodes too (it is one row of the batch); its tokens are ignored."""
+
+  def __init__(self, model, n):
+    self.model, self.n = model, n
+    self._start, self._step = model._start, model._step
+    cache_avals = model.decoder.in_avals[len(model.weights):-2]  # (weights, cache, token_B, position_B)
+    # Committed to the device, as the cache that start and step return is: otherwise their first
+    # calls after warmup would compile again, for the other kind of argument.
+    self.cache = jax.device_put([jnp.zeros((n, *a.shape[1:]), a.dtype) for a in cache_avals], jax.devices()[0])
+    self.token_N, self.position_N, self.step_N, self.top_k_N = (np.zeros(n, np.int32) for _ in range(4))
+    self.seed_N, self.temperature_N, self.top_p_N = np.zeros(n, np.uint32), np.zeros(n, np.float32), np.ones(n, np.float32)
+
+  def start_args(self, slot, ids, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+    if not 1 <= len(ids) <= self.model.context:
+      raise errors.UserError(f"A prompt of {len(ids)} tokens: the model reads 1 to {self.model.context}.")
+    ids_1xL = np.full((1, _bucket(len(ids), self.model.lengths)), -1, np.int32)
+    ids_1xL[0, :len(ids)] = ids
+    return (self.model.weights, self.cache, np.int32(slot), ids_1xL, np.int32(len(ids) - 1), np.uint32(seed),
+            np.float32(temperature), np.int32(top_k), np.float32(top_p))
+
+  def start(self, slot, ids, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+    """Prefills `ids` (1 to `context` token ids) into row `slot`: (its first Token, the prompt's
+    Tokens after the first, each with the logprobs the model gave it)."""
+    self.cache, first, first_logprobs, prompt_logprobs = self._start(
+        *self.start_args(slot, ids, temperature, top_k, top_p, seed))
+    self.token_N[slot], self.position_N[slot], self.step_N[slot] = first, len(ids), 1
+    self.seed_N[slot], self.temperature_N[slot], self.top_k_N[slot], self.top_p_N[slot] = (
+        seed, temperature, top_k, top_p)
+    first = Token(int(first), *(np.asarray(x)[0] for x in first_logprobs))
+    logprob_L, top_ids_LxK, top_LxK = (np.asarray(x)[:len(ids) - 1] for x in prompt_logprobs)
+    return first, [Token(int(t), *row) for t, *row in zip(ids[1:], logprob_L, top_ids_LxK, top_LxK)]
+
+  def step_args(self):
+    position_N = np.minimum(self.position_N, self.model.context - 1)  # a row that has ended feeds harmlessly
+    return (self.model.weights, self.cache, self.token_N, position_N, self.seed_N, self.step_N, self.temperature_N,
+            self.top_k_N, self.top_p_N)
+
+  def step(self):
+    """One more Token for every row."""
+    self.cache, token_N, logprobs = self._step(*self.step_args())
+    self.token_N = np.array(token_N)
+    self.position_N += 1
+    self.step_N += 1
+    return [Token(int(t), *row) for t, *row in zip(self.token_N, *map(np.asarray, logprobs))]
+
+  def full(self, slot):
+    """Whether row `slot` has reached the end of the context: its last token has no position to be fed at."""
+    return self.position_N[slot] >= self.model.context

@@ -1,12 +1,12 @@
 """Exports a trained model: `python -m bigmodel.export --workdir=runs/x --out=model_dir`.
 
 Writes a self-contained artifact of the workdir's newest checkpoint (see bigmodel/artifact.py
-for the files): the forward function serialised with jax.export, for CPU and CUDA, over a
-symbolic batch size (and, for language models, a symbolic length up to the context); the
-weights as arrays; the input spec; the label names; the tokenizer for text. Preprocessing is
-inside the function: uint8 images are scaled to [0, 1] and data.normalize's mean and std
-applied, so it takes raw inputs as the dataset holds them. Classifiers export their logits,
-language models their per-position next-token logits (token id -1 is padding).
+for the files), serialised with jax.export for CPU and CUDA over a symbolic batch size: a
+classifier's forward function (its logits), or a language model's KV-cache path, prefill and a
+one-token decode step with the cache as an explicit input and output (`_lm_functions`; token id
+-1 is padding); the weights as arrays; the input spec; the label names; the tokenizer for text.
+Preprocessing is inside the function: uint8 images are scaled to [0, 1] and data.normalize's
+mean and std applied, so it takes raw inputs as the dataset holds them.
 
 Load it with `bigmodel.artifact.load(model_dir)` (jax and numpy only), serve it with
 `python -m bigmodel.serve --model=model_dir`.
@@ -16,11 +16,13 @@ Hugging Face tokenizer if the run used one), which `transformers` loads with `fr
 GPT-2-shaped language models (model.name=gpt) and BERTs (model.name=bert), whether imported with
 init.hf and fine-tuned or trained from scratch here (bigmodel/huggingface.py).
 """
+import inspect
 import json
 import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
@@ -47,14 +49,11 @@ def export(workdir, out, platforms=("cpu", "cuda")):
   weights = [np.asarray(x) for x in weights]
   tok = run.tokenizer
 
+  weight_avals = [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights]
   if task.serves == "generate":
     context = getattr(model, "max_len", 0) or config.data.seq_len
-    x_shape = jax.export.symbolic_shape("b, l", constraints=[f"l <= {context}"])
-    x_dtype = np.int32
     spec = dict(task="generate", input=dict(kind="tokens", context=context, vocab_size=tok.vocab_size))
-
-    def forward(weights, ids_BxL):
-      return model.apply(jax.tree.unflatten(treedef, weights), ids_BxL)
+    functions = _lm_functions(model, treedef, weight_avals, context, platforms)
   else:  # the dataset says what raw inputs look like and how training preprocessed them
     dataset = experiment.build(config).dataset
     tok = tok or dataset.tokenizer
@@ -70,17 +69,18 @@ def export(workdir, out, platforms=("cpu", "cuda")):
       x_BxS = pipeline.normalize(pipeline.preprocess({"x": x_BxS}), norm)["x"]
       return model.apply(jax.tree.unflatten(treedef, weights), x_BxS, train=False)
 
-  exported = jax.export.export(jax.jit(forward), platforms=platforms)(
-      [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights], jax.ShapeDtypeStruct(x_shape, x_dtype))
+    functions = {artifact.FUNCTION: jax.export.export(jax.jit(forward), platforms=platforms)(
+        weight_avals, jax.ShapeDtypeStruct(x_shape, x_dtype))}
   spec = dict(format=artifact.FORMAT, **spec,
               weights=[dict(path=p, shape=list(w.shape), dtype=str(w.dtype)) for p, w in zip(paths, weights)],
               source=dict(workdir=os.path.abspath(workdir), step=run.step, data=config.data.name,
                           model=config.model.to_dict()),
-              platforms=list(exported.platforms), jax_version=jax.__version__)
+              platforms=list(next(iter(functions.values())).platforms), jax_version=jax.__version__)
 
   tmp = _fresh_tmp(out)
-  with open(os.path.join(tmp, artifact.FUNCTION), "wb") as f:
-    f.write(exported.serialize())
+  for name, exported in functions.items():
+    with open(os.path.join(tmp, name), "wb") as f:
+      f.write(exported.serialize())
   np.savez(os.path.join(tmp, artifact.WEIGHTS), **dict(zip(paths, weights)))
   if tok is not None:
     tok.save(tmp)
@@ -88,6 +88,46 @@ def export(workdir, out, platforms=("cpu", "cuda")):
     json.dump(spec, f, indent=2, ensure_ascii=False)
   _move_into_place(tmp, out, artifact.SPEC)
   return spec
+
+
+def _lm_functions(model, treedef, weight_avals, context, platforms):
+  """The language model's KV-cache path as two exported functions, the cache their explicit input
+  and output (a list of arrays, one row per sequence):
+
+    prefill(weights, ids_BxL) -> (logits_BxLxV, cache)    every row from position 0; -1 pads on the right
+    decode(weights, cache, token_B, position_B) -> (logits_BxV, cache)   one token per row, at its position
+
+  The model's cache keeps one position for its whole batch, so each row runs alone under vmap: rows
+  at different positions decode together. A right pad's keys land beyond the prompt, where decoding
+  overwrites them before any query can see them."""
+  if "decode" not in inspect.signature(type(model).__call__).parameters:
+    raise errors.UserError(f"A {type(model).__name__} has no KV cache to decode with; the server serves models "
+                           "that have one (model.name=gpt and its sizes).")
+  blank = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32), decode=True))["cache"]
+  # The cache minus "index" (the model's one position for its batch: decode takes one per row instead).
+  cache_avals, cache_def = jax.tree.flatten({k: v for k, v in blank.items() if k != "index"})
+
+  def run(weights, cache, position, ids_1xL):
+    variables = {**jax.tree.unflatten(treedef, weights), "cache": {**jax.tree.unflatten(cache_def, cache),
+                                                                   "index": position}}
+    logits_1xLxV, variables = model.apply(variables, ids_1xL, decode=True, mutable=["cache"])
+    return logits_1xLxV[0], jax.tree.leaves({k: v for k, v in variables["cache"].items() if k != "index"})
+
+  def prefill(weights, ids_BxL):
+    empty = [jnp.zeros(a.shape, a.dtype) for a in cache_avals]
+    return jax.vmap(lambda ids_L: run(weights, empty, jnp.int32(0), ids_L[None]))(ids_BxL)
+
+  def decode(weights, cache, token_B, position_B):
+    logits_Bx1xV, cache = jax.vmap(lambda c, t, p: run(weights, c, p, t[None, None]))(cache, token_B, position_B)
+    return logits_Bx1xV[:, 0], cache
+
+  b, l = jax.export.symbolic_shape("b, l", constraints=[f"l <= {context}"])
+  (rows,) = jax.export.symbolic_shape("b")  # a scope of its own: decode takes no length
+  tokens = lambda *shape: jax.ShapeDtypeStruct(shape, np.int32)
+  return {artifact.PREFILL: jax.export.export(jax.jit(prefill), platforms=platforms)(weight_avals, tokens(b, l)),
+          artifact.DECODE: jax.export.export(jax.jit(decode), platforms=platforms)(
+              weight_avals, [jax.ShapeDtypeStruct((rows, *a.shape), a.dtype) for a in cache_avals], tokens(rows),
+              tokens(rows))}
 
 
 def export_hf(workdir, out):

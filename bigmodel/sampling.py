@@ -29,10 +29,22 @@ def sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B):
   return jnp.where(temperature_B > 0, drawn_B, greedy_B).astype(jnp.int32)
 
 
-@jax.jit
-def _draw(logits_BxV, seed_B, step_B, temperature_B, top_k_B, top_p_B):
+def draw(logits_BxV, seed_B, step_B, temperature_B, top_k_B, top_p_B):
+  """Token step_B of each row, drawn with the key fold_in(key(seed), step) of its seed."""
   key_B = jax.vmap(lambda seed, step: jax.random.fold_in(jax.random.key(seed), step))(seed_B, step_B)
   return sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B)
+
+
+_draw = jax.jit(draw)
+TOP_LOGPROBS = 5  # the most alternatives `logprobs` reports per token (OpenAI's limit too)
+
+
+def logprobs(logits_BxV, token_B):
+  """The model's log-probability of each row's token (at temperature 1, before any cut), and the
+  TOP_LOGPROBS most likely tokens with theirs: (logprob_B, top_ids_BxK, top_logprobs_BxK)."""
+  logprobs_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), -1)
+  top_BxK, ids_BxK = jax.lax.top_k(logprobs_BxV, TOP_LOGPROBS)
+  return jnp.take_along_axis(logprobs_BxV, token_B[:, None], -1)[:, 0], ids_BxK.astype(jnp.int32), top_BxK
 
 
 def _power_of_two(n):

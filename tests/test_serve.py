@@ -1,11 +1,12 @@
-"""Export and serve: the artifact runs without the model's code, and the HTTP server answers right,
-batches, refuses bad input with a 4xx and stays up."""
+"""Export and serve: the artifact runs without the model's code, and the HTTP server answers right
+(the official `openai` client included), batches, refuses bad input with a 4xx and stays up."""
 import concurrent.futures
 import http.client
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -13,12 +14,14 @@ import time
 
 import jax
 import numpy as np
+import openai
 import pytest
 
 from bigmodel import artifact, checkpoint, export, generate, models
 from bigmodel.train import train_and_evaluate
 from conftest import ROOT, XLA_TEST_FLAGS, run_cli, tiny_config
 
+CONTEXT = 64  # the char GPT's
 SONG = "".join(f"{n} green bottles hanging on the wall\n" for n in ("ten", "nine", "eight", "seven")) * 30
 
 
@@ -55,7 +58,10 @@ class Server:
       data = raw if raw is not None else None if body is None else json.dumps(body).encode()
       conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
       response = conn.getresponse()
-      return response.status, json.loads(response.read())
+      reply = json.loads(response.read())
+      if response.status != 200:  # every error in OpenAI's shape
+        assert set(reply) == {"error"} and set(reply["error"]) == {"message", "type", "param", "code"}, reply
+      return response.status, reply
     finally:
       conn.close()
 
@@ -81,14 +87,16 @@ def served(data_dir, tmp_path_factory):
     c = tiny_config(data_dir, total_steps=30, eval_every=30, checkpoint_every=30, log_every=10)
     c.data = dict(name="text_files", files=(str(root / "song.txt"),), tokenizer="char", seq_len=16, batch_size=16,
                   eval_batch_size=64, eval_split="val", data_dir=data_dir)
-    c.model = dict(name="gpt", num_layers=1, num_heads=2, dim=32, max_len=16)
+    c.model = dict(name="gpt", num_layers=1, num_heads=2, dim=32, max_len=CONTEXT)
     c.loss = "lm_xent"
     c.optimizer = dict(name="adamw", learning_rate=3e-3)
     train_and_evaluate(c, lm)
     export.export(lm, str(root / "lm_model"))
-    servers.append(Server(root / "lm_model", root / "lm.log", "--batch_sizes=1,4", "--max_new_tokens=40"))
+    servers.append(Server(root / "lm_model", root / "lm.log", "--slots=4", "--max_queue=32", "--lengths=16",
+                          f"--max_new_tokens={CONTEXT}", "--model_name=song"))
     # Waited for on first use: the CNN's tests run while the GPT's server compiles.
-    yield dict(root=root, cnn=cnn, lm=lm, cnn_server=servers[0], lm_server=servers[1])
+    yield dict(root=root, cnn=cnn, lm=lm, cnn_server=servers[0], lm_server=servers[1],
+               in_process=generate.load(lm))
   finally:
     for server in servers:
       server.stop()
@@ -189,6 +197,7 @@ def test_a_missing_or_corrupt_model_dir_fails_at_start_with_a_clear_message(serv
 
 
 CLASSIFY_40 = {"input": [0.5] * 40}
+COMPLETE = {"model": "song", "prompt": "ten", "max_tokens": 2}
 BAD = [  # (server, method, path, body, status, what the error says)
     ("cnn", "POST", "/v1/classify", b'{"input": [1, 2', 400, "not valid JSON"),
     ("cnn", "POST", "/v1/classify", b"[1, 2]", 400, "must be a JSON object"),
@@ -205,14 +214,25 @@ BAD = [  # (server, method, path, body, status, what the error says)
     ("cnn", "GET", "/v1/classify", None, 405, "takes POST, not GET"),
     ("cnn", "GET", "/v2/nothing", None, 404, "No endpoint /v2/nothing"),
     ("lm", "POST", "/v1/generate", {"prompt": 5}, 400, "prompt must be a string"),
-    ("lm", "POST", "/v1/generate", {"prompt": "ten green bottles"}, 400, "The prompt is 17 tokens"),
+    ("lm", "POST", "/v1/generate", {"prompt": SONG[:65]}, 400, "The prompt is 65 tokens"),
     ("lm", "POST", "/v1/generate", {"prompt": ""}, 400, "The prompt is 0 tokens"),
     ("lm", "POST", "/v1/generate", {"prompt": "TEN"}, 400, "Character 'T'"),
-    ("lm", "POST", "/v1/generate", {"prompt": "ten", "max_new_tokens": 41}, 400, "max_new_tokens must be"),
+    ("lm", "POST", "/v1/generate", {"prompt": "ten", "max_new_tokens": 65}, 400, "max_new_tokens must be"),
     ("lm", "POST", "/v1/generate", {"prompt": "ten", "temperature": "hot"}, 400, "temperature must be a number"),
     ("lm", "POST", "/v1/generate", {"prompt": "ten", "top_p": 0}, 400, "top_p must be"),
     ("lm", "POST", "/v1/generate", {"prompt": "ten", "seed": True}, 400, "seed must be an integer"),
     ("lm", "POST", "/v1/generate", {"prompt": "ten", "beams": 4}, 400, "Unknown field(s): beams"),
+    ("lm", "POST", "/v1/completions", {"prompt": "ten"}, 400, "Missing field(s): model"),
+    ("lm", "POST", "/v1/completions", {**COMPLETE, "model": "gpt-4"}, 404, "this server serves 'song'"),
+    ("lm", "POST", "/v1/completions", {**COMPLETE, "prompt": [[]]}, 400, "prompt must be a string, a list"),
+    ("lm", "POST", "/v1/completions", {**COMPLETE, "prompt": [5, 999]}, 400, "Token ids must be in [0, "),
+    ("lm", "POST", "/v1/completions", {**COMPLETE, "n": 0}, 400, "n must be an integer in [1, 16]"),
+    ("lm", "POST", "/v1/completions", {**COMPLETE, "stop": [""]}, 400, "stop must be a non-empty string"),
+    ("lm", "POST", "/v1/completions", {**COMPLETE, "logprobs": 6}, 400, "logprobs must be an integer in [0, 5]"),
+    ("lm", "POST", "/v1/completions", {**COMPLETE, "stream": "yes"}, 400, "stream must be true or false"),
+    ("lm", "POST", "/v1/completions", {**COMPLETE, "presence_penalty": 1}, 400, "presence_penalty is not supported"),
+    ("lm", "POST", "/v1/completions", {**COMPLETE, "prompt": ["ten"] * 3, "n": 16}, 400, "more sequences than the"),
+    ("lm", "POST", "/v1/classify", {"text": "ten"}, 404, "use POST /v1/completions"),
 ]
 
 
@@ -223,21 +243,21 @@ def test_bad_requests_get_a_4xx_that_says_why_and_the_server_stays_up(served, se
   server = served[f"{server}_server"]
   raw = body if isinstance(body, bytes) else None
   got, reply = server.request(method, path, body=None if raw else body, raw=raw)
-  assert got == status and message in reply["error"], reply
+  assert got == status and message in reply["error"]["message"], reply
   assert server.request("GET", "/healthz")[0] == 200
 
 
 def test_generate_over_http_gives_bigmodel_generates_text(served):
   server = served["lm_server"]
-  model, params, tok = generate.load(served["lm"])
-  prompt = "ten green"  # 9 tokens + 20 new > the context of 16: the window slides
+  model, params, tok = served["in_process"]
+  prompt = "ten green"
   for settings in (dict(temperature=0.0), dict(temperature=0.8, top_k=5, seed=3)):
     status, out = server.request("POST", "/v1/generate", {"prompt": prompt, "max_new_tokens": 20, **settings})
     assert status == 200, out
     ids = generate.generate(model, params, tok.encode(prompt)[None], 20, **settings)[0]
     assert out["text"] == tok.decode(ids) and out["completion"] == tok.decode(ids[9:]), (out, tok.decode(ids))
     assert out["prompt_tokens"] == 9 and out["new_tokens"] == 20
-  # Batched with other requests, a request gives the text it gives alone.
+  # Decoding beside other requests, a request gives the text it gives alone.
   requests = [{"prompt": prompt, "max_new_tokens": 20, "temperature": 0.8, "top_k": 5, "seed": 3},
               {"prompt": "nine", "max_new_tokens": 5, "seed": 1},
               {"prompt": "seven", "max_new_tokens": 12, "top_p": 0.5}]
@@ -245,3 +265,196 @@ def test_generate_over_http_gives_bigmodel_generates_text(served):
     replies = list(pool.map(lambda r: server.request("POST", "/v1/generate", r), requests * 2))
   assert all(status == 200 for status, _ in replies)
   assert replies[0][1]["text"] == out["text"] and replies[0] == replies[3] and replies[2] == replies[5]
+
+
+def test_the_cached_artifact_generates_bigmodel_generates_text_to_the_end_of_the_context(served):
+  model, params, tok = served["in_process"]
+  served_model = artifact.load(str(served["root"] / "lm_model"), lengths=[16])
+  prompts = [tok.encode("ten green"), tok.encode("nine")]
+  settings = dict(temperature=[0.0, 0.9], top_p=[1.0, 0.8], seed=[0, 7])
+  got = served_model.generate(prompts, CONTEXT + 1 - 4, **settings)  # the second row ends with the context
+  for i, prompt in enumerate(prompts):
+    want = generate.generate(model, params, prompt[None], CONTEXT + 1 - len(prompt),
+                             **{k: v[i] for k, v in settings.items()})[0]
+    assert len(got[i]) == CONTEXT + 1 and got[i] == want.tolist(), (tok.decode(got[i]), tok.decode(want))
+
+
+def client(server):
+  if server.port is None:
+    server.wait()
+  return openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def in_process_completion(served, prompt, max_tokens, **settings):
+  """What bigmodel.generate continues `prompt` with (decoded)."""
+  model, params, tok = served["in_process"]
+  ids = generate.generate(model, params, tok.encode(prompt)[None], max_tokens, **settings)[0]
+  return tok.decode(ids[len(prompt):])
+
+
+def test_the_openai_client_completes_streams_samples_n_stops_and_gets_logprobs(served):
+  api = client(served["lm_server"])
+  assert [m.id for m in api.models.list().data] == ["song"]
+  greedy = in_process_completion(served, "ten green", 30, temperature=0.0)
+  out = api.completions.create(model="song", prompt="ten green", max_tokens=30, temperature=0)
+  assert out.choices[0].text == greedy and out.choices[0].finish_reason == "length"
+  assert (out.usage.prompt_tokens, out.usage.completion_tokens, out.usage.total_tokens) == (9, 30, 39)
+  # Streamed: one chunk per token, the same text; the client reads to `data: [DONE]`.
+  chunks = list(api.completions.create(model="song", prompt="ten green", max_tokens=30, temperature=0, stream=True))
+  assert len(chunks) == 30 and "".join(c.choices[0].text for c in chunks) == greedy
+  assert [c.choices[0].finish_reason for c in chunks] == [None] * 29 + ["length"]
+  # n=2 over two prompts: choice j of a prompt is seed + j, as bigmodel.generate's sample j.
+  out = api.completions.create(model="song", prompt=["ten", "nine"], max_tokens=12, n=2, seed=5, temperature=0.9)
+  assert [c.index for c in out.choices] == [0, 1, 2, 3]
+  assert [c.text for c in out.choices] == [in_process_completion(served, p, 12, temperature=0.9, seed=5 + j)
+                                           for p in ("ten", "nine") for j in range(2)]
+  assert out.choices[0].text != out.choices[1].text and out.usage.prompt_tokens == 3 + 4
+  # A stop string ends the text before it, streamed or not.
+  stop = greedy[8:10]
+  out = api.completions.create(model="song", prompt="ten green", max_tokens=30, temperature=0, stop=[stop, "zz"])
+  assert out.choices[0].text == greedy[:greedy.index(stop)] and out.choices[0].finish_reason == "stop"
+  streamed = api.completions.create(model="song", prompt="ten green", max_tokens=30, temperature=0, stop=stop,
+                                    stream=True)
+  assert "".join(c.choices[0].text for c in streamed) == out.choices[0].text
+  # logprobs: the model's own log-softmax of each token, and the most likely ones; echo adds the prompt's.
+  out = api.completions.create(model="song", prompt="ten", max_tokens=4, temperature=0, logprobs=3, echo=True)
+  choice = out.choices[0]
+  model, params, tok = served["in_process"]
+  ids = tok.encode(choice.text)
+  assert choice.text.startswith("ten") and len(ids) == 7 and choice.logprobs.tokens == list(choice.text)
+  logprobs_LxV = np.asarray(jax.nn.log_softmax(model.apply({"params": params}, ids[None])[0]))
+  np.testing.assert_allclose(choice.logprobs.token_logprobs[1:], logprobs_LxV[np.arange(6), ids[1:]], atol=1e-4)
+  assert choice.logprobs.token_logprobs[0] is None and choice.logprobs.text_offset == list(range(7))
+  for i, top in enumerate(choice.logprobs.top_logprobs[1:]):
+    best = np.argsort(-logprobs_LxV[i])[:3]
+    assert list(top) == [tok.decode([t]) for t in best]
+    np.testing.assert_allclose(list(top.values()), logprobs_LxV[i, best], atol=1e-4)
+
+
+def test_bad_arguments_raise_the_openai_clients_own_errors(served):
+  api = client(served["lm_server"])
+  with pytest.raises(openai.BadRequestError, match=r"max_tokens must be an integer in \[0, 64\]") as e:
+    api.completions.create(model="song", prompt="ten", max_tokens=1000)
+  assert e.value.body["param"] == "max_tokens" and e.value.body["type"] == "invalid_request_error"
+  with pytest.raises(openai.BadRequestError, match="Character 'T'"):
+    api.completions.create(model="song", prompt="TEN", max_tokens=1, stream=True)
+  with pytest.raises(openai.BadRequestError, match="temperature must be a number in"):
+    api.completions.create(model="song", prompt="ten", temperature=2.5)
+  with pytest.raises(openai.NotFoundError, match="this server serves 'song'") as e:
+    api.completions.create(model="gpt-3.5-turbo-instruct", prompt="ten")
+  assert e.value.code == "model_not_found"
+
+
+def test_a_short_request_returns_while_a_long_one_is_still_decoding(served):
+  api, finished = client(served["lm_server"]), {}
+
+  def complete(name, max_tokens):
+    for _ in api.completions.create(model="song", prompt="ten", max_tokens=max_tokens, temperature=0, stream=True):
+      started.set()
+    finished[name] = time.perf_counter()
+
+  started = threading.Event()
+  long = threading.Thread(target=complete, args=("long", CONTEXT - 3))
+  long.start()
+  assert started.wait(30)  # the long one is decoding
+  complete("short", 1)
+  long.join()
+  assert finished["short"] < finished["long"]
+
+
+def test_200_requests_from_32_clients_all_get_their_text_while_healthz_answers(served):
+  server = served["lm_server"]
+  prompts, seeds, lengths = ["ten", "nine green", "seven", "eight green bottles"], [1, 2, 3], [1, 4, 12, 30]
+  model, keys = artifact.load(str(served["root"] / "lm_model"), lengths=[16]), [(p, s) for p in prompts for s in seeds]
+  texts = model.generate([model.encode(p) for p, _ in keys], 30, temperature=0.9, seed=[s for _, s in keys])
+  full = {(p, s): model.decode(ids[len(p):]) for (p, s), ids in zip(keys, texts)}
+  requests = [dict(prompt=prompts[i % 4], seed=seeds[i % 3], max_tokens=lengths[i % 7 % 4], stream=i % 2 == 0)
+              for i in range(200)]
+  health, stop = [], threading.Event()
+
+  def poll():
+    while not stop.is_set():
+      start = time.perf_counter()
+      health.append((server.request("GET", "/healthz")[0], time.perf_counter() - start))
+      time.sleep(0.02)
+
+  def complete(r):
+    out = api.completions.create(model="song", temperature=0.9, **r)
+    return "".join(c.choices[0].text for c in out) if r["stream"] else out.choices[0].text
+
+  api = client(server)
+  poller = threading.Thread(target=poll)
+  poller.start()
+  try:
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+      texts = list(pool.map(complete, requests))
+  finally:
+    stop.set()
+    poller.join()
+  assert texts == [full[r["prompt"], r["seed"]][:r["max_tokens"]] for r in requests]
+  assert health and all(status == 200 for status, _ in health) and max(t for _, t in health) < 5
+  counts = server.request("GET", "/healthz")[1]
+  assert counts["tokens"] > counts["steps"], counts  # rows decoded together
+
+
+def raw_post(port, path, body, send=None):
+  """A socket that has sent a POST's headers and `send` bytes of its body (all if None)."""
+  data = json.dumps(body).encode()
+  sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+  sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:send])
+  return sock, data
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_row(served):
+  server = served["lm_server"]
+  before = server.request("GET", "/healthz")[1]
+  sock, _ = raw_post(server.port, "/v1/completions", {**COMPLETE, "max_tokens": CONTEXT - 3, "stream": True})
+  received = b""
+  while b"data: " not in received:  # it is decoding
+    received += sock.recv(4096)
+  sock.close()
+  deadline = time.time() + 10
+  while (counts := server.request("GET", "/healthz")[1])["cancelled"] == before["cancelled"]:
+    assert time.time() < deadline, counts
+    time.sleep(0.01)
+  assert counts["active"] == 0 and counts["finished"] == before["finished"], (before, counts)
+
+
+def test_a_client_that_sends_its_body_slowly_does_not_stall_others(served):
+  server = served["lm_server"]
+  sock, data = raw_post(server.port, "/v1/completions", COMPLETE, send=5)
+  try:
+    start = time.perf_counter()
+    assert client(server).completions.create(**COMPLETE).choices[0].finish_reason == "length"
+    assert time.perf_counter() - start < 10
+    sock.sendall(data[5:])
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+  finally:
+    sock.close()
+
+
+def test_a_full_queue_answers_503_and_the_rest_are_served(served):
+  server = served["lm_server"]  # 4 rows, 32 sequences may wait: 6 requests of n=16 cannot all
+  body = {**COMPLETE, "max_tokens": 30, "n": 16}
+  with concurrent.futures.ThreadPoolExecutor(6) as pool:
+    replies = list(pool.map(lambda _: server.request("POST", "/v1/completions", body), range(6)))
+  busy = [r for status, r in replies if status == 503]
+  assert busy and all("The server is busy" in r["error"]["message"] for r in busy), replies
+  assert all(len(r["choices"]) == 16 for status, r in replies if status == 200)
+  assert {status for status, _ in replies} == {200, 503}
+
+
+def test_the_readmes_curl_and_openai_client_examples_run_against_the_server(served):
+  server = served["lm_server"]
+  readme = open(os.path.join(ROOT, "README.md")).read()
+  section = readme[readme.index("A language model speaks OpenAI's"):readme.index("`POST /v1/generate`")]
+  bash, python = re.findall(r"```(?:bash|python)\n(.*?)```", section, re.S)
+  ours = lambda code: (code.replace("localhost:8001", f"127.0.0.1:{server.port}")
+                       .replace("shakespeare_char_export", "song").replace("ROMEO:", "ten"))
+  out = subprocess.run(["bash", "-c", ours(bash)], capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0 and '"error"' not in out.stdout, out
+  assert '"id": "song"' in out.stdout and out.stdout.count('"object": "text_completion"') == 21, out.stdout
+  assert out.stdout.count("data: {") == 20 and out.stdout.rstrip().endswith("data: [DONE]"), out.stdout
+  out = subprocess.run([sys.executable, "-c", ours(python)], capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0 and "completion_tokens=" in out.stdout, out

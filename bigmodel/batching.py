@@ -1,0 +1,185 @@
+"""How the server's requests share model calls, on one worker thread per model.
+
+`Batcher` (classifiers): after the first request it waits up to `wait_s` for more, and runs them
+as one batch. `Generator` (language models): continuous batching over a fixed set of KV-cache
+rows (artifact.Slots). Between two decode steps, waiting sequences join free rows (each prompt
+prefilled on its own) and finished ones leave, so a short request never waits for a long one.
+A sequence finishes at its max_tokens, at a stop string, at the end of the context, or when its
+client has gone (`cancel`).
+"""
+import collections
+import concurrent.futures
+import queue
+import threading
+import time
+import traceback
+
+from bigmodel import artifact
+
+
+class Busy(Exception):
+  """The queue is full: the server answers 503."""
+
+
+class Batcher:
+  """Runs `run(items) -> results` on one worker thread, over the requests that arrived together:
+  after the first it waits up to `wait_s` for more, up to `max_batch`."""
+
+  def __init__(self, run, max_batch, wait_s, max_queue=1024):
+    self.run, self.max_batch, self.wait_s = run, max_batch, wait_s
+    self.queue = queue.Queue(max_queue)
+    self.batches = self.requests = 0  # run so far: requests / batches is the batching achieved
+    threading.Thread(target=self._loop, name="batcher", daemon=True).start()
+
+  def counts(self):
+    return {"queued": self.queue.qsize(), "batches": self.batches, "requests": self.requests}
+
+  def submit(self, item, timeout):
+    """The item's result; Busy if the queue is full, TimeoutError if not answered within `timeout` s."""
+    future = concurrent.futures.Future()
+    try:
+      self.queue.put_nowait((item, future))
+    except queue.Full:
+      raise Busy(f"The server is busy ({self.queue.maxsize} requests queued); retry shortly.") from None
+    try:
+      return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+      future.cancel()  # the worker skips it if it has not started
+      raise TimeoutError(f"The model did not answer within {timeout:g} s; retry, or ask for less.") from None
+
+  def _loop(self):
+    while True:
+      batch = [self.queue.get()]
+      deadline = time.monotonic() + self.wait_s
+      while len(batch) < self.max_batch:
+        try:
+          batch.append(self.queue.get(timeout=max(deadline - time.monotonic(), 0)))
+        except queue.Empty:
+          break
+      batch = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
+      if not batch:
+        continue
+      self.batches, self.requests = self.batches + 1, self.requests + len(batch)
+      try:
+        results = self.run([item for item, _ in batch])
+      except Exception as e:  # answered as a 500 to each request; the worker goes on
+        traceback.print_exc()
+        for _, f in batch:
+          f.set_exception(e)
+        continue
+      for (_, f), result in zip(batch, results):
+        f.set_result(result)
+
+
+# What the worker tells a request, per sequence: a token (with the text it adds, which may be held
+# back while it could still be the start of a stop string), and finally why it finished.
+Event = collections.namedtuple("Event", "index token text offset finish_reason")
+Prompt = collections.namedtuple("Prompt", "index tokens")  # the prompt's tokens and their logprobs, first
+
+
+class Sequence:
+  """One completion: its prompt ids and settings, the tokens drawn so far, and the queue of Events
+  its request reads (shared by the request's sequences; `index` tells them apart)."""
+
+  def __init__(self, index, ids, events, *, max_tokens, temperature=1.0, top_k=0, top_p=1.0, seed=0, stop=(),
+               decode):
+    self.index, self.ids, self.events, self.decode = index, ids, events, decode
+    self.max_tokens, self.stop = max_tokens, tuple(stop)
+    self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    self.tokens, self.text, self.sent = [], "", 0  # sent: characters of `text` already in Events
+    self.cancelled = False
+
+  def cancel(self):
+    """Its client has gone: the worker frees its row at the next token."""
+    self.cancelled = True
+
+  def add(self, token, end_of_context):
+    """Records a drawn Token and tells the request; returns whether the sequence has finished."""
+    self.tokens.append(token.id)
+    offset, text = len(self.text), self.decode(self.tokens)
+    cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+    finish = "stop" if cut >= 0 else "length" if len(self.tokens) >= self.max_tokens or end_of_context else None
+    self.text = text[:cut] if cut >= 0 else text
+    end = len(self.text) if finish else len(self.text) - _held_back(self.text, self.stop)
+    self.events.put(Event(self.index, token, self.text[self.sent:end], offset, finish))
+    self.sent = max(self.sent, end)
+    return finish is not None
+
+
+def _held_back(text, stops):
+  """How many characters at the end of `text` may still change: the start of a stop string, or an
+  incomplete character (a byte-level tokenizer decodes a cut UTF-8 sequence as U+FFFD)."""
+  n = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+  return max(n, len(text) - len(text.rstrip("\ufffd")))
+
+
+class Generator:
+  """Continuous batching on one worker thread over `slots` KV-cache rows of `model` (an
+  artifact.Artifact); at most `max_queue` sequences wait for a row."""
+
+  def __init__(self, model, slots, max_queue):
+    self.model, self.max_queue = model, max_queue
+    self.slots = artifact.Slots(model, slots)
+    self.waiting, self.cond = collections.deque(), threading.Condition()
+    self.active = {}  # row -> Sequence
+    self.steps = self.tokens = self.finished = self.cancelled = 0  # so far; tokens / steps is the batching achieved
+    threading.Thread(target=self._loop, name="generator", daemon=True).start()
+
+  def counts(self):
+    return {"queued": len(self.waiting), "active": len(self.active), "slots": self.slots.n, "steps": self.steps,
+            "tokens": self.tokens, "finished": self.finished, "cancelled": self.cancelled}
+
+  def submit(self, sequences):
+    """Queues a request's sequences, all or none (Busy)."""
+    with self.cond:
+      if len(self.waiting) + len(sequences) > self.max_queue:
+        raise Busy(f"The server is busy ({len(self.waiting)} sequences wait for one of its {self.slots.n} rows, "
+                   f"at most {self.max_queue} may); retry shortly.")
+      self.waiting.extend(sequences)
+      self.cond.notify()
+
+  def _loop(self):
+    while True:
+      with self.cond:
+        while not self.waiting and not self.active:
+          self.cond.wait()
+        free = [row for row in range(self.slots.n) if row not in self.active]
+        joining = [(row, self.waiting.popleft()) for row in free[:len(self.waiting)]]
+      try:
+        for row, seq in joining:
+          self._join(row, seq)
+        for row, seq in list(self.active.items()):
+          if seq.cancelled:
+            self._leave(row, seq)
+        if self.active:
+          drawn = self.slots.step()
+          self.steps += 1
+          for row, seq in list(self.active.items()):
+            self._add(row, seq, drawn[row])
+      except Exception as e:  # a bug: the sequences in flight end with it (a 500); the worker goes on
+        traceback.print_exc()
+        for seq in {*(seq for _, seq in joining), *self.active.values()}:
+          seq.events.put(e)
+        self.active.clear()
+
+  def _join(self, row, seq):
+    if seq.cancelled:
+      self.cancelled += 1
+      return
+    first, prompt = self.slots.start(row, seq.ids, **seq.sampling)
+    seq.events.put(Prompt(seq.index, prompt))
+    self.active[row] = seq
+    if seq.max_tokens == 0:  # the prompt alone (its logprobs, with echo)
+      seq.events.put(Event(seq.index, None, "", 0, "length"))
+      self._leave(row, seq, cancelled=False)
+    else:
+      self._add(row, seq, first)
+
+  def _add(self, row, seq, token):
+    self.tokens += 1
+    if seq.add(token, self.slots.full(row)):
+      self._leave(row, seq, cancelled=False)
+
+  def _leave(self, row, seq, cancelled=True):
+    del self.active[row]
+    self.cancelled, self.finished = self.cancelled + cancelled, self.finished + (not cancelled)
