@@ -43,11 +43,7 @@ def check(c, optimizer_c, pruning_c):
   if not c.rank:
     return
   for key in ("targets", "also_trained"):
-    for pattern in c[key]:
-      try:
-        re.compile(pattern)
-      except re.error as e:
-        raise errors.UserError(f"optimizer.lora.{key} pattern {pattern!r} is not a valid regex: {e}.") from None
+    registry.check_regexes(c[key], f"optimizer.lora.{key}")
   if optimizer_c.freeze:
     raise errors.UserError("optimizer.freeze and optimizer.lora.rank are both set: under LoRA every parameter but "
                            "the factors and optimizer.lora.also_trained stays fixed already. Drop one of them.")

@@ -44,11 +44,7 @@ def check(c, total_steps):
   registry.lookup(dict.fromkeys(SCHEDULES), c.schedule, "pruning.schedule")
   registry.lookup(dict.fromkeys(GRANULARITIES), c.granularity, "pruning.granularity")
   for key in ("scope", "exclude"):
-    for pattern in c[key]:
-      try:
-        re.compile(pattern)
-      except re.error as e:
-        raise errors.UserError(f"pruning.{key} pattern {pattern!r} is not a valid regex: {e}.") from None
+    registry.check_regexes(c[key], f"pruning.{key}")
   if not c.target_sparsity:
     return
   if c.schedule == "polynomial":

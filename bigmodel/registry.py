@@ -1,6 +1,7 @@
 """Name lookups for config-chosen components, with errors that list the choices; ranges of numeric keys."""
 import dataclasses
 import math
+import re
 from collections.abc import Iterable, Mapping
 
 from bigmodel import errors
@@ -63,6 +64,15 @@ def above(x):
 
 FRACTION = Range(0, 1, high_open=True)  # [0, 1): rates, sparsities
 UNIT = Range(0, 1)  # [0, 1]
+
+
+def check_regexes(patterns: Iterable[str], key: str):
+  """Raises UserError naming `key` (e.g. "pruning.scope") for a pattern that is not a valid regex."""
+  for pattern in patterns:
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise errors.UserError(f"{key} pattern {pattern!r} is not a valid regex: {e}.") from None
 
 
 def check_ranges(values: Mapping, ranges: Mapping, where: str):

@@ -140,3 +140,17 @@ def random_params(model, x, seed=0):
   shapes = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), x))["params"])
   draw = lambda path, s: ((path[-1].key == "scale") + 0.2 * rng.standard_normal(s.shape)).astype(s.dtype)
   return jax.tree_util.tree_map_with_path(draw, shapes)  # LayerNorm scales near one, the rest near zero
+
+
+def outputs_and_grads(model, params, x):
+  """`model`'s outputs on `x`, and the gradient of sum(sin(outputs)) in `params`: what two ways of
+  computing the same model are compared on."""
+  import jax
+  import jax.numpy as jnp
+
+  def loss(p):
+    out = model.apply({"params": p}, x)
+    return jnp.sum(jnp.sin(out)), out
+
+  (_, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+  return out, grads

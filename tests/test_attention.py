@@ -7,7 +7,7 @@ import pytest
 
 from bigmodel import models
 from bigmodel.models import attention
-from conftest import random_params
+from conftest import outputs_and_grads, random_params
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -65,13 +65,8 @@ def test_each_model_computes_the_same_outputs_and_gradients_with_fused_attention
   einsum, fused = (models.build({**config, "num_outputs": 11, "attention": a}) for a in ("einsum", "xla"))
   params = random_params(einsum, x)
 
-  def loss(model, params):
-    out = model.apply({"params": params}, x)
-    return jnp.sum(jnp.sin(out)), out
-
-  grad = lambda model: jax.jit(jax.value_and_grad(lambda p: loss(model, p), has_aux=True))
-  (_, want), want_grads = grad(einsum)(params)
-  (_, got), got_grads = grad(fused)(params)
+  want, want_grads = outputs_and_grads(einsum, params, x)
+  got, got_grads = outputs_and_grads(fused, params, x)
   np.testing.assert_allclose(got, want, **TOL)
   assert_trees_close(got_grads, want_grads)
 

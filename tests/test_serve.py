@@ -1,6 +1,7 @@
 """Export and serve: the artifact runs without the model's code, and the HTTP server answers right
 (the official `openai` client included), batches, refuses bad input with a 4xx and stays up."""
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import os
@@ -145,9 +146,9 @@ def test_classify_over_http_gives_the_models_probabilities_and_label(served):
     assert out["label"] == str(np.argmax(p_C)) and out["index"] == np.argmax(p_C)
 
 
-def test_200_concurrent_requests_all_succeed_while_healthz_answers(served):
-  server, x = served["cnn_server"], signals(8, seed=2)
-  expected = cnn_probs(served["cnn"], x).argmax(-1)
+@contextlib.contextmanager
+def healthz_polled(server):
+  """/healthz asked every 20 ms on a thread while the block runs; yields its [(status, seconds)]."""
   health, stop = [], threading.Event()
 
   def poll():
@@ -159,12 +160,18 @@ def test_200_concurrent_requests_all_succeed_while_healthz_answers(served):
   poller = threading.Thread(target=poll)
   poller.start()
   try:
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-      replies = list(pool.map(lambda i: server.request("POST", "/v1/classify", {"input": x[i % 8].tolist()}),
-                              range(200)))
+    yield health
   finally:
     stop.set()
     poller.join()
+
+
+def test_200_concurrent_requests_all_succeed_while_healthz_answers(served):
+  server, x = served["cnn_server"], signals(8, seed=2)
+  expected = cnn_probs(served["cnn"], x).argmax(-1)
+  with healthz_polled(server) as health, concurrent.futures.ThreadPoolExecutor(16) as pool:
+    replies = list(pool.map(lambda i: server.request("POST", "/v1/classify", {"input": x[i % 8].tolist()}),
+                            range(200)))
   assert [status for status, _ in replies] == [200] * 200
   assert [out["index"] for _, out in replies] == [expected[i % 8] for i in range(200)]
   assert health and all(status == 200 for status, _ in health) and max(t for _, t in health) < 5
@@ -370,27 +377,13 @@ def test_200_requests_from_32_clients_all_get_their_text_while_healthz_answers(s
   full = {(p, s): model.decode(ids[len(p):]) for (p, s), ids in zip(keys, texts)}
   requests = [dict(prompt=prompts[i % 4], seed=seeds[i % 3], max_tokens=lengths[i % 7 % 4], stream=i % 2 == 0)
               for i in range(200)]
-  health, stop = [], threading.Event()
-
-  def poll():
-    while not stop.is_set():
-      start = time.perf_counter()
-      health.append((server.request("GET", "/healthz")[0], time.perf_counter() - start))
-      time.sleep(0.02)
-
   def complete(r):
     out = api.completions.create(model="song", temperature=0.9, **r)
     return "".join(c.choices[0].text for c in out) if r["stream"] else out.choices[0].text
 
   api = client(server)
-  poller = threading.Thread(target=poll)
-  poller.start()
-  try:
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-      texts = list(pool.map(complete, requests))
-  finally:
-    stop.set()
-    poller.join()
+  with healthz_polled(server) as health, concurrent.futures.ThreadPoolExecutor(32) as pool:
+    texts = list(pool.map(complete, requests))
   assert texts == [full[r["prompt"], r["seed"]][:r["max_tokens"]] for r in requests]
   assert health and all(status == 200 for status, _ in health) and max(t for _, t in health) < 5
   counts = server.request("GET", "/healthz")[1]

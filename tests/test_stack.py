@@ -14,7 +14,7 @@ from jax.sharding import AbstractMesh
 from bigmodel import checkpoint, generate, models, paths, sharding, workdir as workdir_lib
 from bigmodel.models import stack
 from bigmodel.train import train_and_evaluate
-from conftest import random_params
+from conftest import outputs_and_grads, random_params
 from test_lm import lm_config
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -47,13 +47,8 @@ def test_scanned_blocks_compute_the_loops_outputs_and_gradients_from_converted_p
   assert "block_stack" in like or "layer_stack" in like
   stacked = relayout(params, like)
 
-  def loss(model, params):
-    out = model.apply({"params": params}, x)
-    return jnp.sum(jnp.sin(out)), out
-
-  grad = lambda model: jax.jit(jax.value_and_grad(lambda p: loss(model, p), has_aux=True))
-  (_, want), want_grads = grad(loop)(params)
-  (_, got), got_grads = grad(scanned)(stacked)
+  want, want_grads = outputs_and_grads(loop, params, x)
+  got, got_grads = outputs_and_grads(scanned, stacked, x)
   np.testing.assert_allclose(got, want, **TOL)
   for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got_grads),
                           jax.tree.leaves(relayout(want_grads, like))):
