@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import time
 
 
 def _import_tensorboardx():
@@ -27,13 +28,14 @@ class MetricWriter:
       self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
 
   def write(self, step, split, metrics):
-    """Scalars go to both; lists (a confusion matrix) to the JSON lines only."""
+    """Scalars go to both; lists (a confusion matrix) to the JSON lines only, with the wall-clock `time`
+    (Unix seconds, as TensorBoard stores it), so runs compare at equal wall time as well as equal steps."""
     if not self.enabled:
       return
     for k, v in metrics.items():
       if isinstance(v, (int, float)):
         self.tb.add_scalar(f"{split}/{k}", v, step)
-    self.jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+    self.jsonl.write(json.dumps({"step": step, "split": split, "time": round(time.time(), 3), **metrics}) + "\n")
     self.jsonl.flush()
 
   def close(self):

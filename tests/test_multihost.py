@@ -107,7 +107,7 @@ def train_losses(workdir):
 def eval_metrics(workdir):
   """The last evaluation's numbers."""
   rows = logged(workdir, "eval")
-  return {k: v for k, v in rows[max(rows)].items() if k not in ("step", "split")}
+  return {k: v for k, v in rows[max(rows)].items() if k not in ("step", "split", "time")}
 
 
 def final(workdir, step=None):

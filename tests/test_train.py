@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import shutil
+import time
 
 import flax.linen as nn
 import jax
@@ -34,6 +35,8 @@ def test_cnn_learns_mnist1d_and_writes_config_logs_and_checkpoints(data_dir, tmp
           "data_wait_fraction"} <= set(records[0])
   evals = [r for r in records if r["split"] == "eval"]
   assert [r["step"] for r in evals] == [150, 300] and len(evals[-1]["confusion_matrix"]) == 10
+  times = [r["time"] for r in records]  # wall clock, for comparing runs at equal time
+  assert times == sorted(times) and time.time() - 3600 < times[0] <= times[-1] <= time.time()
   assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["100", "200", "300"]
 
