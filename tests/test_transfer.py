@@ -12,6 +12,10 @@ from bigmodel.train import train_and_evaluate
 from conftest import make_trainer
 
 
+def config(path):
+  return importlib.import_module(path[:-3].replace("/", ".")).get_config()
+
+
 def test_digits28_are_the_digits_upsampled_to_fashion_mnists_shape_and_scale(data_dir):
   assert sklearn_sets.Digits28._features(None)["x"].shape == fashion_mnist.FashionMnistLocal._features(None)["x"].shape
   small, big = (builders.OFFLINE[name](data_dir=data_dir, file_format="array_record") for name in ("digits", "digits28"))
@@ -30,12 +34,12 @@ def test_digits28_are_the_digits_upsampled_to_fashion_mnists_shape_and_scale(dat
 
 
 def test_a_cnn_trained_on_fashion_mnist_shaped_images_loads_into_the_digits_config_with_a_new_head(data_dir, tmp_path):
-  pretrain = importlib.import_module("configs.fashion_mnist.cnn").get_config()
+  pretrain = config("configs/fashion_mnist/cnn.py")
   pretrain.data.update(name="digits28", data_dir=data_dir, augment=())  # the same image shape as Fashion-MNIST
   pretrain.update(total_steps=5, log_every=5, eval_every=5, checkpoint_every=5)
   pretrain.optimizer.warmup_steps = 1
   train_and_evaluate(pretrain, str(tmp_path / "pretrain"))
-  c = importlib.import_module("configs.digits.cnn_finetune").get_config()
+  c = config("configs/digits/cnn_finetune.py")
   c.data.update(data_dir=data_dir, train_examples=100)
   c.init.checkpoint = str(tmp_path / "pretrain")
   ex = make_trainer(c)
@@ -49,14 +53,14 @@ def test_a_cnn_trained_on_fashion_mnist_shaped_images_loads_into_the_digits_conf
 @pytest.mark.needs("fine_foods")
 def test_a_masked_lm_encoder_loads_into_the_bert_classifier_with_its_mask_row(data_dir, tmp_path):
   tiny = dict(num_layers=1, num_heads=2, dim=32, max_len=32)
-  mlm = importlib.import_module("configs.fine_foods.bert_mlm").get_config()
+  mlm = config("configs/fine_foods/bert_mlm.py")
   mlm.data.update(seq_len=32, vocab_size=400, data_dir=data_dir)
   mlm.model.update(tiny)
   mlm.update(total_steps=3, log_every=3, eval_every=3, checkpoint_every=3)
   mlm.optimizer.warmup_steps = 1
   final = train_and_evaluate(mlm, str(tmp_path / "mlm"))
   assert np.isfinite(final["loss"]) and "accuracy" in final  # masked-token accuracy: the masked-LM task
-  c = importlib.import_module("configs.fine_foods.bert_finetune").get_config()
+  c = config("configs/fine_foods/bert_finetune.py")
   c.data.update(seq_len=32, data_dir=data_dir, tokenizer=str(tmp_path / "mlm"), train_examples=64)
   c.model.update(tiny, vocab_size=401)  # the 400 BPE pieces and [MASK]
   c.init.checkpoint = str(tmp_path / "mlm")
