@@ -7,7 +7,9 @@ label budget, --config.data.train_examples=100 trains on 100 of the 1,438 traini
 another digit.
 Run:    python -m bigmodel.train --config=configs/fashion_mnist/cnn.py --workdir=runs/fashion_cnn
         python -m bigmodel.train --config=configs/digits/cnn_finetune.py --workdir=runs/digits_ft
-Expect: see experiments/transfer/results.md (measured there, with the command).
+Expect: not measured as written (300 steps, all 1,438 digits). In experiments/transfer/ (from a 400-step
+        Fashion-MNIST run at 87.9 %; 60 / 157 steps; seeds 0-2): 91.6 / 96.8 % test accuracy with 100 / 500
+        labels, from scratch 90.4 / 96.9 % (measured 2026-12-02, 2-core CPU, 10-20 s a run).
 """
 import ml_collections
 

@@ -6,7 +6,9 @@ row so the embedding's shape matches the checkpoint's. transformer.py is the sam
 random weights.
 Run:    python -m bigmodel.train --config=configs/fine_foods/bert_mlm.py --workdir=runs/fine_foods_mlm
         python -m bigmodel.train --config=configs/fine_foods/bert_finetune.py --workdir=runs/fine_foods_bert_ft
-Expect: see experiments/transfer/results.md (measured there, with the command).
+Expect: not measured as written (4 blocks, 128 tokens, 500 steps). In experiments/transfer/ (2 blocks,
+        the first 64 tokens, 40-150 steps, seeds 0-2): 61.6 / 66.3 / 71.0 % test accuracy with 100 / 500 /
+        4,000 labels; always answering "great": 65.8 % (measured 2026-12-02, 2-core CPU, ~26 s a run).
 """
 import ml_collections
 

@@ -6,7 +6,9 @@ trained to recover the 15 % of tokens that are masked (data/mlm.py; the [MASK] i
 past the BPE vocabulary, so the embedding has 1,025 rows). Offline data: Debian's
 r-cran-modeldata; the 4,000 training reviews only, so the test reviews stay unseen.
 Run:    python -m bigmodel.train --config=configs/fine_foods/bert_mlm.py --workdir=runs/fine_foods_mlm
-Expect: see experiments/transfer/results.md (measured there, with the command).
+Expect: not measured as written (4 blocks, 128-token windows). In experiments/transfer/ (2 blocks,
+        64-token windows, 600 steps): masked-token loss 5.52 nats, masked-token accuracy 11.0 % on the
+        validation text, 2.9 min on a 2-core CPU shared with other jobs (measured 2026-12-02).
 """
 import ml_collections
 

@@ -4,7 +4,9 @@ The 4 x 128 bidirectional encoder of bert_finetune.py (gpt.py with `causal=False
 weights: BPE pieces (1,024, learnt from the 4,000 training reviews) -> 4 pre-LayerNorm blocks ->
 the mean of the final hidden states -> head. Offline data: Debian's r-cran-modeldata.
 Run:    python -m bigmodel.train --config=configs/fine_foods/transformer.py --workdir=runs/fine_foods_transformer
-Expect: see experiments/transfer/results.md (measured there, with the command).
+Expect: not measured as written (4 blocks, 128 tokens, 500 steps). In experiments/transfer/ (2 blocks,
+        the first 64 tokens, 40-150 steps, seeds 0-2): 62.7 / 65.5 / 70.8 % test accuracy with 100 / 500 /
+        4,000 labels; always answering "great": 65.8 % (measured 2026-12-02, 2-core CPU, ~32 s a run).
 """
 import ml_collections
 

@@ -11,7 +11,8 @@ Run:  python -m experiments.transfer.run [--workdir=runs/transfer] [--seeds=0,1,
    digits at 28x28 (`digits28`).
 3. At the smallest budgets, fine-tune the best pretrained models also from their half-way pretraining
    checkpoint: how the gain moves with the pretraining budget.
-Writes results.md, text.png and vision.png next to this file. Every run's workdir keeps its result.json,
+Takes about 40 min on a 2-core CPU shared with other jobs (2026-12-02: 39 min summed over the runs' wall
+times). Writes results.md, text.png and vision.png next to this file. Every run's workdir keeps its result.json,
 so a rerun with the same --workdir reads finished runs instead of training them again.
 """
 import json
@@ -233,6 +234,7 @@ def plot(results, budgets, chance, title, path, xlabel):
   ax.axhline(100 * chance, color="grey", linestyle=":", label="majority class")
   ax.set(xscale="log", xlabel=xlabel, ylabel="test accuracy (%)", title=title)
   ax.set_xticks(budgets, [f"{n:,}" for n in budgets])
+  ax.minorticks_off()
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -322,9 +324,9 @@ def write(out, text, vision, pretrained, budgets, vbudgets, seeds, text_chance, 
     fh.write(f"""# Label efficiency: pretrained and fine-tuned vs trained from scratch
 
 Made by `python -m experiments.transfer.run{quick}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()}-core CPU, no
-accelerator, shared with other jobs (1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end):
-{run_seconds / 60:.0f} min of training runs in all (each run's
-wall time, from its result.json; this invocation itself took {seconds / 60:.1f} min, reading finished runs back). Seeds {', '.join(map(str, seeds))}: a seed
+accelerator, shared with other jobs. {run_seconds / 60:.0f} min of training runs in all (the sum of each run's wall
+time, from its result.json); this invocation took {seconds / 60:.1f} min, reading back the runs that had finished,
+with a 1-minute load average of {load[0]:.1f} when it started and {load[1]:.1f} when it ended. Seeds {', '.join(map(str, seeds))}: a seed
 draws the label subset (`data.train_examples=N`, stratified by class, the same N examples for every model
 at that seed), the initialisation and the data order. Each cell: mean ± the half-width of the 95 %
 confidence interval of the mean (t distribution, {len(seeds) - 1} degrees of freedom).
