@@ -109,7 +109,7 @@ def run(config, workdir, keep=False):
     shutil.rmtree(workdir, ignore_errors=True)
     start = time.perf_counter()
     final = train.train_and_evaluate(config, workdir)
-    result = dict(final, seconds=time.perf_counter() - start)
+    result = dict(final, seconds=time.perf_counter() - start, load_average=os.getloadavg()[0])
     with open(done, "w") as f:
       json.dump(result, f)
     if not keep:
@@ -275,7 +275,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
   f = flags.FLAGS
-  start, load = time.perf_counter(), [os.getloadavg()[0]]
+  start = time.perf_counter()
   seeds, budgets, vbudgets = [int(s) for s in f.seeds], [int(n) for n in f.budgets], [int(n) for n in f.vision_budgets]
   root = f.workdir
   pretrained = pretrain(root)
@@ -298,17 +298,14 @@ def main(argv):
   plot(vision, vbudgets, vision_chance, "sklearn digits 28x28 (359 test digits)", os.path.join(f.out, "vision.png"),
        "labelled training digits (10 classes)")
   write(f.out, text, vision, pretrained, budgets, vbudgets, seeds, text_chance, vision_chance, text_verdict,
-        vision_verdict, text_trend, vision_trend, time.perf_counter() - start, total_seconds(root),
-        load + [os.getloadavg()[0]])
+        vision_verdict, text_trend, vision_trend, time.perf_counter() - start, *run_totals(root))
 
 
-def total_seconds(root):
-  """The wall seconds of every run under `root`, as each run's result.json recorded them."""
-  total = 0.0
-  for directory, _, names in os.walk(root):
-    if "result.json" in names:
-      total += json.load(open(os.path.join(directory, "result.json")))["seconds"]
-  return total
+def run_totals(root):
+  """(the summed wall seconds of every run under `root`, the 1-minute load averages recorded as each
+  ended), from their result.json files (runs from before the load was recorded have none)."""
+  results = [json.load(open(os.path.join(d, "result.json"))) for d, _, names in os.walk(root) if "result.json" in names]
+  return sum(r["seconds"] for r in results), [r["load_average"] for r in results if "load_average" in r]
 
 
 def seconds_per_run(results):
@@ -316,8 +313,14 @@ def seconds_per_run(results):
                    for m, by_n in results.items())
 
 
+def load_note(loads):
+  if not loads:
+    return "the machine's load was not recorded by these runs"
+  return f"the 1-minute load average at the end of a run: {min(loads):.1f} to {max(loads):.1f}"
+
+
 def write(out, text, vision, pretrained, budgets, vbudgets, seeds, text_chance, vision_chance, text_verdict,
-          vision_verdict, text_trend, vision_trend, seconds, run_seconds, load):
+          vision_verdict, text_trend, vision_trend, seconds, run_seconds, loads):
   gpt, bert, fashion = (pretrained[k][2] for k in ("gpt", "bert", "fashion"))
   quick = " --quick" if flags.FLAGS.quick else ""
   with open(os.path.join(out, "results.md"), "w") as fh:
@@ -325,8 +328,8 @@ def write(out, text, vision, pretrained, budgets, vbudgets, seeds, text_chance, 
 
 Made by `python -m experiments.transfer.run{quick}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()}-core CPU, no
 accelerator, shared with other jobs. {run_seconds / 60:.0f} min of training runs in all (the sum of each run's wall
-time, from its result.json); this invocation took {seconds / 60:.1f} min, reading back the runs that had finished,
-with a 1-minute load average of {load[0]:.1f} when it started and {load[1]:.1f} when it ended. Seeds {', '.join(map(str, seeds))}: a seed
+time, from its result.json; {load_note(loads)}); this invocation took {seconds / 60:.1f} min (a run already
+finished under --workdir is read back, not trained again). Seeds {', '.join(map(str, seeds))}: a seed
 draws the label subset (`data.train_examples=N`, stratified by class, the same N examples for every model
 at that seed), the initialisation and the data order. Each cell: mean ± the half-width of the 95 %
 confidence interval of the mean (t distribution, {len(seeds) - 1} degrees of freedom).
