@@ -47,7 +47,10 @@ TRAINED_THERE = {path: "test_huggingface.py" for path in [
     "configs/shakespeare/gpt2_finetune.py"]}
 TRAINED_THERE.update({"configs/fine_foods/bilstm.py": "test_text_classifiers.py",
                       "configs/fine_foods/fasttext.py": "test_text_classifiers.py",
-                      "configs/image_folder/binary_cnn.py": "test_vision.py"})
+                      "configs/image_folder/binary_cnn.py": "test_vision.py",
+                      "configs/fine_foods/bert_mlm.py": "test_transfer.py",
+                      "configs/fine_foods/bert_finetune.py": "test_transfer.py",
+                      "configs/digits/cnn_finetune.py": "test_transfer.py"})
 SMOKED = [p for p in CONFIGS if os.path.relpath(p, ROOT) not in TRAINED_THERE]
 
 

@@ -13,7 +13,8 @@ from bigmodel import errors
 from bigmodel.data import fashion_mnist, image_folder, mnist1d, sklearn_sets
 from bigmodel.data.dataset import Dataset, InMemory, register
 
-OFFLINE = {"mnist1d": mnist1d.Mnist1d, "digits": sklearn_sets.Digits, "diabetes": sklearn_sets.Diabetes,
+OFFLINE = {"mnist1d": mnist1d.Mnist1d, "digits": sklearn_sets.Digits,
+           "digits28": sklearn_sets.Digits28, "diabetes": sklearn_sets.Diabetes,
            "breast_cancer": sklearn_sets.BreastCancer, "fashion_mnist_local": fashion_mnist.FashionMnistLocal}
 
 

@@ -1,7 +1,8 @@
 """scikit-learn's bundled datasets as TFDS datasets: small, offline, for tests and demos.
 
-Both are split 80/20 into train/test with a fixed permutation.
+Each is split 80/20 into train/test with a fixed permutation.
 """
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -26,6 +27,23 @@ class Digits(ArrayBuilder):
     from sklearn.datasets import load_digits
     d = load_digits()
     return _split((d.images / 16.0).astype(np.float32)[..., None], d.target)
+
+
+class Digits28(ArrayBuilder):
+  """The same digits (same split) stored as Fashion-MNIST stores its images: 28x28x1 uint8, ink bright on
+  black, bilinearly upsampled from 8x8. A model pretrained on Fashion-MNIST loads by name and reads
+  digits at the shape and scale it was trained on (experiments/transfer/)."""
+
+  def _features(self):
+    return {"x": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+            "y": tfds.features.ClassLabel(num_classes=10)}
+
+  def _arrays(self):
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    images_Nx28x28 = jax.image.resize(d.images / 16.0, (len(d.images), 28, 28), "linear")
+    pixels = np.round(np.clip(np.asarray(images_Nx28x28), 0, 1) * 255).astype(np.uint8)
+    return _split(pixels[..., None], d.target)
 
 
 class Diabetes(ArrayBuilder):
