@@ -52,8 +52,9 @@ def lstm_for_the_gpts_time(gpt_records, workdir):
   shutil.rmtree(workdir + "_probe")
   gpt_train_seconds = gpt_char.get_config().total_steps / median_train(gpt_records, "steps_per_sec")
   config = lstm_char.get_config()
-  config.total_steps = int(round(gpt_train_seconds * median_train(records, "steps_per_sec"), -1))
-  config.eval_every = config.checkpoint_every = config.total_steps // 4  # four evaluations, as the GPT's
+  steps = gpt_train_seconds * median_train(records, "steps_per_sec")
+  config.total_steps = max(40, int(round(steps / 40)) * 40)  # a multiple of 40: four evaluations, as the GPT's
+  config.eval_every = config.checkpoint_every = config.total_steps // 4
   return (config, *timed(config, workdir))
 
 
