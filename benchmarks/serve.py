@@ -134,6 +134,7 @@ class Server:
   def __init__(self, code, model_dir, log_path, flags, legacy):
     self.legacy = legacy
     command = ["-c", LEGACY_MAIN] if legacy else ["-m", "bigmodel.serve"]
+    flags = [*flags, "--request_timeout_s=900"]  # the old server takes over 2 min for 32 GPT-2 requests on a busy CPU
     self.proc = subprocess.Popen([sys.executable, *command, f"--model={model_dir}", "--port=0", *flags], cwd=code,
                                  env=dict(os.environ, PYTHONPATH=code), stdout=open(log_path, "w"),
                                  stderr=subprocess.STDOUT)
