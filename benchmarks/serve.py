@@ -87,6 +87,35 @@ def unpack_legacy(root, commit):
   return out
 
 
+# The workdir's config.json as the old code reads it: keys added since (data.train_examples=0,
+# model.attention=auto, model.scan_layers=False, optimizer.lora with rank 0: what the old code did) are
+# left out, or it refuses them.
+LEGACY_CONFIG = """
+import dataclasses, json, sys
+from bigmodel import config
+from bigmodel.models.gpt import GPT
+c = json.load(open(sys.argv[1]))
+known = {"model": {f.name for f in dataclasses.fields(GPT)}, **{k: set(v) for k, v in config.SECTIONS.items()}}
+out = {k: {kk: vv for kk, vv in v.items() if kk in known[k]} if k in known else v for k, v in c.items()
+       if k in known or k in config.DEFAULTS}
+print("legacy config leaves out", {k: v for k, v in c.items() if k not in out},
+      {k: {kk: vv for kk, vv in v.items() if kk not in out[k]} for k, v in c.items() if k in known}, file=sys.stderr)
+json.dump(out, open(sys.argv[2], "w"), indent=2)
+"""
+
+
+def legacy_workdir(code, workdir):
+  """A copy of `workdir` that the old code in `code` reads (its checkpoints linked, not copied)."""
+  out = workdir + "_legacy"
+  os.makedirs(out, exist_ok=True)
+  for name in os.listdir(workdir):
+    if name != "config.json" and not os.path.exists(os.path.join(out, name)):
+      os.symlink(os.path.join(workdir, name), os.path.join(out, name))
+  subprocess.run([sys.executable, "-c", LEGACY_CONFIG, os.path.join(workdir, "config.json"),
+                  os.path.join(out, "config.json")], cwd=code, env=dict(os.environ, PYTHONPATH=code), check=True)
+  return out
+
+
 def export(code, workdir, out):
   """`python -m bigmodel.export` as the checkout in `code` has it."""
   subprocess.run([sys.executable, "-m", "bigmodel.export", f"--workdir={workdir}", f"--out={out}", "--platforms=cpu"],
@@ -105,6 +134,7 @@ class Server:
   def __init__(self, code, model_dir, log_path, flags, legacy):
     self.legacy = legacy
     command = ["-c", LEGACY_MAIN] if legacy else ["-m", "bigmodel.serve"]
+    flags = [*flags, "--request_timeout_s=900"]  # the old server takes over 2 min for 32 GPT-2 requests on a busy CPU
     self.proc = subprocess.Popen([sys.executable, *command, f"--model={model_dir}", "--port=0", *flags], cwd=code,
                                  env=dict(os.environ, PYTHONPATH=code), stdout=open(log_path, "w"),
                                  stderr=subprocess.STDOUT)
@@ -196,7 +226,8 @@ def main():
     servers = {}
     try:
       for label, code, legacy in (("old", legacy_code, True), ("new", ROOT, False)):
-        model_dir = export(code, workdir, os.path.join(root, f"{key}_{label}_export"))
+        model_dir = export(code, legacy_workdir(code, workdir) if legacy else workdir,
+                           os.path.join(root, f"{key}_{label}_export"))
         extra = ["--batch_sizes=1,8,32", f"--max_new_tokens={max_tokens}"] if legacy else [
             f"--slots={max(levels)}", "--model_name=m", f"--max_new_tokens={max_tokens}"]
         servers[label] = Server(code, model_dir, os.path.join(root, f"serve_{key}_{label}.log"), flags + extra, legacy)

@@ -16,7 +16,9 @@ through bigmodel/tokenizers.py: numpy, sentencepiece for BPE, tokenizers for a H
 Inputs are padded up to a few batch sizes (and, for token ids, lengths), so a function compiles
 once per bucket; `warmup()` compiles them all. A language model generates through `Slots`: cache
 rows that decode together, each at its own position, which a sequence joins and leaves at any
-token (bigmodel/batching.py schedules them for the server).
+token (bigmodel/batching.py schedules them for the server). A decode step runs the first rows,
+to the next batch size that holds those in use, over the first positions, to the next length that
+holds the longest: its cost follows the rows in use and their lengths, not the slots and the context.
 """
 import collections
 import functools
@@ -30,7 +32,7 @@ import numpy as np
 from bigmodel import errors
 from bigmodel import sampling, tokenizers  # jax and numpy (and a tokenizer library): no model code
 
-FORMAT = "bigmodel.export/2"  # 2: language models export prefill and decode with their KV cache
+FORMAT = "bigmodel.export/3"  # 2: language models export prefill and decode with their KV cache; 3: of any length
 SPEC, FUNCTION, WEIGHTS = "model.json", "forward.jax", "weights.npz"
 PREFILL, DECODE = "prefill.jax", "decode.jax"
 TASKS = ("classify", "generate")
@@ -156,7 +158,7 @@ class Artifact:
     self.decoder = _read_function(model_dir, spec, DECODE)
     self._forward = jax.jit(lambda weights, ids_BxL: self.exported.call(weights, ids_BxL)[0])
     self._start = jax.jit(functools.partial(_start, self.exported.call), donate_argnums=1)
-    self._step = jax.jit(functools.partial(_step, self.decoder.call), donate_argnums=1)
+    self._step = jax.jit(functools.partial(_step, self.decoder.call), donate_argnums=1, static_argnames="length")
 
   def _pad(self, x):
     """x padded to a bucket: its batch with copies of row 0 (any real row is a safe input), token
@@ -212,9 +214,8 @@ class Artifact:
     for i in np.flatnonzero(new_N > 0):
       out[i].append(slots.start(i, prompts[i], *settings[i])[0].id)
     while rows := [i for i in range(n) if len(out[i]) - len(prompts[i]) < new_N[i] and not slots.full(i)]:
-      drawn = slots.step()
-      for i in rows:
-        out[i].append(drawn[i].id)
+      for i, token in zip(rows, slots.step(rows)):
+        out[i].append(token.id)
     return out
 
   def warmup(self, slots=None):
@@ -226,45 +227,59 @@ class Artifact:
       return
     for L in self.lengths:
       slots._start.lower(*slots.start_args(0, np.zeros(L, np.int32))).compile()
-    slots._step.lower(*slots.step_args()).compile()
+      for B in slots.batch_sizes:
+        slots._step.lower(*slots.step_args(B, L), length=L).compile()
 
 
 Token = collections.namedtuple("Token", "id logprob top_ids top_logprobs")  # top_*: sampling.TOP_LOGPROBS
 
 
 def _start(prefill, weights, cache, slot, ids_1xL, last, seed, temperature, top_k, top_p):
-  """A prompt prefilled into row `slot` of the cache: (cache, its first token, the logprobs of that
-  token and of each prompt token after the first, from the logits before it)."""
+  """A prompt prefilled into row `slot` of the cache (its first L positions; those after hold an
+  earlier row's keys, which no query sees before they are overwritten): (cache, its first token,
+  the logprobs of that token and of each prompt token after the first, from the logits before it)."""
   logits_1xLxV, rows = prefill(weights, ids_1xL)
   logits_LxV = logits_1xLxV[0]
-  cache = [jax.lax.dynamic_update_index_in_dim(c, r[0], slot, 0) for c, r in zip(cache, rows)]
+  cache = [jax.lax.dynamic_update_slice(c, r, (slot, *[0] * (c.ndim - 1))) for c, r in zip(cache, rows)]
   first_1 = sampling.draw(logits_LxV[last][None], seed[None], jnp.zeros(1, jnp.int32), temperature[None],
                           top_k[None], top_p[None])
   return (cache, first_1[0], sampling.logprobs(logits_LxV[last][None], first_1),
           sampling.logprobs(logits_LxV[:-1], ids_1xL[0, 1:]))
 
 
-def _step(decode, weights, cache, token_N, position_N, seed_N, step_N, temperature_N, top_k_N, top_p_N):
-  """Every row's token fed at its position, and the next drawn: (cache, token_N, its logprobs)."""
-  logits_NxV, cache = decode(weights, cache, token_N, position_N)
-  token_N = sampling.draw(logits_NxV, seed_N, step_N, temperature_N, top_k_N, top_p_N)
-  return cache, token_N, sampling.logprobs(logits_NxV, token_N)
+def _step(decode, weights, cache, token_B, position_B, seed_B, step_B, temperature_B, top_k_B, top_p_B, *, length):
+  """The first B rows fed their tokens at their positions (< length), and the next drawn: (cache,
+  token_B, its logprobs). Decode sees those rows' first `length` positions (a cache array's third
+  axis from the end, see bigmodel/export.py), so it costs what B rows of that length do; only the
+  new position is written back, a scatter into the donated cache (in place: writing the whole view
+  back, XLA copied the whole cache when B was 1)."""
+  B = jnp.arange(len(token_B))
+  view = [c[:len(B), ..., :length, :, :] for c in cache]
+  logits_BxV, view = decode(weights, view, token_B, position_B)
+  cache = [c.at[B, ..., position_B, :, :].set(v[B, ..., position_B, :, :]) for c, v in zip(cache, view)]
+  token_B = sampling.draw(logits_BxV, seed_B, step_B, temperature_B, top_k_B, top_p_B)
+  return cache, token_B, sampling.logprobs(logits_BxV, token_B)
 
 
 class Slots:
   """`n` rows of a language model's KV cache that decode together, each at its own position.
   `start` prefills a prompt (on its own, length-bucketed) into a row and draws its first token;
-  `step` feeds every row its last token and draws the next. Token i of a row is sampling.draw's
-  step i of its seed, as in bigmodel.generate, so a row's text depends on its prompt, settings and
-  seed alone. A free row decodes too (it is one row of the batch); its tokens are ignored."""
+  `step` feeds the rows in use their last tokens and draws the next. Token i of a row is
+  sampling.draw's step i of its seed, as in bigmodel.generate, so a row's text depends on its
+  prompt, settings and seed alone. A step runs the first rows, to the next of `batch_sizes` (the
+  model's below n, and n) that holds the rows in use, over their first positions, to the next of
+  the model's `lengths` that holds the longest of those rows."""
 
   def __init__(self, model, n):
     self.model, self.n = model, n
+    self.batch_sizes = sorted({*(b for b in model.batch_sizes if b < n), n})
     self._start, self._step = model._start, model._step
     cache_avals = model.decoder.in_avals[len(model.weights):-2]  # (weights, cache, token_B, position_B)
+    shapes = [(n, *a.shape[1:-3], model.context, *a.shape[-2:]) for a in cache_avals]  # rows, ..., positions, ...
     # Committed to the device, as the cache that start and step return is: otherwise their first
     # calls after warmup would compile again, for the other kind of argument.
-    self.cache = jax.device_put([jnp.zeros((n, *a.shape[1:]), a.dtype) for a in cache_avals], jax.devices()[0])
+    self.cache = jax.device_put([jnp.zeros(shape, a.dtype) for shape, a in zip(shapes, cache_avals)],
+                                jax.devices()[0])
     self.token_N, self.position_N, self.step_N, self.top_k_N = (np.zeros(n, np.int32) for _ in range(4))
     self.seed_N, self.temperature_N, self.top_p_N = np.zeros(n, np.uint32), np.zeros(n, np.float32), np.ones(n, np.float32)
 
@@ -288,18 +303,24 @@ class Slots:
     logprob_L, top_ids_LxK, top_LxK = (np.asarray(x)[:len(ids) - 1] for x in prompt_logprobs)
     return first, [Token(int(t), *row) for t, *row in zip(ids[1:], logprob_L, top_ids_LxK, top_LxK)]
 
-  def step_args(self):
-    position_N = np.minimum(self.position_N, self.model.context - 1)  # a row that has ended feeds harmlessly
-    return (self.model.weights, self.cache, self.token_N, position_N, self.seed_N, self.step_N, self.temperature_N,
-            self.top_k_N, self.top_p_N)
+  def step_args(self, B, length):
+    """`_step`'s arguments for the first B rows; a row past `length` (free, or ended) feeds at its end."""
+    return (self.model.weights, self.cache, self.token_N[:B], np.minimum(self.position_N[:B], length - 1),
+            self.seed_N[:B], self.step_N[:B], self.temperature_N[:B], self.top_k_N[:B], self.top_p_N[:B])
 
-  def step(self):
-    """One more Token for every row."""
-    self.cache, token_N, logprobs = self._step(*self.step_args())
-    self.token_N = np.array(token_N)
-    self.position_N += 1
-    self.step_N += 1
-    return [Token(int(t), *row) for t, *row in zip(self.token_N, *map(np.asarray, logprobs))]
+  def step(self, rows):
+    """One more Token for each of `rows` (rows that have started), in their order. The step runs
+    the first rows up to the batch size that holds them all, so a sequence should take the lowest
+    free row: a free row among them decodes too (at a position past the length, clamped into it),
+    and its tokens are ignored."""
+    B = _bucket(max(rows) + 1, self.batch_sizes)
+    length = _bucket(min(self.position_N[rows].max(), self.model.context - 1) + 1, self.model.lengths)
+    self.cache, token_B, logprobs = self._step(*self.step_args(B, length), length=length)
+    token_B, logprobs = np.array(token_B), [np.asarray(x) for x in logprobs]
+    self.token_N[:B] = token_B
+    self.position_N[:B] += 1
+    self.step_N[:B] += 1
+    return [Token(int(token_B[r]), *(x[r] for x in logprobs)) for r in rows]
 
   def full(self, slot):
     """Whether row `slot` has reached the end of the context: its last token has no position to be fed at."""

@@ -152,10 +152,11 @@ class Generator:
           if seq.cancelled:
             self._leave(row, seq)
         if self.active:
-          drawn = self.slots.step()
+          rows = list(self.active)
+          drawn = self.slots.step(rows)
           self.steps += 1
-          for row, seq in list(self.active.items()):
-            self._add(row, seq, drawn[row])
+          for row, token in zip(rows, drawn):
+            self._add(row, self.active[row], token)
       except Exception as e:  # a bug: the sequences in flight end with it (a 500); the worker goes on
         traceback.print_exc()
         for seq in {*(seq for _, seq in joining), *self.active.values()}:

@@ -92,13 +92,15 @@ def export(workdir, out, platforms=("cpu", "cuda")):
 
 def _lm_functions(model, treedef, weight_avals, context, platforms):
   """The language model's KV-cache path as two exported functions, the cache their explicit input
-  and output (a list of arrays, one row per sequence):
+  and output (a list of arrays, rows x ... x S positions x heads x head size):
 
-    prefill(weights, ids_BxL) -> (logits_BxLxV, cache)    every row from position 0; -1 pads on the right
-    decode(weights, cache, token_B, position_B) -> (logits_BxV, cache)   one token per row, at its position
+    prefill(weights, ids_BxL) -> (logits_BxLxV, cache)    every row from position 0; -1 pads on the right; S = L
+    decode(weights, cache, token_B, position_B) -> (logits_BxV, cache)   one token per row, at its position < S
 
-  The model's cache keeps one position for its whole batch, so each row runs alone under vmap: rows
-  at different positions decode together. A right pad's keys land beyond the prompt, where decoding
+  S is symbolic (up to the context): decode attends over the S positions it is given, so a caller
+  holding short rows passes the first S positions of its cache and pays for those alone. The
+  model's cache keeps one position for its whole batch, so each row runs alone under vmap: rows at
+  different positions decode together. A right pad's keys land beyond the prompt, where decoding
   overwrites them before any query can see them."""
   if "decode" not in inspect.signature(type(model).__call__).parameters:
     raise errors.UserError(f"A {type(model).__name__} has no KV cache to decode with; the server serves models "
@@ -114,7 +116,7 @@ def _lm_functions(model, treedef, weight_avals, context, platforms):
     return logits_1xLxV[0], jax.tree.leaves({k: v for k, v in variables["cache"].items() if k != "index"})
 
   def prefill(weights, ids_BxL):
-    empty = [jnp.zeros(a.shape, a.dtype) for a in cache_avals]
+    empty = [jnp.zeros(_positions(a.shape, ids_BxL.shape[1]), a.dtype) for a in cache_avals]
     return jax.vmap(lambda ids_L: run(weights, empty, jnp.int32(0), ids_L[None]))(ids_BxL)
 
   def decode(weights, cache, token_B, position_B):
@@ -122,12 +124,18 @@ def _lm_functions(model, treedef, weight_avals, context, platforms):
     return logits_Bx1xV[:, 0], cache
 
   b, l = jax.export.symbolic_shape("b, l", constraints=[f"l <= {context}"])
-  (rows,) = jax.export.symbolic_shape("b")  # a scope of its own: decode takes no length
+  rows, s = jax.export.symbolic_shape("b, s", constraints=[f"s <= {context}"])  # a scope of its own
   tokens = lambda *shape: jax.ShapeDtypeStruct(shape, np.int32)
   return {artifact.PREFILL: jax.export.export(jax.jit(prefill), platforms=platforms)(weight_avals, tokens(b, l)),
           artifact.DECODE: jax.export.export(jax.jit(decode), platforms=platforms)(
-              weight_avals, [jax.ShapeDtypeStruct((rows, *a.shape), a.dtype) for a in cache_avals], tokens(rows),
-              tokens(rows))}
+              weight_avals, [jax.ShapeDtypeStruct((rows, *_positions(a.shape, s)), a.dtype) for a in cache_avals],
+              tokens(rows), tokens(rows))}
+
+
+def _positions(shape, n):
+  """A cache array's shape holding `n` positions: they are its third axis from the end (gpt.py's
+  batch x positions x heads x head size, after a layer axis if the layers are scanned)."""
+  return (*shape[:-3], n, *shape[-2:])
 
 
 def export_hf(workdir, out):

@@ -532,10 +532,10 @@ if __name__ == "__main__":
   flags.DEFINE_string("model_name", "", "The model's name in /v1/models and requests; default the dir's name.")
   flags.DEFINE_string("host", "127.0.0.1", "Address to listen on; 0.0.0.0 to accept other machines.")
   flags.DEFINE_integer("port", 8000, "Port to listen on; 0 picks a free one (printed at start).")
-  flags.DEFINE_list("batch_sizes", ["1", "8", "32"], "Classifiers: batch sizes compiled at start; a batch is "
-                    "padded up to one.")
-  flags.DEFINE_list("lengths", [], "Language models: prompt lengths compiled at start (the context is added); "
-                    "default 16, 32, ... below the context.")
+  flags.DEFINE_list("batch_sizes", ["1", "8", "32"], "Batch sizes compiled at start; a batch is padded up to one "
+                    "(language models: the rows a decode step runs, those below --slots and --slots).")
+  flags.DEFINE_list("lengths", [], "Language models: prompt lengths, and lengths a decode step attends over, "
+                    "compiled at start (the context is added); default 16, 32, ... below the context.")
   flags.DEFINE_integer("slots", 16, "Language models: sequences decoded together (KV-cache rows); more wait.")
   flags.DEFINE_integer("max_queue", 256, "Requests (language models: sequences) that may wait; more get 503.")
   flags.DEFINE_integer("max_body_bytes", 1_000_000, "Larger request bodies get 413.")

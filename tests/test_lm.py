@@ -78,6 +78,17 @@ def test_top_p_keeps_the_fewest_tokens_that_reach_p():
   assert {draw(i, 3, 1.0) for i in range(200)} == {0, 1, 2}
 
 
+def test_a_rows_draw_does_not_depend_on_whether_other_rows_cut():
+  # sampling skips the cut when no row asks for one: a row's draws are the same either way.
+  logits = jnp.log(jnp.array([[0.4, 0.3, 0.2, 0.1]] * 2))
+  draws = lambda i, top_k: sampling.sample(logits, jnp.stack([jax.random.key(i)] * 2), jnp.ones(2), jnp.array(top_k),
+                                           jnp.ones(2)).tolist()
+  alone = [draws(i, [0, 0]) for i in range(100)]
+  beside = [draws(i, [0, 2]) for i in range(100)]
+  assert [a[0] for a in alone] == [b[0] for b in beside]
+  assert {a[0] for a in alone} == {0, 1, 2, 3} and {b[1] for b in beside} == {0, 1}  # the second row cuts
+
+
 def test_masked_lm_masks_the_bert_rates_and_targets_only_masked_positions():
   tokens = np.random.default_rng(0).integers(0, 100, (200, 128)).astype(np.int32)
   tokens[:, 100:] = -1  # padding is never chosen

@@ -71,9 +71,10 @@ class SelfAttention(nn.Module):
       v_cache.value = jax.lax.dynamic_update_slice(v_cache.value, v_BxLxHxK, (0, start, 0, 0))
       k_BxLxHxK, v_BxLxHxK = k_cache.value, v_cache.value
       # The queries start at `start`, the keys at 0: causality is by position, and the slots not
-      # written yet lie past every query's position (past the last one's, without causality).
+      # written yet lie past every query's position (past the last one's, without causality). A cache
+      # passed in may hold fewer than max_len positions (the server attends over a bucket of them).
       last_L = positions_L if self.causal else jnp.full_like(positions_L, positions_L[-1])
-      masks = dict(mask_BxLxS=(jnp.arange(self.max_len)[None, :] <= last_L[:, None])[None])
+      masks = dict(mask_BxLxS=(jnp.arange(k_BxLxHxK.shape[1])[None, :] <= last_L[:, None])[None])
     drop = nn.Dropout(self.dropout, deterministic=False) if train and self.dropout else None
     out_BxLxHxK = attend(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, implementation=self.attention, drop=drop, **masks)
     out_BxLxD = einops.rearrange(out_BxLxHxK, "b l h k -> b l (h k)")
