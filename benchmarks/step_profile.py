@@ -1,6 +1,14 @@
-"""Where the milliseconds of one GPT train step go: the step and its pieces, each jitted and timed alone.
+"""Where the milliseconds of one GPT train step go: XLA's own ops traced inside the step, and its pieces
+each jitted and timed alone.
 
 Run:  python -m benchmarks.step_profile [--config=configs/shakespeare/gpt_char.py] [--rounds=7] [--calls=20]
+
+First, the forward and backward pass of the step under `jax.profiler.trace`: every XLA op (a fusion,
+a dot, a reduction) is one event in the trace; each is attributed, through the op names that jax
+writes into the compiled HLO, to a part of the model (attention, the MLP, layer norms, ...) and to
+the forward or the backward pass, and their times are summed per part. XLA:CPU runs independent ops
+on both cores at once, so the parts add up to more than the step's wall time; their shares are what
+to read.
 
 Pieces of `--config`'s train step (the real trainer's model, parameters, optimizer and batch):
 the whole step one per call and `steps_per_call` per call (per step), the loss forward only, forward
@@ -11,9 +19,15 @@ falls on all alike; each round times `--calls` blocked calls and keeps their med
 gives the median over rounds. The pieces do not add up to the step exactly: XLA fuses across their
 boundaries inside the step, and each piece alone pays a dispatch (~0.02 ms here).
 """
+import collections
+import glob
+import gzip
 import importlib
+import json
 import os
+import re
 import statistics
+import tempfile
 import time
 
 import flax.linen as nn
@@ -31,6 +45,44 @@ flags.DEFINE_string("config", "configs/shakespeare/gpt_char.py", "Config file (a
 flags.DEFINE_integer("rounds", 7, "Rounds; every piece is timed once per round.")
 flags.DEFINE_integer("calls", 20, "Blocked calls per piece and round (their median is the round's).")
 flags.DEFINE_integer("steps_per_call", 100, "Steps per call for the looped train step.")
+
+
+PARTS = (("qkv", "attention qkv projection"), ("attn/out", "attention output projection"),
+         ("attn", "attention core (QK^T, mask, softmax, PV, head transposes)"), ("mlp_in", "MLP in (dense)"),
+         ("mlp_out", "MLP out (dense)"), ("tanh", "GELU"), ("ln_", "layer norms"), ("embed", "embeddings"))
+
+
+def part(op_name, fusion):
+  """The part of the model an XLA op belongs to, from its jax op name (empty for the ops XLA adds)."""
+  pass_ = "backward" if "transpose(jvp" in op_name else "forward"
+  if not op_name:  # the reductions XLA's TreeReductionRewriter splits off lose their op names
+    return "unnamed", fusion.rsplit(".", 1)[0]
+  layer = re.sub(r"block\d+/", "", op_name)
+  for key, name in PARTS:
+    if key in layer:
+      return pass_, name
+  return pass_, "other: " + layer.rsplit("/", 1)[-1][:40]
+
+
+def traced(fn, args, calls=20):
+  """{(pass, part): ms a call} of `fn(*args)`'s XLA ops, summed over a jax.profiler trace of `calls` calls."""
+  ops = {}
+  for line in fn.lower(*args).compile().as_text().splitlines():
+    if m := re.match(r"\s*(?:ROOT )?%(\S+) = \S+ [\w-]+\(", line):
+      op_name = re.search(r'op_name="([^"]*)"', line)
+      ops[m.group(1)] = op_name.group(1) if op_name else ""
+  jax.block_until_ready(fn(*args))
+  with tempfile.TemporaryDirectory() as d:
+    with jax.profiler.trace(d, create_perfetto_trace=True):
+      for _ in range(calls):
+        jax.block_until_ready(fn(*args))
+    with gzip.open(glob.glob(os.path.join(d, "**", "perfetto_trace.json.gz"), recursive=True)[0]) as f:
+      events = json.load(f)
+  totals = collections.Counter()
+  for e in events["traceEvents"] if isinstance(events, dict) else events:
+    if e.get("ph") == "X" and e["name"] in ops:
+      totals[part(ops[e["name"]], e["name"])] += e["dur"] / 1e3 / calls
+  return totals
 
 
 def fwd_bwd(module, *inputs):
@@ -128,6 +180,13 @@ def main(argv):
   c = importlib.import_module(f.config.removesuffix(".py").replace("/", ".")).get_config()
   trainer = Trainer(experiment.build(config_lib.resolve(c)))
   work = pieces(trainer, f.steps_per_call)
+  _, grad_fn, grad_args, _ = work["forward + backward"]
+  totals = traced(grad_fn, grad_args())
+  ops_ms = sum(totals.values())
+  print("| pass | part | ms a step, summed over its XLA ops | share |\n|---|---|---:|---:|")
+  for (pass_, name), ms in sorted(totals.items(), key=lambda kv: -kv[1]):
+    print(f"| {pass_} | {name} | {ms:.2f} | {ms / ops_ms:.1%} |")
+  print(f"| | all ops | {ops_ms:.2f} | 100% |\n")
   times = {name: [] for name in work}
   for name, (_, fn, args, _) in work.items():  # compile, and warm up
     jax.block_until_ready(fn(*args()))

@@ -1,7 +1,7 @@
 """bigmodel against PyTorch: the same models, data, batch and step count, timed side by side.
 
 Run:  pip install -r benchmarks/requirements.txt   # torch 2.13.0, CPU build
-      python -m benchmarks.vs_pytorch [--tasks=logreg,mlp,cnn,gru,shakespeare] [--repeats=3]
+      python -m benchmarks.vs_pytorch [--tasks=logreg,mlp,cnn,gru,shakespeare,shakespeare_char] [--repeats=3]
 
 Each task alternates (A B A B ...) the PyTorch reference (benchmarks/pytorch_ref.py, our own
 code) and the bigmodel command a user types (`python -m bigmodel.train --config=...`), each a
@@ -10,7 +10,8 @@ compilation, training and evaluation all count. bigmodel's compilation cache is 
 those runs; one more run at the end reuses the last one's cache ("warm"). Data is prepared
 once before any timing, for both: bigmodel's TFDS files and array cache, and the same arrays in
 an .npz for PyTorch. Prints a markdown table of medians; the speedup is PyTorch's median wall time
-over bigmodel's, so steps/s counted over the whole command have the same ratio.
+over bigmodel's, so steps/s counted over the whole command have the same ratio. The training loops
+alone are compared too: PyTorch's as it times itself, bigmodel's from the steps/s it logs.
 """
 import json
 import os
