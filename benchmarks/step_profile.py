@@ -13,11 +13,11 @@ to read.
 Pieces of `--config`'s train step (the real trainer's model, parameters, optimizer and batch):
 the whole step one per call and `steps_per_call` per call (per step), the loss forward only, forward
 and backward, the optimizer update alone, and each kind of layer forward and backward on its own
-shapes (a cotangent of ones-like noise stands in for the rest of the network), multiplied by how
+shapes (a fixed random cotangent stands in for the rest of the network), multiplied by how
 many the model has. The pieces take turns round by round (A B C A B C ...), so load from other work
 falls on all alike; each round times `--calls` blocked calls and keeps their median; the table
 gives the median over rounds. The pieces do not add up to the step exactly: XLA fuses across their
-boundaries inside the step, and each piece alone pays a dispatch (~0.02 ms here).
+boundaries inside the step, and each piece alone pays its own dispatch.
 """
 import collections
 import glob
