@@ -5,6 +5,7 @@ and its default). The workdir receives the resolved config, checkpoints,
 TensorBoard events and metrics.jsonl; rerunning the same command resumes from
 the newest checkpoint, data order included.
 """
+import concurrent.futures
 import functools
 import json
 import os
@@ -121,8 +122,14 @@ class Trainer:
     abstract = jax.eval_shape(self._init_state)
     params_sh = sharding.param_shardings(abstract.params, logical, self.mesh, c.sharding.rules)
     self.state_shardings = state_sh = sharding.mirror_params(abstract, params_sh, self.mesh)
-    self.state = jax.jit(self._init_state, out_shardings=state_sh,
-                         compiler_options=platform.init_compiler_options())()
+    self.abstract_state = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+                                       abstract, state_sh)
+    init = jax.jit(self._init_state, out_shardings=state_sh, compiler_options=platform.init_compiler_options())
+    # Initialising compiles and runs in a thread while the caller compiles the train step from the
+    # abstract state: the two are independent, and neither keeps a CPU's cores busy on its own.
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="init")
+    self._state = pool.submit(init)
+    pool.shutdown(wait=False)
     repl, batch_sh = sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)
     step_fn = functools.partial(train_step, loss_fn=exp.loss_fn, task=exp.task, micro_batches=c.micro_batches)
     self.train_step = jax.jit(step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
@@ -132,6 +139,11 @@ class Trainer:
         functools.partial(train_steps, step_fn=step_fn, prepare=self.feed.prepare),
         in_shardings=(state_sh, batch_sh, repl, repl), out_shardings=(state_sh, repl), donate_argnums=0)
     self.eval_step = evaluate.jit_eval_step(exp, self.variables(state_sh), self.mesh, self.apply_fn)
+
+  @property
+  def state(self):
+    """The initialised train state (waits for the initialising thread)."""
+    return self._state.result()
 
   @staticmethod
   def variables(state):
@@ -164,17 +176,18 @@ class Trainer:
     cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
     memory = compiled.memory_analysis()
     per_device = {
-        "params": sharding.bytes_per_device(self.state.params, self.state_shardings.params),
-        "optimizer_state": sharding.bytes_per_device(self.state.opt_state, self.state_shardings.opt_state),
+        "params": sharding.bytes_per_device(self.abstract_state.params, self.state_shardings.params),
+        "optimizer_state": sharding.bytes_per_device(self.abstract_state.opt_state, self.state_shardings.opt_state),
         "temporaries": getattr(memory, "temp_size_in_bytes", None),
         "arguments": getattr(memory, "argument_size_in_bytes", None),
         "outputs": getattr(memory, "output_size_in_bytes", None),
         "generated_code": getattr(memory, "generated_code_size_in_bytes", None)}
     nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
-    return {"parameters": sum(p.size for p in jax.tree.leaves(self.state.params)),
+    return {"parameters": sum(p.size for p in jax.tree.leaves(self.abstract_state.params)),
             "mesh": dict(self.mesh.shape), "flops_per_step_per_device": cost.get("flops"),
             "bytes_per_device": per_device,
-            "bytes_total": {"params": nbytes(self.state.params), "optimizer_state": nbytes(self.state.opt_state)},
+            "bytes_total": {"params": nbytes(self.abstract_state.params),
+                            "optimizer_state": nbytes(self.abstract_state.opt_state)},
             "compile_seconds": compile_seconds}
 
 
@@ -239,15 +252,17 @@ def _train(ex, trainer, workdir, main_host):
       ex.dataset.tokenizer.save(workdir)
 
   mngr = checkpoint.manager(workdir, c.keep_checkpoints)
-  state, feed = trainer.state, trainer.feed
+  feed = trainer.feed
+  state = None  # a fresh run takes trainer.state once its train step is compiled (see Trainer)
   if mngr.latest_step() is not None:  # the newest readable checkpoint: a damaged one is reported and skipped
     (state, data_state), _, damaged = checkpoint.newest_readable(
-        mngr, lambda step: checkpoint.restore(mngr, step, state), say)
+        mngr, lambda step: checkpoint.restore(mngr, step, trainer.abstract_state), say)
     if damaged and main_host:
       say(f"Moved damaged step(s) {', '.join(map(str, damaged))} to {checkpoint.set_aside(mngr, damaged, workdir)}")
     feed.set_state(data_state)
     say(f"Resumed from step {int(state.step)} in {workdir}")
   elif c.init.checkpoint or c.init.hf:  # a new run starting from another run's or a published model's weights
+    state = trainer.state
     base, factors = lora.split(state.params)  # LoRA's factors are new: they start as initialised
     if c.init.hf:  # each tensor goes straight onto its parameter's sharding
       params, model_state, message = huggingface.load(c.init.hf, c.model, base, state.model_state, c.init.reinit)
@@ -257,7 +272,7 @@ def _train(ex, trainer, workdir, main_host):
     state = jax.device_put(state.replace(params=lora.join(params, factors), model_state=model_state),
                            trainer.state_shardings)
     say(message)
-  n_params = sum(p.size for p in jax.tree.leaves(state.params))
+  n_params = sum(p.size for p in jax.tree.leaves(trainer.abstract_state.params))
   on_device = feed.device_data is not None
   say(f"{c.model.name}: {n_params:,} parameters, {trainer.mesh.devices.size} device(s), "
       f"{c.total_steps} steps, data {c.data.name}{' (on device)' if on_device else ''}")
@@ -265,7 +280,7 @@ def _train(ex, trainer, workdir, main_host):
   writer = MetricWriter(workdir, enabled=main_host)
   block = platform.must_block_each_step(trainer.mesh)
   tokens_per_example = ex.task.tokens_per_example(c.data)
-  step = int(state.step)
+  step = 0 if state is None else int(state.step)
   bar = tqdm(total=c.total_steps, initial=step, disable=not main_host, dynamic_ncols=True)
   pending, t_read, data_wait, eval_metrics = [], time.perf_counter(), 0.0, None
   first_loss = None  # the divergence guard's reference (_read)
@@ -280,7 +295,8 @@ def _train(ex, trainer, workdir, main_host):
         data_wait += time.perf_counter() - t_wait
         first = train_steps is None
         if first:  # compile once, ahead of time, and report what the step will cost
-          train_steps = _compile_and_report(trainer, state, columns, workdir, say, main_host)
+          train_steps = _compile_and_report(trainer, columns, workdir, say, main_host)
+          state = trainer.state if state is None else state
           t_read, data_wait = time.perf_counter(), 0.0
         state, metrics_K = train_steps(state, columns, np.int32(n), feed.device_data)
         pending.append((metrics_K, n))
@@ -342,10 +358,11 @@ def _use_compilation_cache(setting, workdir):
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # small models recompile fast, but often
 
 
-def _compile_and_report(trainer, state, columns, workdir, say, main_host):
+def _compile_and_report(trainer, columns, workdir, say, main_host):
   """The train steps compiled for these shapes and shardings; writes and prints the pre-flight report."""
   start = time.perf_counter()
-  compiled = trainer.train_steps.lower(state, columns, np.int32(1), trainer.feed.device_data).compile()
+  compiled = trainer.train_steps.lower(trainer.abstract_state, columns, np.int32(1),
+                                       trainer.feed.device_data).compile()
   report = trainer.preflight(compiled, time.perf_counter() - start)
   if main_host:
     with open(os.path.join(workdir, "preflight.json"), "w") as f:
