@@ -43,7 +43,7 @@ def test_streamed_and_cached_splits_agree(data_dir):
 def test_cached_splits_are_decoded_once_and_kept_beside_the_tfds_files(data_dir):
   c = data_config(data_dir, name="mnist1d")
   first = data.load(c).splits["train"].arrays
-  path = os.path.join(builders.OFFLINE["mnist1d"](data_dir=data_dir).data_dir, "bigmodel-arrays-train.npz")
+  path = os.path.join(builders.builder_class("mnist1d")(data_dir=data_dir).data_dir, "bigmodel-arrays-train.npz")
   source = tfds.data_source("mnist1d", data_dir=data_dir, split="train", download=False)
   np.testing.assert_array_equal(first["x"][[0, 123]], np.stack([source[0]["x"], source[123]["x"]]))
   kept = dict(np.load(path))

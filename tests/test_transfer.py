@@ -18,7 +18,7 @@ def config(path):
 
 def test_digits28_are_the_digits_upsampled_to_fashion_mnists_shape_and_scale(data_dir):
   assert sklearn_sets.Digits28._features(None)["x"].shape == fashion_mnist.FashionMnistLocal._features(None)["x"].shape
-  small, big = (builders.OFFLINE[name](data_dir=data_dir, file_format="array_record") for name in ("digits", "digits28"))
+  small, big = (builders.builder_class(name)(data_dir=data_dir, file_format="array_record") for name in ("digits", "digits28"))
   for builder in (small, big):
     builder.download_and_prepare()
   small, big = small.as_data_source("test"), big.as_data_source("test")
