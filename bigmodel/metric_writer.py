@@ -23,8 +23,9 @@ class MetricWriter:
 
   def __init__(self, workdir, enabled=True):
     self.enabled = enabled  # only the first host writes
+    # TensorBoard's writer opens at the first write, so its imports (0.2 s) come after the first step.
+    self.tb, self.tb_dir = None, os.path.join(workdir, "tensorboard")
     if enabled:
-      self.tb = _import_tensorboardx().SummaryWriter(os.path.join(workdir, "tensorboard"))
       self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
 
   def write(self, step, split, metrics):
@@ -32,6 +33,8 @@ class MetricWriter:
     (Unix seconds, as TensorBoard stores it), so runs compare at equal wall time as well as equal steps."""
     if not self.enabled:
       return
+    if self.tb is None:
+      self.tb = _import_tensorboardx().SummaryWriter(self.tb_dir)
     for k, v in metrics.items():
       if isinstance(v, (int, float)):
         self.tb.add_scalar(f"{split}/{k}", v, step)
@@ -40,5 +43,6 @@ class MetricWriter:
 
   def close(self):
     if self.enabled:
-      self.tb.close()
+      if self.tb is not None:
+        self.tb.close()
       self.jsonl.close()
