@@ -192,11 +192,11 @@ class Artifact:
 
   def encode(self, text):
     """Text -> the model's input: token ids (language models), or seq_len ids padded with -1."""
-    ids = self.tokenizer.encode(text)
     if self.input["kind"] == "tokens":
-      return ids
+      return self.tokenizer.encode(text)
     seq_len = self.input["shape"][0]  # truncated and padded as in training
-    return np.pad(ids[:seq_len], (0, max(seq_len - len(ids), 0)), constant_values=-1)
+    ids = self.tokenizer.encode(text, max_len=seq_len)
+    return np.pad(ids, (0, seq_len - len(ids)), constant_values=-1)
 
   def decode(self, ids):
     return self.tokenizer.decode(ids)

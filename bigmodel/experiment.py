@@ -56,5 +56,21 @@ def fill(config, dataset):
   if dataset.tokenizer is not None and model.get("vocab_size") == 0:
     # A classifier on a pretrained BERT sets model.vocab_size to the BERT's (with its mask id).
     model["vocab_size"] = task.input_vocab(dataset)
+  _check_vocab(config, dataset, task, model)
   config.model = model
   return config
+
+
+def _check_vocab(config, dataset, task, model):
+  """Token ids past the model's embedding would read nothing (flax's Embed gives NaN there), and the run
+  would stop later as if it had diverged: fail now, naming both sizes."""
+  if dataset.tokenizer is None or "vocab_size" not in model:
+    return
+  needed, rows = task.input_vocab(dataset), model["vocab_size"] or model.get("num_outputs", 0)
+  if needed > rows:
+    source = f"init.hf={config.init.hf!r}'s" if config.init.hf else "the model's"
+    raise errors.UserError(
+        f"The tokenizer (data.tokenizer={config.data.tokenizer or 'char'!r}) makes ids up to {needed - 1:,}, but "
+        f"{source} embedding has {rows:,} rows (model.vocab_size). Read the text with the model's own tokenizer "
+        "(leave data.tokenizer empty with init.hf), or give the model a vocabulary of at least "
+        f"{needed:,} (model.vocab_size, and init.reinit for a pretrained embedding).")

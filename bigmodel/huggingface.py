@@ -78,11 +78,13 @@ def _family(hf):
   return family
 
 
-def _require(hf, key, allowed, family):
+def _require(hf, key, allowed, family, why):
+  """Refuses a checkpoint whose config sets `key` outside `allowed` (the first is transformers' default):
+  its model computes something else than ours, and would load without a word. `why` says what."""
   value = hf.get(key, allowed[0])
   if value not in allowed:
-    raise errors.UserError(f"This {family} checkpoint has {key}={value!r}; bigmodel's model computes "
-                           f"{key}={allowed[0]!r} only.")
+    raise errors.UserError(f"This {family} checkpoint has {key}={value!r}: {why}. bigmodel's model computes "
+                           f"{key}={allowed[0]!r} only, so it does not load it.")
 
 
 def model_config(name):
@@ -90,31 +92,38 @@ def model_config(name):
   hf = read_config(name)
   family = _family(hf)
   if family == "gpt2":
-    _require(hf, "activation_function", ("gelu_new", "gelu_pytorch_tanh"), family)
-    for key in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
-      _require(hf, key, (False,), family)
-    _require(hf, "tie_word_embeddings", (True,), family)
+    _require(hf, "activation_function", ("gelu_new", "gelu_pytorch_tanh"), family, "its MLP uses another activation")
+    for key, why in (("scale_attn_weights", "its attention logits are not divided by the square root of the head size"),
+                     ("scale_attn_by_inverse_layer_idx", "layer i divides its attention logits by i + 1 as well"),
+                     ("reorder_and_upcast_attn", "it computes attention in another order and precision (float32 "
+                                                 "logits)"),
+                     ("add_cross_attention", "its blocks attend to an encoder's output too")):
+      _require(hf, key, (key == "scale_attn_weights",), family, why)
+    _require(hf, "tie_word_embeddings", (True,), family, "its lm_head is a separate matrix")
     return dict(name="gpt", num_layers=hf["n_layer"], num_heads=hf["n_head"], dim=hf["n_embd"],
                 mlp_dim=hf.get("n_inner") or 4 * hf["n_embd"], max_len=hf["n_positions"],
                 vocab_size=hf["vocab_size"], positions="learned", tie_embeddings=True, causal=True,
                 ln_epsilon=hf.get("layer_norm_epsilon", 1e-5))
   if family == "bert":
-    _require(hf, "hidden_act", ("gelu",), family)
-    _require(hf, "position_embedding_type", ("absolute",), family)
+    _require(hf, "hidden_act", ("gelu",), family, "its MLP uses another activation")
+    _require(hf, "position_embedding_type", ("absolute",), family, "its positions are relative, not learned absolute "
+                                                                    "ones")
+    _require(hf, "is_decoder", (False,), family, "it is a causal decoder, not a bidirectional encoder")
+    _require(hf, "add_cross_attention", (False,), family, "its layers attend to an encoder's output too")
     return dict(name="bert", num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
                 dim=hf["hidden_size"], mlp_dim=hf["intermediate_size"], max_len=hf["max_position_embeddings"],
                 vocab_size=hf["vocab_size"], type_vocab_size=hf.get("type_vocab_size", 2),
                 ln_epsilon=hf.get("layer_norm_eps", 1e-12))
   if family == "vit":
-    _require(hf, "hidden_act", ("gelu",), family)
-    _require(hf, "qkv_bias", (True,), family)
+    _require(hf, "hidden_act", ("gelu",), family, "its MLP uses another activation")
+    _require(hf, "qkv_bias", (True,), family, "its query, key and value projections have no bias")
     return dict(name="vit", patch_size=hf["patch_size"], dim=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
                 num_heads=hf["num_attention_heads"], mlp_dim=hf["intermediate_size"], pool="cls",
                 ln_epsilon=hf.get("layer_norm_eps", 1e-12), gelu_approximate=False)
   # resnet
-  _require(hf, "hidden_act", ("relu",), family)
-  _require(hf, "downsample_in_first_stage", (False,), family)
-  _require(hf, "downsample_in_bottleneck", (False,), family)
+  _require(hf, "hidden_act", ("relu",), family, "its blocks use another activation")
+  _require(hf, "downsample_in_first_stage", (False,), family, "its first stage halves the resolution")
+  _require(hf, "downsample_in_bottleneck", (False,), family, "its bottlenecks stride in the first 1x1 convolution")
   block = hf["layer_type"]
   expansion = {"basic": 1, "bottleneck": 4}[block]
   width = hf["hidden_sizes"][0] // expansion
@@ -134,16 +143,17 @@ class Tensors:
   names: tuple  # checkpoint tensor names, as the task model (GPT2LMHeadModel, ...) saves them
   load: callable  # (arrays, our shape) -> our array
   save: callable  # our array -> the checkpoint arrays, in `names` order
-  optional: bool = False  # a head: starts fresh if the checkpoint lacks it (a base model, e.g. BertModel)
+  head: str = ""  # a head the checkpoint may lack as a whole (a base model, e.g. BertModel, has no MLM head):
+                  # then its arrays start fresh; a head present in part is an error, never a silent fresh start
 
 
-def same(name, optional=False):
-  return Tensors((name,), lambda a, shape: a[0], lambda x: (x,), optional)
+def same(name, head=""):
+  return Tensors((name,), lambda a, shape: a[0], lambda x: (x,), head)
 
 
-def linear(name, optional=False):
+def linear(name, head=""):
   """A torch Linear weight (out, in) as a flax kernel (in, out)."""
-  return Tensors((name,), lambda a, shape: a[0].T, lambda x: (x.T,), optional)
+  return Tensors((name,), lambda a, shape: a[0].T, lambda x: (x.T,), head)
 
 
 def conv(name):
@@ -195,10 +205,9 @@ def _norm(ours, theirs):
   return {f"params/{ours}/scale": same(f"{theirs}.weight"), f"params/{ours}/bias": same(f"{theirs}.bias")}
 
 
-def _dense(ours, theirs, transposed=True, optional=False):
+def _dense(ours, theirs, transposed=True, head=""):
   make = linear if transposed else same
-  return {f"params/{ours}/kernel": make(f"{theirs}.weight", optional),
-          f"params/{ours}/bias": same(f"{theirs}.bias", optional)}
+  return {f"params/{ours}/kernel": make(f"{theirs}.weight", head), f"params/{ours}/bias": same(f"{theirs}.bias", head)}
 
 
 def _gpt2(m):
@@ -218,11 +227,10 @@ def _bert(m):
   t = {"params/embed/embedding": same(f"{e}.word_embeddings.weight"),
        "params/pos_embed": same(f"{e}.position_embeddings.weight"),
        "params/type_embed": same(f"{e}.token_type_embeddings.weight"), **_norm("ln_embed", f"{e}.LayerNorm"),
-       **_dense("pooler", "bert.pooler.dense", optional=True), **_dense("head", "classifier", optional=True),
-       **_dense("mlm_dense", "cls.predictions.transform.dense", optional=True),
-       "params/mlm_bias": same("cls.predictions.bias", optional=True)}
-  mlm_norm = _norm("ln_mlm", "cls.predictions.transform.LayerNorm")
-  t |= {k: dataclasses.replace(v, optional=True) for k, v in mlm_norm.items()}
+       **_dense("pooler", "bert.pooler.dense", head="pooler"), **_dense("head", "classifier", head="classifier"),
+       **_dense("mlm_dense", "cls.predictions.transform.dense", head="mlm"),
+       "params/mlm_bias": same("cls.predictions.bias", head="mlm")}
+  t |= {k: dataclasses.replace(v, head="mlm") for k, v in _norm("ln_mlm", "cls.predictions.transform.LayerNorm").items()}
   for i in range(m["num_layers"]):
     h = f"bert.encoder.layer.{i}"
     for x in ("query", "key", "value"):
@@ -239,7 +247,7 @@ def _vit(m):
   t = {"params/patch_embed/kernel": patches(f"{e}.patch_embeddings.projection.weight"),
        "params/patch_embed/bias": same(f"{e}.patch_embeddings.projection.bias"),
        "params/cls": same(f"{e}.cls_token"), "params/pos_embed": positions_2d(f"{e}.position_embeddings"),
-       **_norm("ln_final", "vit.layernorm"), **_dense("head", "classifier", optional=True)}
+       **_norm("ln_final", "vit.layernorm"), **_dense("head", "classifier", head="classifier")}
   for i in range(m["num_layers"]):
     h = f"vit.encoder.layer.{i}"
     qkv = [f"{h}.attention.attention.{x}" for x in ("query", "key", "value")]
@@ -259,7 +267,7 @@ def _resnet(m):
             f"batch_stats/{ours_bn}/mean": same(f"{theirs}.normalization.running_mean"),
             f"batch_stats/{ours_bn}/var": same(f"{theirs}.normalization.running_var")}
 
-  t = {**conv_bn("stem_conv", "stem_bn", "resnet.embedder.embedder"), **_dense("head", "classifier.1", optional=True)}
+  t = {**conv_bn("stem_conv", "stem_bn", "resnet.embedder.embedder"), **_dense("head", "classifier.1", head="classifier")}
   convs = 3 if m["block"] == "bottleneck" else 2
   for i, n in enumerate(m["stage_sizes"]):
     for j in range(n):
@@ -322,16 +330,23 @@ def _reading(file):
 def _read(files, name):
   from safetensors import safe_open
   with _reading(files[name]):
-    with safe_open(files[name], "numpy") as f:  # opened per tensor: its pages leave memory with it
+    # Opened per tensor: its pages leave memory with it. bfloat16 reads as ml_dtypes' (imported by jax).
+    with safe_open(files[name], "numpy") as f:
       return f.get_tensor(name)
 
 
+OLD_NAMES = {".weight": ".gamma", ".bias": ".beta"}  # LayerNorms in the original BERT checkpoints (bert-base-uncased)
+
+
 def _find(files, name):
-  if name in files:
-    return name
-  for prefix in BASE_PREFIX:
-    if name.startswith(prefix) and name[len(prefix):] in files:
-      return name[len(prefix):]
+  """The name tensor `name` (as transformers saves it today) has in `files`, or None: files on the hub may
+  lack the task model's prefix (GPT-2's own has no `transformer.`) and name LayerNorms gamma and beta
+  (transformers renames both on load)."""
+  bare = [name, *(name[len(p):] for p in BASE_PREFIX if name.startswith(p))]
+  for n in bare:
+    for candidate in (n, *(n[:-len(new)] + old for new, old in OLD_NAMES.items() if n.endswith(new))):
+      if candidate in files:
+        return candidate
   return None
 
 
@@ -349,6 +364,7 @@ def load(name, model, params, model_state=None, reinit=()):
     raise errors.UserError(f"init.hf={name!r} is a {family} checkpoint; model.name={model['name']!r} cannot take it. "
                            "Leave model.name out: the checkpoint's config.json chooses the model.")
   files = _tensor_files(directory)
+  heads = {spec.head for spec in table.values() if spec.head and any(_find(files, n) for n in spec.names)}
   fresh, problems, used = [], [], set()
 
   def one(prefix):
@@ -356,14 +372,15 @@ def load(name, model, params, model_state=None, reinit=()):
       full = f"{prefix}/{ours}" if prefix == "params" else ours
       spec = table.get(full)
       found = None if spec is None else [_find(files, n) for n in spec.names]
-      if spec is None or any(re.search(r, ours) for r in reinit) or (spec.optional and None in found):
+      if spec is None or any(re.search(r, ours) for r in reinit) or (spec.head and spec.head not in heads):
         if isinstance(leaf, jax.ShapeDtypeStruct):
           raise errors.UserError(f"{full} is not in checkpoint {name!r} and has no initial value to keep.")
         fresh.append(ours)
         return leaf
       if None in found:
         missing = spec.names[found.index(None)]
-        raise errors.UserError(f"Checkpoint {name!r} has no tensor {missing!r} (for {full}): is it complete?")
+        part = f" (its {spec.head} head is there in part)" if spec.head else ""
+        raise errors.UserError(f"Checkpoint {name!r} has no tensor {missing!r} (for {full}){part}: is it complete?")
       value = spec.load([_read(files, n) for n in found], tuple(leaf.shape))
       if tuple(value.shape) != tuple(leaf.shape):
         problems.append(f"  {full}: checkpoint {', '.join(found)} gives {tuple(value.shape)}, this model has "
@@ -421,6 +438,10 @@ def hf_config(model, num_labels=None):
                 layer_norm_epsilon=model["ln_epsilon"], activation_function="gelu_new", tie_word_embeddings=True,
                 bos_token_id=None, eos_token_id=None)
   if family == "bert":
+    if model.get("pool") == "mean":
+      raise errors.UserError("This BERT pools the mean of its hidden states (model.pool='mean'); Hugging Face's "
+                             "BertForSequenceClassification reads the pooled [CLS] token. Train with model.pool=cls "
+                             "for an exportable classifier.")
     classifier = model.get("pool", "none") == "cls"
     return dict(architectures=["BertForSequenceClassification" if classifier else "BertForMaskedLM"],
                 model_type="bert", num_hidden_layers=model["num_layers"], num_attention_heads=model["num_heads"],

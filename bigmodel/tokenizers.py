@@ -1,8 +1,9 @@
 """Tokenizers for language models: bytes, characters, SentencePiece BPE, or a pretrained
 checkpoint's own (Hugging Face `tokenizer.json`: GPT-2's byte-level BPE, BERT's WordPiece), one interface.
 
-Every tokenizer has `encode(str) -> int32 array`, `decode(ids) -> str`, `vocab_size` and
-`save(dir)`; `load(dir)` restores whichever kind was saved there. The trainer saves its
+Every tokenizer has `encode(str, max_len=None) -> int32 array` (at most max_len ids; a checkpoint's
+special tokens are kept when it cuts), `decode(ids) -> str`, `vocab_size` and `save(dir)`;
+`load(dir)` restores whichever kind was saved there. The trainer saves its
 tokenizer in the run's workdir, so generation and fine-tuning use the very same one.
 
     tok = build("bpe", train_text, vocab_size=1024)   # or "byte", "char"
@@ -27,8 +28,8 @@ class ByteTokenizer:
   kind = "byte"
   vocab_size = 256
 
-  def encode(self, text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
+  def encode(self, text: str, max_len=None) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)[:max_len]
 
   def decode(self, ids) -> str:
     ids = _in_vocab(ids, self)
@@ -59,7 +60,7 @@ class CharTokenizer:
       raise errors.UserError("A char tokenizer needs non-empty text to take its characters from.")
     return cls(text)
 
-  def encode(self, text: str) -> np.ndarray:
+  def encode(self, text: str, max_len=None) -> np.ndarray:
     codepoints_N = np.frombuffer(text.encode("utf-32-le"), np.uint32)
     ids_N = np.searchsorted(self._codepoints, codepoints_N)
     unknown = np.flatnonzero(self._codepoints[np.minimum(ids_N, self.vocab_size - 1)] != codepoints_N)
@@ -69,7 +70,7 @@ class CharTokenizer:
           f"Character {text[i]!r} (U+{ord(text[i]):04X}) at position {i} is not among this char "
           f"tokenizer's {self.vocab_size} characters ({unknown.size} unknown in all). Build it from text "
           "that contains every character you will encode, or use the 'byte' tokenizer.")
-    return ids_N.astype(np.int32)
+    return ids_N.astype(np.int32)[:max_len]
 
   def decode(self, ids) -> str:
     return "".join(self.chars[i] for i in _in_vocab(ids, self).tolist())
@@ -116,13 +117,13 @@ class BpeTokenizer:
                              f"{len(text):,} characters: {e}") from e
     return cls(model.getvalue())
 
-  def encode(self, text: str) -> np.ndarray:
+  def encode(self, text: str, max_len=None) -> np.ndarray:
     # Line by line is ~3x faster than one long string and gives the same ids: no piece spans "\n".
     ids = []
     for line_ids in self.sp.encode(text.split("\n")):
       ids += line_ids
       ids.append(self.newline_id)
-    return np.asarray(ids[:-1], np.int32)
+    return np.asarray(ids[:-1], np.int32)[:max_len]
 
   def decode(self, ids) -> str:
     return self.sp.decode(_in_vocab(ids, self).tolist())
@@ -137,11 +138,21 @@ class BpeTokenizer:
 class HfTokenizer:
   """A Hugging Face checkpoint's tokenizer (its tokenizer.json), run by the `tokenizers` library: the ids
   `transformers.AutoTokenizer` gives, special tokens included (BERT's [CLS] ... [SEP]). `mask_id` is
-  its [MASK] token, which masked-LM training uses (data/mlm.py); None if it has none."""
-  kind = "hf"
+  its [MASK] token, which masked-LM training uses (data/mlm.py); None if it has none.
 
-  def __init__(self, tokenizer):
+  A published tokenizer.json may switch on padding and truncation (all-MiniLM-L6-v2's pads and cuts
+  every text to 128 ids); AutoTokenizer ignores them for one text, and so does this class: a review
+  would otherwise end in a run of [PAD] ids (id 0, which our -1 convention does not mask) and a whole
+  corpus be cut to 128 ids. The files beside it that tell transformers how to read it
+  (tokenizer_config.json: do_lower_case, the special tokens) travel with it in `save`."""
+  kind = "hf"
+  COMPANIONS = ("tokenizer_config.json", "special_tokens_map.json")
+
+  def __init__(self, tokenizer, companions=None):
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
     self.tokenizer = tokenizer
+    self.companions = companions or {}  # file name -> its text
     self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     found = [tokenizer.token_to_id(t) for t in ("[MASK]", "<mask>")]
     self.mask_id = next((i for i in found if i is not None), None)
@@ -149,10 +160,20 @@ class HfTokenizer:
   @classmethod
   def from_file(cls, path):
     from tokenizers import Tokenizer  # the Hugging Face library, not this module
-    return cls(Tokenizer.from_file(path))
+    directory = os.path.dirname(path)
+    companions = {}
+    for name in cls.COMPANIONS:
+      if os.path.exists(os.path.join(directory, name)):
+        with open(os.path.join(directory, name), encoding="utf-8") as f:
+          companions[name] = f.read()
+    return cls(Tokenizer.from_file(path), companions)
 
-  def encode(self, text: str) -> np.ndarray:
-    return np.asarray(self.tokenizer.encode(text).ids, np.int32)
+  def encode(self, text: str, max_len=None) -> np.ndarray:
+    encoding = self.tokenizer.encode(text, add_special_tokens=False)
+    if max_len is not None:  # cut the text, not its special tokens, as transformers' truncation=True does
+      encoding.truncate(max(max_len - self.tokenizer.num_special_tokens_to_add(False), 0))
+    ids = self.tokenizer.post_process(encoding).ids
+    return np.asarray(ids[:max_len], np.int32)
 
   def decode(self, ids) -> str:
     return self.tokenizer.decode(_in_vocab(ids, self).tolist(), skip_special_tokens=False)
@@ -160,6 +181,25 @@ class HfTokenizer:
   def save(self, directory):
     os.makedirs(directory, exist_ok=True)
     self.tokenizer.save(os.path.join(directory, FILE))
+    companions = self.companions or {"tokenizer_config.json": json.dumps(self._config(), indent=2)}
+    for name, text in companions.items():
+      with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+        f.write(text)
+
+  def _config(self):
+    """A tokenizer_config.json for a tokenizer that came without one: without it AutoTokenizer reads a
+    BERT's tokenizer.json with do_lower_case=True, whatever its normalizer does. It names the class that
+    runs tokenizer.json as it is, and the special tokens that it holds."""
+    vocab = self.tokenizer.get_vocab(with_added_tokens=True)
+    roles = {"unk_token": ("[UNK]", "<unk>", "<|endoftext|>"), "sep_token": ("[SEP]",), "pad_token": ("[PAD]", "<pad>"),
+             "cls_token": ("[CLS]",), "mask_token": ("[MASK]", "<mask>"), "bos_token": ("<s>", "<|endoftext|>"),
+             "eos_token": ("</s>", "<|endoftext|>")}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast"}
+    for role, names in roles.items():
+      found = next((n for n in names if n in vocab), None)
+      if found:
+        config[role] = found
+    return config
 
 
 def _in_vocab(ids, tokenizer) -> np.ndarray:

