@@ -8,7 +8,7 @@ checkpoint behind, and keeps the newest `keep` steps.
 `load_pretrained` starts a new run from another run's parameters (fine-tuning):
 arrays are matched by path, so a new head or extra layers start fresh. `read_weights`, which
 every reader of a run's weights goes through, merges a LoRA run's factors into its kernels. Hugging Face
-checkpoints (`init.hf`) are read by huggingface.py. Both, and resuming, take checkpoints of
+checkpoints (`init.hf`) are read by bigmodel/huggingface/. Both, and resuming, take checkpoints of
 either layer layout (`model.scan_layers`, models/stack.py) into either.
 """
 import contextlib
@@ -71,7 +71,7 @@ def _disk_errors(mngr, step):
 INIT_DEFAULTS = dict(
     checkpoint="",  # start from this run's parameters: a workdir (newest step) or <workdir>/checkpoints/<step>
     hf="",  # or from a Hugging Face checkpoint: a hub id ("gpt2") or a local save_pretrained directory; its
-            # config.json gives the model (huggingface.py), the keys under `model` override it
+            # config.json gives the model (bigmodel/huggingface/), the keys under `model` override it
     reinit=("^head/",),  # regexes on parameter paths that start afresh instead (the classifier head)
 )
 

@@ -14,7 +14,7 @@ Load it with `bigmodel.artifact.load(model_dir)` (jax and numpy only), serve it 
 `--format=hf` writes a Hugging Face checkpoint instead (config.json, model.safetensors and a
 Hugging Face tokenizer if the run used one), which `transformers` loads with `from_pretrained`:
 GPT-2-shaped language models (model.name=gpt) and BERTs (model.name=bert), whether imported with
-init.hf and fine-tuned or trained from scratch here (bigmodel/huggingface.py).
+init.hf and fine-tuned or trained from scratch here (bigmodel/huggingface/).
 """
 import inspect
 import json

@@ -9,7 +9,7 @@ tokens -> word + position + token-type embeddings -> LayerNorm -> dropout
 
 Unlike the pre-LayerNorm encoder of gpt.py (`bert_tiny` ... there), every sub-layer's output
 is normalised after the residual sum, the GELU is the exact erf form, and LayerNorm's epsilon
-is 1e-12: what Hugging Face's BertModel computes, so its checkpoints load (bigmodel/huggingface.py).
+is 1e-12: what Hugging Face's BertModel computes, so its checkpoints load (bigmodel/huggingface/).
 Token id -1 is padding: never attended to. Every text is one segment (token type 0).
 """
 import flax.linen as nn
@@ -111,5 +111,5 @@ class BERT(nn.Module):
     return embed.attend(h_BxLxD.astype(jnp.float32)) + bias_V
 
 
-# Defaults: BERT-base (Devlin et al. 2019). Pretrained ones load with init.hf (bigmodel/huggingface.py).
+# Defaults: BERT-base (Devlin et al. 2019). Pretrained ones load with init.hf (bigmodel/huggingface/).
 register("bert")(BERT)

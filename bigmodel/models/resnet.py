@@ -7,7 +7,7 @@ ResNet-18/34 use basic blocks (two 3x3 convs), ResNet-50 bottlenecks (1x1, 3x3, 
 `stem="imagenet"` is the paper's 7x7/2 conv and 3x3/2 max-pool (for 224x224);
 `stem="small"` is one 3x3/1 conv and no pool, the usual choice for 28x28 or 32x32.
 `padding="symmetric"` pads k // 2 on every side, as PyTorch and the microsoft/resnet-*
-checkpoints do (bigmodel/huggingface.py); "same" (XLA's SAME) pads a strided conv of an
+checkpoints do (bigmodel/huggingface/); "same" (XLA's SAME) pads a strided conv of an
 even-sized input one pixel more on the bottom and right.
 
 BatchNorm statistics are the `batch_stats` collection, which the trainer keeps in

@@ -4,7 +4,7 @@ Cut the image into P x P patches (einops), embed each linearly, add a learned
 position embedding, prepend a class token (or not, and mean-pool instead), run the
 pre-LayerNorm encoder blocks of `transformer.py`, classify. Sizes by name:
 vit_ti, vit_s, vit_b (Touvron et al. 2021; Dosovitskiy et al. 2021). Hugging Face ViT
-checkpoints load into it (bigmodel/huggingface.py): at another image size their position
+checkpoints load into it (bigmodel/huggingface/): at another image size their position
 embeddings are interpolated in 2-D, as the paper does for fine-tuning at higher resolution.
 """
 import einops

@@ -1,0 +1,169 @@
+"""Hugging Face checkpoints in and out: GPT-2, BERT, ViT and ResNet, one file per family.
+
+A run starts from one with `init.hf`: a hub id ("gpt2", "bert-base-uncased",
+"google/vit-base-patch16-224", "microsoft/resnet-50"; downloaded once into the Hugging Face
+cache) or a local directory holding what `save_pretrained` writes (config.json,
+model.safetensors, the tokenizer files). Its config.json gives the architecture and sizes
+(`model_config`); the run's own config chooses the task, and keys it sets win.
+
+Each family's file (gpt2.py, bert.py, vit.py, resnet.py) holds its config mapping, with what it
+refuses (a checkpoint that computes something else than our model must not load without a word),
+and its table: for every array of ours, which checkpoint tensor(s) it is made of and how
+(tensors.py). A new family is one more such file, named in FAMILIES. files.py reads the files:
+`load` takes the tensors one at a time and puts each straight onto its array's final sharding, so
+a big checkpoint never sits whole in host memory. `save` writes the reverse, for GPT-2 and BERT.
+The tables name unscanned blocks (`block0/...`); a model with `scan_layers` loads and saves them
+layer by layer into and out of its stacked arrays (models/stack.py).
+"""
+import json
+import os
+import re
+
+import jax
+import numpy as np
+
+from bigmodel import errors, paths
+from bigmodel.huggingface import bert, files as files_lib, gpt2, resnet, vit
+from bigmodel.huggingface.files import FILES, local_dir, read_config  # noqa: F401 (the API)
+from bigmodel.models import stack
+
+FAMILIES = {family.MODEL_TYPE: family for family in (gpt2, bert, vit, resnet)}  # model_type in config.json ->
+ARCHITECTURES = {name: family.ARCHITECTURES for name, family in FAMILIES.items()}  # the classes whose files load
+
+
+def _family(hf):
+  family = FAMILIES.get(hf.get("model_type"))
+  if family is None:
+    supported = ", ".join(a for archs in ARCHITECTURES.values() for a in archs)
+    raise errors.UserError(f"Hugging Face architecture {', '.join(hf.get('architectures') or [str(hf.get('model_type'))])} "
+                           f"(model_type {hf.get('model_type')!r}) is not supported. Supported: {supported}.")
+  return family
+
+
+def model_config(name):
+  """Our `model` config section for checkpoint `name`: the model and its sizes, from config.json."""
+  hf = read_config(name)
+  family = _family(hf)
+
+  def require(key, allowed, why):
+    """Refuses a checkpoint whose config sets `key` outside `allowed` (the first is transformers' default):
+    its model computes something else than ours, and would load without a word. `why` says what."""
+    value = hf.get(key, allowed[0])
+    if value not in allowed:
+      raise errors.UserError(f"This {family.MODEL_TYPE} checkpoint has {key}={value!r}: {why}. bigmodel's model "
+                             f"computes {key}={allowed[0]!r} only, so it does not load it.")
+  return family.model_config(hf, require)
+
+
+def _ours(model):
+  """The family our `model` config section maps onto, or a UserError for a model no checkpoint maps onto."""
+  from bigmodel.models import MODELS
+  cls = MODELS[model["name"]][0] if model["name"] in MODELS else None
+  family = next((f for f in FAMILIES.values() if f.MODEL is cls), None)
+  if family is None:
+    raise errors.UserError(f"model.name={model['name']!r} maps onto no Hugging Face checkpoint: GPT-2, BERT, ViT and "
+                           "ResNet ones load into models gpt, bert, vit and resnet.")
+  return family
+
+
+# ---- Import ----
+
+def load(name, model, params, model_state=None, reinit=()):
+  """Returns (params, model_state, message): the arrays of checkpoint `name` in our layout.
+
+  `model` is our model config section; `params` and `model_state` give each array's shape, dtype and
+  sharding (arrays, or jax.ShapeDtypeStructs with shardings: nothing is initialised then). An array
+  matching a `reinit` regex (our path, e.g. "^head/") keeps its value; so does a head the checkpoint
+  lacks. A shape that does not fit names the parameter."""
+  directory = files_lib.local_dir(name)
+  family = _family(files_lib.read_config(directory))
+  if _ours(model) is not family:
+    raise errors.UserError(f"init.hf={name!r} is a {family.MODEL_TYPE} checkpoint; model.name={model['name']!r} cannot "
+                           "take it. Leave model.name out: the checkpoint's config.json chooses the model.")
+  table = family.table(model)
+  files = files_lib.tensor_files(directory)
+  find = lambda n: files_lib.find(files, n, family.PREFIX)
+  heads = {spec.head for spec in table.values() if spec.head and any(find(n) for n in spec.names)}
+  fresh, problems, used = [], [], set()
+
+  def one(prefix):
+    def put(ours, leaf):
+      full = f"{prefix}/{ours}" if prefix == "params" else ours
+      spec = table.get(full)
+      found = None if spec is None else [find(n) for n in spec.names]
+      if spec is None or any(re.search(r, ours) for r in reinit) or (spec.head and spec.head not in heads):
+        if isinstance(leaf, jax.ShapeDtypeStruct):
+          raise errors.UserError(f"{full} is not in checkpoint {name!r} and has no initial value to keep.")
+        fresh.append(ours)
+        return leaf
+      if None in found:
+        missing = spec.names[found.index(None)]
+        part = f" (its {spec.head} head is there in part)" if spec.head else ""
+        raise errors.UserError(f"Checkpoint {name!r} has no tensor {missing!r} (for {full}){part}: is it complete?")
+      value = spec.load([files_lib.read(files, n) for n in found], tuple(leaf.shape))
+      if tuple(value.shape) != tuple(leaf.shape):
+        problems.append(f"  {full}: checkpoint {', '.join(found)} gives {tuple(value.shape)}, this model has "
+                        f"{tuple(leaf.shape)}")
+        return leaf
+      used.update(found)
+      value = np.asarray(value, dtype=leaf.dtype)
+      sharding = getattr(leaf, "sharding", None)
+      return jax.device_put(value, sharding) if sharding is not None else value
+    return put
+
+  def load_tree(prefix, tree):
+    """`tree` with its arrays read from the checkpoint, one layer at a time where its blocks are scanned: the
+    table names unscanned blocks (models/stack.py)."""
+    names, leaves, treedef = paths.flatten(tree)
+    ours = [p.removeprefix("params/") if prefix == "params" else p for p in table]
+    layers = stack.relayout(dict(zip(names, leaves)), ours)
+    loaded = stack.relayout({path: one(prefix)(path, leaf) for path, leaf in layers.items()}, names)
+    placed = lambda name, leaf: (jax.device_put(loaded[name], leaf.sharding)
+                                 if stack.is_stacked(name) and getattr(leaf, "sharding", None) else loaded[name])
+    return jax.tree.unflatten(treedef, [placed(name, leaf) for name, leaf in zip(names, leaves)])
+
+  params = load_tree("params", params)
+  model_state = load_tree("state", model_state or {})
+  if problems:
+    raise errors.UserError(f"Checkpoint {name!r} does not fit this model:\n" + "\n".join(problems) +
+                           "\nLeave the model's sizes to the checkpoint's config.json, or start those arrays "
+                           "afresh with init.reinit.")
+  unused = sorted(set(files) - used - {n for n in files if n.endswith("num_batches_tracked")})
+  message = (f"Initialised from Hugging Face checkpoint {name} ({family.MODEL_TYPE}): {len(used)} tensors; fresh: "
+             f"{', '.join(fresh) or 'none'}; unused from the checkpoint: {', '.join(unused[:6]) or 'none'}"
+             f"{' ...' if len(unused) > 6 else ''}")
+  return params, model_state, message
+
+
+# ---- Export ----
+
+def hf_config(model, num_labels=None):
+  """The config.json of a Hugging Face model computing what our `model` (config section) computes, or a
+  UserError saying why there is none."""
+  family = _ours(model)
+  if not hasattr(family, "hf_config"):
+    raise errors.UserError(f"model.name={model['name']!r} has no Hugging Face export: bigmodel exports GPT-2-shaped "
+                           "(model.name=gpt) and BERT-shaped (model.name=bert) models.")
+  return family.hf_config(model, num_labels)
+
+
+def save(directory, model, params, tokenizer=None):
+  """Writes `params` of our `model` (config section) as a Hugging Face checkpoint in `directory`:
+  config.json, model.safetensors and, for a Hugging Face tokenizer, tokenizer.json."""
+  from safetensors.numpy import save_file
+  config = hf_config(model)
+  table = _ours(model).table(model)
+  names, leaves, _ = paths.flatten({"params": params})
+  tensors = {}
+  for path, leaf in stack.relayout(dict(zip(names, leaves)), table).items():  # scanned blocks one by one
+    spec = table.get(path)
+    if spec is None or spec.save is None:
+      raise errors.UserError(f"{path} has no place in a Hugging Face {config['architectures'][0]}.")
+    tensors.update(zip(spec.names, (np.ascontiguousarray(np.asarray(a, np.float32)) for a in spec.save(leaf))))
+  os.makedirs(directory, exist_ok=True)
+  save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump(config, f, indent=2)
+  if tokenizer is not None and getattr(tokenizer, "kind", None) == "hf":
+    tokenizer.save(directory)
+  return config
