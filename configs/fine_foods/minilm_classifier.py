@@ -7,7 +7,10 @@ wheel the hub id is used (a network, once). The encoder reads the first 64 WordP
 review ([CLS] ... [SEP]), the mean of its final hidden states (how sentence-transformers pools it)
 goes to a new `head`.
 Run:    python -m bigmodel.train --config=configs/fine_foods/minilm_classifier.py --workdir=runs/fine_foods_minilm
-Expect: see experiments/transfer/results.md (MiniLM rows: 100 / 500 / 4,000 labels, seeds 0-2).
+Expect: test accuracy 76.2 +- 7.4 % with 100 labels (--config.data.train_examples=100), 80.5 +- 3.5 %
+        with 500, 82.6 +- 2.7 % with all 4,000 (mean +- 95 % CI over seeds 0-2, the step counts of
+        `python -m experiments.transfer.run --published`; fastText from scratch: 66.8 / 69.3 / 75.7 %).
+        About 1.5-2.5 min a run on a 2-core AMD EPYC. Table: experiments/transfer/published.md.
 """
 import importlib.util
 import os

@@ -350,6 +350,8 @@ finished under --workdir is read back, not trained again). Seeds {', '.join(map(
 draws the label subset (`data.train_examples=N`, stratified by class, the same N examples for every model
 at that seed), the initialisation and the data order. Each cell: mean ± the half-width of the 95 %
 confidence interval of the mean (t distribution, {len(seeds) - 1} degrees of freedom).
+With a real published checkpoint (all-MiniLM-L6-v2) instead of pretraining here: [published.md](published.md)
+(`--published`).
 
 Fine-tuning steps: {EPOCHS} epochs of the N labelled examples, at least {FLOOR} and at most {CAP} steps (text, batch
 16-32 as each config has it), at least {VISION_FLOOR} and at most {VISION_CAP} (vision, batch 32); warmup at most a tenth
