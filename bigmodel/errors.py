@@ -10,6 +10,7 @@ import ast
 import os
 import re
 import sys
+import traceback
 
 from absl import app, flags
 
@@ -55,12 +56,34 @@ def _parse_flags(argv):
     if _show_tracebacks():
       raise
     text = str(e.args[0] if e.args else e)
-    if text[:1] in "'\"" and text[-1:] == text[:1]:  # ml_collections wraps a KeyError's repr
+    if len(text) >= 2 and text[0] in "'\"" and text[-1] == text[0]:  # ml_collections wraps a KeyError's repr
       text = ast.literal_eval(text)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     message = lines[-1] if "Attempted" in str(e) else " ".join(lines)  # a missing file: its OS error
+    where = _in_config_file(e, argv)
+    if where:  # the config file's own code raised (`assert False`, a KeyError() with no message...)
+      _fail(f"{where}: {type(e).__name__}{': ' + message if message else ''} (the config file raised it)")
     culprit = _culprit(argv, message)
     _fail(f"{culprit + ': ' if culprit else ''}{message} (python -m {_module()} --helpfull lists the flags)")
+
+
+def _in_config_file(e, argv):
+  """"<config file>, line N" where `e` (or an exception it came from) was raised by the --config file's
+  own code, else None."""
+  args = argv[1:]
+  paths = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+  paths += [b for a, b in zip(args, args[1:]) if a == "--config"]
+  if not paths:
+    return None
+  path = os.path.abspath(paths[-1].split(":", 1)[0])  # "file.py:arg" passes an argument to get_config
+  for error in chain(e):
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if os.path.abspath(frame.filename) == path]
+    if isinstance(error, SyntaxError) and error.filename and os.path.abspath(error.filename) == path:
+      lines = [error.lineno]  # the file does not parse: no frame of it ran
+    if lines:
+      return f"{paths[-1].split(':', 1)[0]}, line {lines[-1]}"
+  return None
 
 
 def _culprit(argv, message):

@@ -100,6 +100,26 @@ def test_every_cli_tells_a_user_error_in_one_line_and_exits_2(args, message, tmp
   assert re.search(message, last), last
 
 
+RAISING_CONFIGS = {
+    "assert": ("def get_config():\n  assert False\n", r"line 2: AssertionError \(the config file raised it\)$"),
+    "empty KeyError": ("def get_config():\n  raise KeyError()\n", r"line 2: KeyError \(the config file raised it\)$"),
+    "at import": ("import os\nx = {}['nope']\n", r"line 2: KeyError: nope \(the config file raised it\)$"),
+    "syntax": ("def get_config(:\n  pass\n", r"line 1: SyntaxError: invalid syntax"),
+}
+
+
+@pytest.mark.parametrize("name", RAISING_CONFIGS)
+def test_a_config_file_that_raises_is_named_with_its_line_and_exits_2(name, tmp_path):
+  body, message = RAISING_CONFIGS[name]
+  (tmp_path / "raises.py").write_text(body)
+  proc = run_cli("bigmodel.train", f"--config={tmp_path}/raises.py", f"--workdir={tmp_path}/run", check=False,
+                 timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]], proc.stderr[-2000:]
+  assert re.search(rf"^error: {tmp_path}/raises.py, {message}", proc.stderr.strip()), proc.stderr
+
+
 def test_bigmodel_traceback_1_shows_the_traceback_of_a_user_error():
   env = dict(os.environ, BIGMODEL_TRACEBACK="1")
   proc = run_cli("bigmodel.evaluate", "--workdir=/nonexistent/run", check=False, env=env)
