@@ -4,7 +4,8 @@ Raise `UserError` (a ValueError) or `NotFound` (a FileNotFoundError) with what i
 what to do about it. Every command line (train, evaluate, generate, export, serve) runs through
 `run`, which prints `error: <message>` and exits with status 2 for them, and for a bad flag or
 `--config.` override; anything else is our bug and keeps its traceback, as does everything
-with BIGMODEL_TRACEBACK=1.
+with BIGMODEL_TRACEBACK=1. A run that SIGTERM stopped before its end (`Stopped`) exits with
+RESUMABLE (75): not finished, rerun to resume.
 """
 import ast
 import os
@@ -21,6 +22,14 @@ class UserError(ValueError):
 
 class NotFound(UserError, FileNotFoundError):
   """A file or directory the user named is not there."""
+
+
+RESUMABLE = 75  # EX_TEMPFAIL of sysexits.h, "try again later": a run stopped short of its end, checkpoint saved
+
+
+class Stopped(Exception):
+  """SIGTERM stopped training before its last step, after saving a checkpoint: rerunning the same command
+  resumes it. The command exits with status RESUMABLE, so a scheduler can tell it from a finished run."""
 
 
 class Diverged(UserError, FloatingPointError):
@@ -111,4 +120,6 @@ def run(main):
       if _show_tracebacks():
         raise
       _fail(e)
+    except Stopped:  # its message is printed where it stopped, on every process
+      sys.exit(RESUMABLE)
   app.run(guarded, flags_parser=_parse_flags)

@@ -7,7 +7,8 @@ starts the command N times, each process with K simulated CPU devices and the va
 `bigmodel.distributed.initialize` reads (a free port on 127.0.0.1 for the coordinator). Their
 output is streamed line by line behind `[i]`. The first process to fail stops the rest (SIGKILL,
 after --grace seconds: they would only wait on it) and its status is this command's; SIGTERM and Ctrl-C are passed to
-every process, which then save a checkpoint at the same step (a rehearsed preemption).
+every process (as SIGTERM), which then save a checkpoint at the same step (a rehearsed preemption); this
+command then exits with status 75 (errors.RESUMABLE) after a SIGTERM, 0 after Ctrl-C.
 This is not a scheduler: on a cluster, SLURM or the TPU runtime starts the processes (README).
 """
 import os
@@ -59,8 +60,11 @@ def process_env(i, processes, devices, port, collective_timeout=120, base=None):
 def start(command, processes, devices, collective_timeout=120, env=None, **popen):
   """The N processes of `command`, started; their output is piped (merged stdout and stderr)."""
   port = free_port()
+  # Their own session: Ctrl-C at a terminal signals the whole foreground group, and a process that took
+  # SIGINT itself would die mid-step (KeyboardInterrupt); the launcher passes it on as SIGTERM instead.
   return [subprocess.Popen(command, env=process_env(i, processes, devices, port, collective_timeout, env),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, **popen)
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                           start_new_session=True, **popen)
           for i in range(processes)]
 
 
@@ -75,16 +79,25 @@ def describe(status):
 
 
 def supervise(procs, out=sys.stdout, grace=5):
-  """Streams the processes' output until all have ended; returns the first non-zero status
-  (128 + N for signal N), after killing the others still running `grace` seconds later, or 0."""
+  """Streams the processes' output until all have ended; returns the first failing status
+  (128 + N for signal N), after killing the others still running `grace` seconds later; else
+  errors.RESUMABLE when they stopped short of the end on a SIGTERM to this process, or 0 (finished,
+  or stopped by Ctrl-C)."""
   streams = [threading.Thread(target=_stream, args=(i, p, out), daemon=True) for i, p in enumerate(procs)]
   for t in streams:
     t.start()
-  forward = lambda signum, frame: [p.send_signal(signal.SIGTERM) for p in procs if p.poll() is None]
+  received = []
+
+  def forward(signum, frame):
+    received.append(signum)
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
   previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+  ended = (0, errors.RESUMABLE)  # finished, or stopped by SIGTERM after saving: not failures
   try:
     while True:
-      failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), None)
+      failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, *ended)), None)
       if failed is not None:
         status = procs[failed].returncode
         end = time.monotonic() + grace  # time to say why, when they failed for the same reason
@@ -100,10 +113,12 @@ def supervise(procs, out=sys.stdout, grace=5):
         out.write(f"launch: process {failed} ended ({describe(status)})"
                   + (f"; stopped process(es) {', '.join(map(str, others))}.\n" if others else ".\n"))
         return status if status > 0 else 128 - status
-      if all(p.poll() == 0 for p in procs):
+      if all(p.poll() in ended for p in procs):
         for t in streams:
           t.join(timeout=5)
-        return 0
+        stopped = any(p.returncode == errors.RESUMABLE for p in procs)
+        # Ctrl-C is the user stopping it: done as asked. SIGTERM is a scheduler's preemption: resumable.
+        return errors.RESUMABLE if stopped and signal.SIGINT not in received else 0
       time.sleep(0.05)
   finally:
     for s, handler in previous.items():

@@ -226,7 +226,8 @@ def _loss_limit(c, first_loss):
 
 
 def train_and_evaluate(config, workdir):
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns eval metrics."""
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns eval metrics. Raises
+  errors.Stopped when SIGTERM stopped it before the last step (a checkpoint of where it stopped is saved)."""
   config = config_lib.resolve(config)
   distributed.check_same_config(config, workdir)  # before any compiling: a mismatch would deadlock
   _use_compilation_cache(config.compilation_cache, workdir)
@@ -284,7 +285,7 @@ def _train(ex, trainer, workdir, main_host):
   bar = tqdm(total=c.total_steps, initial=step, disable=not main_host, dynamic_ncols=True)
   pending, t_read, data_wait, eval_metrics = [], time.perf_counter(), 0.0, None
   first_loss = None  # the divergence guard's reference (_read)
-  train_steps, calls = None, 0
+  train_steps, calls, stopped = None, 0, None
   try:
     with distributed.Preemption() as preemption:
       while step < c.total_steps:
@@ -334,14 +335,16 @@ def _train(ex, trainer, workdir, main_host):
           pending, t_read, data_wait = [], time.perf_counter(), 0.0
         if stop:  # every process says so: with several, they stopped at the same step (distributed.Preemption)
           who = f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
-          tqdm.write(f"SIGTERM: saved a checkpoint at step {step}{who}; rerun the same command to resume.",
-                     file=sys.stderr)
+          stopped = f"SIGTERM: saved a checkpoint at step {step}{who}; rerun the same command to resume."
+          tqdm.write(stopped, file=sys.stderr)
           break
   finally:  # a checkpoint still being written is a good one: let it finish
     bar.close()
     checkpoint.wait(mngr)
     mngr.close()
     writer.close()
+  if stopped and step < c.total_steps:  # not finished: the exit status says so (errors.RESUMABLE)
+    raise errors.Stopped(stopped)
   if eval_metrics is None and step == c.total_steps:  # the workdir was already finished
     eval_metrics = trainer.evaluate(state)
   if c.pruning.target_sparsity and main_host:

@@ -5,6 +5,8 @@ import pytest
 
 from conftest import run_cli
 
+pytestmark = pytest.mark.slow  # the whole module: the fast tier (-m 'not slow') leaves it out
+
 
 @pytest.mark.needs("fashion_mnist")
 def test_the_accelerator_benchmark_runs_tiny_and_prints_every_row(tmp_path):

@@ -19,6 +19,7 @@ from bigmodel.data import text
 from bigmodel.train import train_and_evaluate
 from conftest import OPTIONAL_DATASETS, ROOT, tiny_config
 
+pytestmark = pytest.mark.slow  # the whole module: the fast tier (-m 'not slow') leaves it out
 FASHION = os.path.dirname(OPTIONAL_DATASETS["fashion_mnist"][0])
 
 
@@ -110,6 +111,7 @@ import functools, http.server, importlib.util, threading
 assert importlib.util.find_spec("tensorflow") is None
 import ml_collections, tensorflow_datasets as tfds
 from bigmodel import data, config, errors
+
 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory={FASHION!r})
 httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
 threading.Thread(target=httpd.serve_forever, daemon=True).start()

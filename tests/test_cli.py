@@ -10,6 +10,8 @@ import time
 import numpy as np
 import pytest
 
+from bigmodel import errors
+
 from conftest import ROOT, XLA_TEST_FLAGS, run_cli
 
 CNN = "--config=configs/mnist1d/cnn.py"
@@ -70,7 +72,7 @@ def test_sigterm_saves_a_checkpoint_before_exiting(data_dir, tmp_path):
   time.sleep(0.5)  # stop somewhere between checkpoints
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-3000:]
+  assert proc.returncode == errors.RESUMABLE == 75, err[-3000:]  # not finished: a scheduler requeues it
   said = re.search(r"SIGTERM: saved a checkpoint at step (\d+);", err)
   assert said, err[-3000:]
   step = int(said.group(1))

@@ -82,6 +82,7 @@ def shrunk(c, data_dir):
 @pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.needs(d) for k, d in NEEDS.items()
                                                           if f"/{k}/" in p])
                                   for p in SMOKED], ids=[os.path.relpath(p, ROOT) for p in SMOKED])
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_every_config_trains_two_steps_and_evaluates(path, data_dir, request, tmp_path):
   """No config rots: each trains and evaluates, with its own model and dataset, shrunk to seconds."""
   c = shrunk(importlib.import_module(module_name(path)).get_config(), data_dir)

@@ -273,7 +273,8 @@ def test_sigterm_at_any_moment_ends_in_a_state_that_resumes_to_the_same_paramete
   workdir = str(tmp_path)
   c = c.copy_and_resolve_references()
   c.eval_every = 20
-  train_and_evaluate(c, workdir)
+  with pytest.raises(errors.Stopped, match=r"^SIGTERM: saved a checkpoint at step \d+; rerun the same command"):
+    train_and_evaluate(c, workdir)
   stopped = checkpoint.read_weights(workdir, None)[2]
   assert sent and stopped < 40, "the run should have stopped early on SIGTERM"
   monkeypatch.setattr(*target, real)
@@ -281,6 +282,23 @@ def test_sigterm_at_any_moment_ends_in_a_state_that_resumes_to_the_same_paramete
   resumed, _, step = checkpoint.read_weights(workdir, None)
   assert step == 40
   jax.tree.map(np.testing.assert_array_equal, resumed, final)
+
+
+def test_a_sigterm_that_stops_the_run_at_its_last_step_finishes_it(data_dir, tmp_path, monkeypatch):
+  """SIGTERM inside the step-20 save; the next call runs steps 21-40, the last: a finished run, no Stopped."""
+  real, sent = checkpoint.save, []
+
+  def with_sigterm(mngr, step, *args, **kwargs):
+    if step == 20:
+      sent.append(step)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real(mngr, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoint, "save", with_sigterm)
+  c = tiny_config(data_dir, log_every=40, steps_per_call=20)
+  final = train_and_evaluate(c, str(tmp_path))
+  assert sent == [20] and 0 <= final["accuracy"] <= 1
+  assert checkpoint.read_weights(str(tmp_path), None)[2] == 40
 
 
 def test_range_messages_read_well():

@@ -253,6 +253,7 @@ def readme_config(path, **overrides):
 @pytest.mark.needs("fine_foods")
 @pytest.mark.parametrize("path,ckpt", [("configs/fine_foods/gpt2_classifier.py", "gpt2"),
                                        ("configs/fine_foods/bert_classifier.py", "bert")])
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_the_readme_text_classifiers_fine_tune_a_checkpoint_read_with_its_tokenizer(path, ckpt, gpt2_dir, bert_dir,
                                                                                      data_dir, tmp_path):
   directory = gpt2_dir if ckpt == "gpt2" else bert_dir
@@ -298,6 +299,7 @@ def test_lora_on_a_gpt2_checkpoint_trains_factors_and_head_and_leaves_its_weight
   np.testing.assert_allclose(run.params["block0"]["attn"]["qkv"]["kernel"], merged, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 @pytest.mark.needs("fashion_mnist")
 def test_the_readme_vit_fine_tunes_on_fashion_mnist_at_another_image_size(data_dir, tmp_path):
   directory = tiny_vit(tmp_path / "vit")
@@ -334,6 +336,7 @@ def hf_logits(directory, ids):
     return ref.from_pretrained(directory).eval()(torch.tensor(ids, dtype=torch.long)).logits.numpy()
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_a_fine_tuned_gpt2_exports_back_to_transformers_and_generates_from_the_cli(gpt2_dir, data_dir, tmp_path):
   c = readme_config("configs/shakespeare/gpt2_finetune.py", **{
       "init.hf": gpt2_dir, "data.data_dir": data_dir, "data.seq_len": 32, "data.eval_batch_size": 8})
@@ -358,6 +361,7 @@ def test_a_fine_tuned_gpt2_exports_back_to_transformers_and_generates_from_the_c
 
 @pytest.mark.parametrize("kind", ["gpt", "bert_mlm", pytest.param("bert_classifier",
                                                                  marks=pytest.mark.needs("fine_foods"))])
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_models_trained_from_scratch_export_to_transformers_with_the_same_logits(kind, data_dir, tmp_path):
   c = readme_config("configs/shakespeare/gpt_char.py", **{"data.data_dir": data_dir, "data.seq_len": 16,
                                                            "data.batch_size": 8, "data.eval_batch_size": 8})

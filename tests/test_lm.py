@@ -70,6 +70,7 @@ def test_seeded_sampling_is_reproducible_and_top_k_1_is_greedy():
   np.testing.assert_array_equal(sample(seed=5, top_p=1e-6), greedy)
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_top_p_keeps_the_fewest_tokens_that_reach_p():
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
   draw = lambda i, top_k, top_p: int(sampling.sample(logits, jax.random.key(i)[None], jnp.ones(1), jnp.array([top_k]),
@@ -126,6 +127,7 @@ def test_language_model_windows_gathered_on_the_device_equal_the_hosts(data_dir)
   np.testing.assert_array_equal(host["y"][:, :-1], host["x"][:, 1:])
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_gpt_trains_on_shakespeare_saves_its_tokenizer_and_generates_from_the_cli(data_dir, tmp_path):
   workdir = str(tmp_path / "lm")
   final = train_and_evaluate(lm_config(data_dir), workdir)
@@ -160,6 +162,7 @@ def test_other_language_models_lower_the_loss_on_the_users_text_files(data_dir, 
   assert out.shape == (1, 8)
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_bert_masked_lm_trains_with_a_mask_token_beyond_the_vocabulary(data_dir, tmp_path):
   c = lm_config(data_dir, **{"data.mlm_mask_rate": 0.15})
   c.model = dict(name="bert_tiny", num_layers=1, max_len=32)
@@ -175,6 +178,7 @@ def test_bert_masked_lm_trains_with_a_mask_token_beyond_the_vocabulary(data_dir,
     export.export(str(tmp_path), str(tmp_path / "exported"))
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 @pytest.mark.needs("fine_foods")
 def test_a_pretrained_lm_loads_into_a_classifier_with_a_new_head(data_dir, tmp_path):
   pretrain = str(tmp_path / "lm")

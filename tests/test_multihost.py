@@ -17,10 +17,12 @@ import time
 import numpy as np
 import pytest
 
-from bigmodel import launch, workdir as workdir_lib
+from bigmodel import errors, launch, workdir as workdir_lib
 from bigmodel.data import pipeline
 
 from conftest import ROOT, XLA_TEST_FLAGS, gpt_config, resnet_config, tiny_config
+
+pytestmark = pytest.mark.slow  # the whole module: the fast tier (-m 'not slow') leaves it out
 
 PROCESSES, DEVICES = 2, 4  # 2 x 4 against 1 x 8: room for data x fsdp x tensor = 2 x 2 x 2
 STEPS = 3
@@ -220,7 +222,7 @@ def wait_for(condition, timeout, what):
     time.sleep(0.05)
 
 
-def test_a_killed_process_stops_the_others_then_sigterm_stops_all_at_one_step_and_the_end_equals_uninterrupted(
+def test_a_killed_process_stops_the_others_ctrl_c_and_sigterm_stop_all_at_one_step_and_the_end_equals_uninterrupted(
     runs, data_dir, tmp_path):
   workdir = tmp_path / "run"
   command = [sys.executable, "-m", "bigmodel.launch", f"--processes={PROCESSES}", f"--devices_per_process={DEVICES}",
@@ -244,22 +246,30 @@ def test_a_killed_process_stops_the_others_then_sigterm_stops_all_at_one_step_an
   out.thread.join(5)
   assert proc.returncode == 128 + signal.SIGKILL and stopped_after < 60, (stopped_after, out.text()[-3000:])
   assert out.lines[-1] == "launch: process 1 ended (killed by SIGKILL).\n", out.text()[-3000:]
-  # 2. Relaunch, then SIGTERM the launcher (passed to both): both save the same step and exit 0.
-  proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  out = Output(proc)
-  try:
-    wait_for(lambda: "Resumed from step 10" in out.text() or proc.poll() is not None, TIMEOUT, "the resume")
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=TIMEOUT)
-  finally:
-    proc.kill()
-  out.thread.join(5)
-  saved = {int(line.split("at step ")[1].split()[0]) for line in out.lines if "SIGTERM: saved a checkpoint" in line}
-  said = [line for line in out.lines if "SIGTERM: saved a checkpoint" in line]
-  assert proc.returncode == 0 and len(said) == PROCESSES and len(saved) == 1, out.text()[-4000:]
-  step = saved.pop()
-  assert 10 < step < 40 and (workdir / "checkpoints" / str(step) / "commit_success.txt").exists()
-  # 3. Relaunch to the end: bit-identical to the uninterrupted run.
+  # 2. Relaunch, then Ctrl-C as a terminal sends it (SIGINT to the whole process group): both save the same
+  #    step and the launcher exits 0. 3. Relaunch, then SIGTERM the launcher only, as a scheduler preempting
+  #    it does: both save the same step and the launcher exits 75, "stopped, resumable".
+  step = 10
+  for how, status in (("ctrl-c", 0), ("sigterm", errors.RESUMABLE)):
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    out = Output(proc)
+    try:
+      wait_for(lambda: f"Resumed from step {step}" in out.text() or proc.poll() is not None, TIMEOUT, "the resume")
+      if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+      else:
+        proc.send_signal(signal.SIGTERM)
+      proc.wait(timeout=TIMEOUT)
+    finally:
+      proc.kill()
+    out.thread.join(5)
+    said = [line for line in out.lines if "SIGTERM: saved a checkpoint" in line]
+    saved = {int(line.split("at step ")[1].split()[0]) for line in said}
+    assert proc.returncode == status and len(said) == PROCESSES and len(saved) == 1, (how, out.text()[-4000:])
+    previous, step = step, saved.pop()
+    assert previous < step < 40 and (workdir / "checkpoints" / str(step) / "commit_success.txt").exists(), how
+  # 4. Relaunch to the end: bit-identical to the uninterrupted run.
   proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
   assert proc.returncode == 0 and f"Resumed from step {step}" in proc.stdout, proc.stdout[-4000:]
   import jax

@@ -11,6 +11,8 @@ from nbclient import NotebookClient
 
 from conftest import missing_dataset
 
+pytestmark = pytest.mark.slow  # the whole module: the fast tier (-m 'not slow') leaves it out
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
 # Each notebook: the plots it must draw and the metrics its `FINAL name=value` line must state.

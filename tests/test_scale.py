@@ -42,6 +42,7 @@ def first_steps(config, steps=STEPS):
 RUNS = [("gpt", dict(data=1, fsdp=8)), ("gpt", dict(data=2, fsdp=2, tensor=2)), ("resnet", dict(data=1, fsdp=8))]
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_fsdp_and_tensor_parallel_runs_on_8_devices_match_one_device(data_dir, corpus):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {XLA_TEST_FLAGS}",
              PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))

@@ -68,6 +68,7 @@ def test_kv_cache_generation_with_scanned_blocks_gives_the_loops_tokens():
   assert len(np.unique(got[:, 4:])) > 3  # not one token repeated: the check has teeth
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_a_checkpoint_resumes_in_the_other_layout_with_the_same_next_losses(data_dir, tmp_path):
   """Unscanned for 9 steps; its step-3 checkpoint resumed scanned to step 6, that resumed unscanned to 9:
   the same losses at every step. Then the unscanned run's weights start (init.checkpoint) a scanned one."""

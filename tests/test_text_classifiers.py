@@ -32,6 +32,7 @@ def test_more_padding_after_a_text_does_not_change_its_logits(name, num_outputs)
     assert np.abs(apply(variables, changed_BxL)[1] - logits_BxO[1]).max() > 1e-4, position
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 @pytest.mark.needs("fine_foods")
 @pytest.mark.parametrize("path", ["configs/fine_foods/bilstm.py", "configs/fine_foods/fasttext.py"])
 def test_each_text_classifier_config_fits_a_slice_of_the_reviews(path, data_dir, tmp_path):

@@ -70,6 +70,7 @@ def test_batchnorm_normalises_with_the_batch_in_training_and_running_averages_in
                              train_out, rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_batchnorm_statistics_are_averaged_over_devices_so_1_and_8_devices_agree(data_dir, tmp_path):
   runs = {}
   for devices in (1, 8):
@@ -228,6 +229,7 @@ def test_normalize_standardises_each_channel_with_training_statistics(data_dir):
   assert abs(x.mean()) < 0.05 and abs(x.std() - 1) < 0.05
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_bfloat16_computes_in_bf16_keeps_float32_parameters_and_learns_as_well(data_dir, tmp_path):
   accuracy = {}
   for dtype in ("float32", "bfloat16"):
@@ -242,6 +244,7 @@ def test_bfloat16_computes_in_bf16_keeps_float32_parameters_and_learns_as_well(d
   assert accuracy["float32"] > 0.85 and abs(accuracy["bfloat16"] - accuracy["float32"]) < 0.05, accuracy
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_fine_tuning_loads_the_backbone_by_name_with_a_new_head_and_frozen_layers(data_dir, tmp_path):
   model = dict(name="resnet18", stem="small", width=8, stage_sizes=(1, 1, 1, 1))
   pretrain = str(tmp_path / "pretrain")
