@@ -78,20 +78,21 @@ def _parse_flags(argv):
 
 def _in_config_file(e, argv):
   """"<config file>, line N" where `e` (or an exception it came from) was raised by the --config file's
-  own code, else None."""
+  own code, else None. The file's name comes from argv: ml_collections records it only once it loaded."""
   args = argv[1:]
   paths = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
   paths += [b for a, b in zip(args, args[1:]) if a == "--config"]
   if not paths:
     return None
-  path = os.path.abspath(paths[-1].split(":", 1)[0])  # "file.py:arg" passes an argument to get_config
+  name = paths[-1].split(":", 1)[0]  # "file.py:arg" passes an argument to get_config
+  path = os.path.abspath(name)
   for error in chain(e):
     lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
              if os.path.abspath(frame.filename) == path]
     if isinstance(error, SyntaxError) and error.filename and os.path.abspath(error.filename) == path:
       lines = [error.lineno]  # the file does not parse: no frame of it ran
     if lines:
-      return f"{paths[-1].split(':', 1)[0]}, line {lines[-1]}"
+      return f"{name}, line {lines[-1]}"
   return None
 
 
