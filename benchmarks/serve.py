@@ -15,6 +15,13 @@ median over rounds. A request asks for --max_tokens (GPT-2: --gpt2_max_tokens) a
 0.8 after a 6 to 32 character prompt. The new server streams (/v1/completions): time to first
 token is when the first token arrives; the old one answers whole (/v1/generate), so its first
 token comes with its last. tokens/s counts generated tokens over the level's wall time.
+
+Start time (the second table): seconds from starting `python -m bigmodel.serve` to a healthy
+/healthz, and to every bucket compiled (/healthz's buckets_compiled, where the server reports it),
+over --start_runs rounds that interleave the servers, the new one with a cold persistent compilation
+cache (an empty directory) and then a warm one (the cache that cold run wrote). --before=DIR adds a
+server "before": the bigmodel/ package in DIR (a copy of this checkout's from before a change), run
+as this one is (streaming, compiling at start); `--servers=before,new` compares just those two.
 """
 import argparse
 import concurrent.futures
@@ -22,6 +29,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,21 +139,50 @@ LEGACY_MAIN = ("import runpy; from bigmodel import artifact; artifact.Artifact.w
 
 
 class Server:
+  """A server process; `ready_s`: seconds from its start to a healthy /healthz."""
+
   def __init__(self, code, model_dir, log_path, flags, legacy):
     self.legacy = legacy
     command = ["-c", LEGACY_MAIN] if legacy else ["-m", "bigmodel.serve"]
-    flags = [*flags, "--request_timeout_s=900"]  # the old server takes over 2 min for 32 GPT-2 requests on a busy CPU
-    self.proc = subprocess.Popen([sys.executable, *command, f"--model={model_dir}", "--port=0", *flags], cwd=code,
-                                 env=dict(os.environ, PYTHONPATH=code), stdout=open(log_path, "w"),
+    # The old server takes over 2 min for 32 GPT-2 requests on a busy CPU (its one limit, queue wait included).
+    with open(os.path.join(code, "bigmodel", "serve.py")) as f:
+      timeout = "--queue_timeout_s=900" if "queue_timeout_s" in f.read() else "--request_timeout_s=900"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}  # each its own (or none)
+    self.start = time.perf_counter()
+    self.proc = subprocess.Popen([sys.executable, *command, f"--model={model_dir}", "--port=0", *flags, timeout],
+                                 cwd=code, env=dict(env, PYTHONPATH=code), stdout=open(log_path, "w"),
                                  stderr=subprocess.STDOUT)
     while True:
       found = re.search(r"compiled in ([\d.]+) s\) on http://127\.0\.0\.1:(\d+)", open(log_path).read())
       if found:
         self.compile_s, self.port = float(found.group(1)), int(found.group(2))
-        return
+        break
       if self.proc.poll() is not None:
         sys.exit(f"The server failed to start:\n{open(log_path).read()[-3000:]}")
-      time.sleep(0.2)
+      time.sleep(0.05)
+    self.health()
+    self.ready_s = time.perf_counter() - self.start
+
+  def health(self):
+    """/healthz's reply, once it is healthy."""
+    while True:
+      try:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        if response.status == 200:
+          return json.loads(response.read())
+      except OSError:
+        pass
+      time.sleep(0.05)
+
+  def all_compiled(self):
+    """Seconds from the start until every bucket is compiled (None: the server does not say)."""
+    while "buckets" in (health := self.health()):
+      if health["buckets_compiled"] == health["buckets"]:
+        return time.perf_counter() - self.start
+      time.sleep(0.1)
+    return None
 
   def body(self, i, max_tokens):
     prompt, settings = PROMPTS[i % len(PROMPTS)], dict(temperature=0.8, seed=i)
@@ -198,12 +235,41 @@ def level(server, clients, requests, max_tokens):
   return time.perf_counter() - start, results
 
 
+def start_times(name, code_of, model_dirs, log_dir, flags, runs):
+  """Interleaved rounds of starting each stream server (before, new with a cold cache, new with a warm
+  one): table rows of the medians of (s to a healthy /healthz, s to every bucket compiled)."""
+  measured, variants = {}, [(label, cache) for label in code_of for cache in (("cold", "warm") if label == "new"
+                                                                             else ("none",))]
+  for r in range(runs):
+    cache_dir = os.path.join(log_dir, f"jax_cache_{os.getpid()}_{r}")
+    for label, cache in variants:
+      extra = [f"--compilation_cache={cache_dir}"] if label == "new" else []
+      if cache == "cold":
+        shutil.rmtree(cache_dir, ignore_errors=True)
+      server = Server(code_of[label], model_dirs[label], os.path.join(log_dir, f"start_{label}_{cache}.log"),
+                      [*flags, *extra], legacy=False)
+      measured.setdefault((label, cache), []).append((server.ready_s, server.all_compiled()))
+      server.stop()
+      print(f"start round {r} {name} {label} ({cache} cache): {measured[label, cache][-1]}", flush=True)
+  rows = []
+  for label, cache in variants:
+    m = measured[label, cache]
+    ready = statistics.median(x[0] for x in m)
+    compiled = [x[1] for x in m if x[1] is not None]
+    rows.append(f"| {name} | {label} | {cache} | {len(m)} | {ready:.1f} | "
+                f"{statistics.median(compiled) if compiled else ready:.1f} |")
+  return rows
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--root", default="runs/bench_serve", help="Workdirs, exports and the old code go here.")
   p.add_argument("--legacy", default="8e7439f", help="The commit whose server is compared (before issue 20).")
+  p.add_argument("--before", default="", help="A directory holding a bigmodel/ package: the server 'before'.")
+  p.add_argument("--servers", default="old,new", help="Of old (--legacy), before (--before) and new.")
   p.add_argument("--gpt_steps", type=int, default=200)
   p.add_argument("--rounds", type=int, default=3, help="Interleaved rounds; medians are reported.")
+  p.add_argument("--start_runs", type=int, default=3, help="Interleaved rounds of start times (0: none).")
   p.add_argument("--levels", default="1,8,32", help="Concurrent clients, comma-separated.")
   p.add_argument("--requests_per_client", type=int, default=2, help="char GPT (GPT-2: 1); at least 4 a level.")
   p.add_argument("--max_tokens", type=int, default=32)
@@ -213,25 +279,41 @@ def main():
   root = os.path.abspath(args.root)
   levels = [int(n) for n in args.levels.split(",")]
   os.makedirs(root, exist_ok=True)
-  legacy_code = unpack_legacy(root, args.legacy)
+  labels = args.servers.split(",")
+  code_of = {"old": unpack_legacy(root, args.legacy) if "old" in labels else None,
+             "before": os.path.abspath(args.before) if args.before else None, "new": ROOT}
+  if "before" in labels and not args.before:
+    sys.exit("--servers=before needs --before=DIR (a directory holding the bigmodel/ package to compare).")
   models = {"char": ("char GPT", lambda: char_gpt(root, args.gpt_steps), args.requests_per_client, args.max_tokens,
                      ["--lengths=16,32"]),
             "gpt2": ("GPT-2-small shape", lambda: gpt2_small(root), 1, args.gpt2_max_tokens, ["--lengths=16,32"])}
   header = ["| model | server | clients | requests | tokens/s | first token p50 ms | p50 ms | p99 ms |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
-  rows, notes = [], []
+  start_header = ["| model | server | compilation cache | runs | to a healthy /healthz s | to every bucket compiled s |",
+                  "|---|---|---|---:|---:|---:|"]
+  rows, start_rows, notes = [], [], []
   for key in args.models.split(","):
     name, make, per_client, max_tokens, flags = models[key]
     workdir = make()
+    model_dirs = {label: export(code_of[label], legacy_workdir(code_of[label], workdir) if label == "old" else workdir,
+                                os.path.join(root, f"{key}_{label}_export")) for label in labels}
+    stream = {label: code_of[label] for label in labels if label != "old"}
+    server_flags = lambda label: (["--batch_sizes=1,8,32", f"--max_new_tokens={max_tokens}"] if label == "old" else
+                                  [f"--slots={max(levels)}", "--model_name=m", f"--max_new_tokens={max_tokens}"])
+    if args.start_runs and stream:
+      start_rows += start_times(name, stream, model_dirs, root, [*flags, *server_flags("new")], args.start_runs)
+      print("\n".join(start_rows[-len(stream) - 1:]), flush=True)
+    if not args.rounds:
+      continue
     servers = {}
     try:
-      for label, code, legacy in (("old", legacy_code, True), ("new", ROOT, False)):
-        model_dir = export(code, legacy_workdir(code, workdir) if legacy else workdir,
-                           os.path.join(root, f"{key}_{label}_export"))
-        extra = ["--batch_sizes=1,8,32", f"--max_new_tokens={max_tokens}"] if legacy else [
-            f"--slots={max(levels)}", "--model_name=m", f"--max_new_tokens={max_tokens}"]
-        servers[label] = Server(code, model_dir, os.path.join(root, f"serve_{key}_{label}.log"), flags + extra, legacy)
-        notes.append(f"{name}, {label}: {servers[label].compile_s:.1f} s to compile at start")
+      for label in labels:
+        extra = [f"--compilation_cache={os.path.join(root, 'jax_cache_tokens')}"] if label == "new" else []
+        servers[label] = Server(code_of[label], model_dirs[label], os.path.join(root, f"serve_{key}_{label}.log"),
+                                flags + server_flags(label) + extra, label == "old")
+        compiled = servers[label].all_compiled()  # tokens/s is measured once every bucket is compiled
+        notes.append(f"{name}, {label}: healthy in {servers[label].ready_s:.1f} s"
+                     + (f", every bucket compiled in {compiled:.1f} s" if compiled else ""))
       measured = {}
       for r in range(args.rounds):
         for clients in levels:
@@ -255,8 +337,11 @@ def main():
     finally:
       for server in servers.values():
         server.stop()
-  print("\n" + "\n".join(header + rows))
-  print("; ".join(notes))
+  if rows:
+    print("\n" + "\n".join(header + rows))
+    print("; ".join(notes))
+  if start_rows:
+    print("\n" + "\n".join(start_header + start_rows))
 
 
 if __name__ == "__main__":

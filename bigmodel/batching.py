@@ -4,8 +4,10 @@
 as one batch. `Generator` (language models): continuous batching over a fixed set of KV-cache
 rows (artifact.Slots). Between two decode steps, waiting sequences join free rows (each prompt
 prefilled on its own) and finished ones leave, so a short request never waits for a long one.
-A sequence finishes at its max_tokens, at a stop string, at the end of the context, or when its
-client has gone (`cancel`).
+A sequence finishes at its max_tokens, at a stop string or the model's end-of-text token (whose text
+it leaves out, as OpenAI's API does), at the end of the context, or when its request gives up on it
+(`Generator.cancel`: its client has gone, or a limit has passed): one still waiting leaves the queue
+at once, freeing its place for the next request, and one decoding frees its row at the next token.
 """
 import collections
 import concurrent.futures
@@ -79,31 +81,33 @@ Prompt = collections.namedtuple("Prompt", "index tokens")  # the prompt's tokens
 
 class Sequence:
   """One completion: its prompt ids and settings, the tokens drawn so far, and the queue of Events
-  its request reads (shared by the request's sequences; `index` tells them apart)."""
+  its request reads (shared by the request's sequences; `index` tells them apart). It stops at
+  `eos_id` (None: at no token)."""
 
   def __init__(self, index, ids, events, *, max_tokens, temperature=1.0, top_k=0, top_p=1.0, seed=0, stop=(),
-               decode):
+               eos_id=None, decode):
     self.index, self.ids, self.events, self.decode = index, ids, events, decode
-    self.max_tokens, self.stop = max_tokens, tuple(stop)
+    self.max_tokens, self.stop, self.eos_id = max_tokens, tuple(stop), eos_id
     self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     self.tokens, self.text, self.sent = [], "", 0  # sent: characters of `text` already in Events
-    self.cancelled = False
-
-  def cancel(self):
-    """Its client has gone: the worker frees its row at the next token."""
-    self.cancelled = True
+    self.cancelled = False  # set by Generator.cancel
 
   def add(self, token, end_of_context):
     """Records a drawn Token and tells the request; returns whether the sequence has finished."""
     self.tokens.append(token.id)
-    offset, text = len(self.text), self.decode(self.tokens)
+    offset, text = len(self.text), self.decode(self.text_tokens())
     cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
-    finish = "stop" if cut >= 0 else "length" if len(self.tokens) >= self.max_tokens or end_of_context else None
+    stopped = cut >= 0 or token.id == self.eos_id
+    finish = "stop" if stopped else "length" if len(self.tokens) >= self.max_tokens or end_of_context else None
     self.text = text[:cut] if cut >= 0 else text
     end = len(self.text) if finish else len(self.text) - _held_back(self.text, self.stop)
     self.events.put(Event(self.index, token, self.text[self.sent:end], offset, finish))
     self.sent = max(self.sent, end)
     return finish is not None
+
+  def text_tokens(self):
+    """The tokens drawn whose text the request gets: all but the end-of-text token that ended it."""
+    return self.tokens[:-1] if self.tokens[-1:] == [self.eos_id] else self.tokens
 
 
 def _held_back(text, stops):
@@ -128,6 +132,16 @@ class Generator:
   def counts(self):
     return {"queued": len(self.waiting), "active": len(self.active), "slots": self.slots.n, "steps": self.steps,
             "tokens": self.tokens, "finished": self.finished, "cancelled": self.cancelled}
+
+  def cancel(self, sequences):
+    """Their request has given up on them: those waiting leave the queue now (their places are free for
+    the next request), those decoding leave their row at the next token, finished ones are left alone."""
+    with self.cond:
+      for seq in sequences:
+        seq.cancelled = True
+      waiting = collections.deque(seq for seq in self.waiting if not seq.cancelled)
+      self.cancelled += len(self.waiting) - len(waiting)
+      self.waiting = waiting
 
   def submit(self, sequences):
     """Queues a request's sequences, all or none (Busy)."""
@@ -162,10 +176,12 @@ class Generator:
         for seq in {*(seq for _, seq in joining), *self.active.values()}:
           seq.events.put(e)
         self.active.clear()
+        self.slots.reset()  # the failed call may have taken the cache with it (donated), and no row is in use
 
   def _join(self, row, seq):
     if seq.cancelled:
-      self.cancelled += 1
+      with self.cond:  # cancel() counts too, on a request's thread
+        self.cancelled += 1
       return
     first, prompt = self.slots.start(row, seq.ids, **seq.sampling)
     seq.events.put(Prompt(seq.index, prompt))
@@ -183,4 +199,5 @@ class Generator:
 
   def _leave(self, row, seq, cancelled=True):
     del self.active[row]
-    self.cancelled, self.finished = self.cancelled + cancelled, self.finished + (not cancelled)
+    with self.cond:
+      self.cancelled, self.finished = self.cancelled + cancelled, self.finished + (not cancelled)

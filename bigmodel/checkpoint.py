@@ -6,14 +6,14 @@ directory and renames it when complete, so a killed run never leaves a partial
 checkpoint behind, and keeps the newest `keep` steps.
 
 `load_pretrained` starts a new run from another run's parameters (fine-tuning):
-arrays are matched by path, so a new head or extra layers start fresh. `read_weights`, which
-every reader of a run's weights goes through, merges a LoRA run's factors into its kernels. Hugging Face
+arrays are matched by path, so a new head or extra layers start fresh. `read_weights` gives the parameters
+as they are stored (a LoRA run's with its factors: workdir.read_weights merges them in). Hugging Face
 checkpoints (`init.hf`) are read by bigmodel/huggingface/. Both, and resuming, take checkpoints of
 either layer layout (`model.scan_layers`, models/stack.py) into either.
 """
+import asyncio
 import contextlib
 import errno
-import json
 import re
 import sys
 import time
@@ -22,13 +22,14 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from bigmodel import errors, lora, paths
+from bigmodel import errors, paths
 from bigmodel.models import stack
 
 
 def manager(workdir, keep):
+  from bigmodel import workdir as workdir_lib  # it names a run's files; imported here, as it imports this module
   return ocp.CheckpointManager(
-      epath.Path(workdir).absolute() / "checkpoints",
+      epath.Path(workdir).absolute() / workdir_lib.CHECKPOINTS,
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
       item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
 
@@ -128,6 +129,39 @@ def _warn(message):
   print(message, file=sys.stderr)
 
 
+class _DrainingLoop(asyncio.SelectorEventLoop):
+  """An event loop that, when closed, first lets the tasks still on it end and takes their outcomes.
+
+  orbax runs each restore on a fresh loop and closes it as soon as one read fails, while the step's other
+  reads are still in flight: tensorstore then calls back into the closed loop ("Event loop is closed") and
+  the garbage collector tears the abandoned reads down ("Exception ignored in: <coroutine ...>"), each
+  with a traceback that reads like a crash. Waited for, each read just fails or succeeds on its own."""
+
+  def close(self):
+    while not self.is_running() and not self.is_closed():
+      pending = [task for task in asyncio.all_tasks(self) if not task.done()]
+      if not pending:
+        break
+      self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    super().close()
+
+
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+  def new_event_loop(self):
+    return _DrainingLoop()
+
+
+@contextlib.contextmanager
+def _reads_end_before_their_loop_closes():
+  """orbax's loops made inside are _DrainingLoops (it makes them with asyncio.new_event_loop)."""
+  previous = asyncio.get_event_loop_policy()
+  asyncio.set_event_loop_policy(_DrainingPolicy())
+  try:
+    yield
+  finally:
+    asyncio.set_event_loop_policy(previous)
+
+
 def newest_readable(mngr, read, say=_warn):
   """`read(step)` of the newest checkpoint it succeeds on, that step, and the damaged steps above it.
 
@@ -140,7 +174,8 @@ def newest_readable(mngr, read, say=_warn):
     try:
       if not (path / COMMIT_MARKER).exists():
         raise errors.NotFound(f"{COMMIT_MARKER} is missing: the save did not finish")
-      return read(step), step, [s for s, _, _ in damaged]
+      with _reads_end_before_their_loop_closes():  # a failed read leaves only our message below
+        return read(step), step, [s for s, _, _ in damaged]
     except errors.UserError as e:
       if not isinstance(e, errors.NotFound):
         raise
@@ -159,7 +194,8 @@ def newest_readable(mngr, read, say=_warn):
 def set_aside(mngr, steps, workdir):
   """Moves damaged checkpoint steps out of orbax's directory into <workdir>/damaged_checkpoints/ (kept
   for inspection, never deleted), so that training can save those steps again."""
-  aside = epath.Path(workdir) / "damaged_checkpoints"
+  from bigmodel import workdir as workdir_lib  # (see manager)
+  aside = epath.Path(workdir) / workdir_lib.DAMAGED_CHECKPOINTS
   aside.mkdir(parents=True, exist_ok=True)
   for step in steps:
     (epath.Path(mngr.directory) / str(step)).rename(aside / f"{step}.{int(time.time())}")
@@ -179,12 +215,13 @@ def _first_line(e):
 
 def _open_pretrained(path):
   """(read-only manager, step) for a workdir, its checkpoints/ folder or one step folder in it."""
+  from bigmodel import workdir as workdir_lib  # (see manager)
   path = epath.Path(path).absolute()
   step = None
   if path.name.isdigit() and (path / "state").exists():
     path, step = path.parent, int(path.name)
-  elif (path / "checkpoints").exists():
-    path = path / "checkpoints"
+  elif (path / workdir_lib.CHECKPOINTS).exists():
+    path = path / workdir_lib.CHECKPOINTS
   if not path.exists():
     raise errors.NotFound(f"{path} does not exist. Give a training workdir or <workdir>/checkpoints/<step>.")
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
@@ -211,28 +248,17 @@ def read_weights(path, sharding, say=_warn):
   else:
     state = read(step)
   mngr.close()
-  params = state["params"]
-  if lora.has_factors(params):  # a LoRA run's weights are its kernels with the factors merged in
-    params = lora.merged(params, _lora_alpha(epath.Path(mngr.directory).parent))
-  return params, state.get("model_state", {}), step
+  return state["params"], state.get("model_state", {}), step
 
 
-def _lora_alpha(workdir):
-  """optimizer.lora.alpha of the run in `workdir`, from its config.json."""
-  path = workdir / "config.json"
-  if not path.exists():
-    raise errors.NotFound(f"The checkpoints in {workdir} hold LoRA factors, but {path} (which gives their "
-                          "scale, optimizer.lora.alpha) is missing: put the run's config.json back.")
-  return float(json.loads(path.read_text())["optimizer"]["lora"]["alpha"])
-
-
-def load_pretrained(c, params, model_state, sharding):
-  """Returns (params, model_state, message): arrays taken from checkpoint `c.checkpoint` by path.
+def load_pretrained(c, params, model_state, sharding, read=read_weights):
+  """Returns (params, model_state, message): arrays taken from checkpoint `c.checkpoint` by path, as
+  `read` gives them (the trainer's: workdir.read_weights, which merges a LoRA run's factors in).
 
   Arrays matching a `c.reinit` regex, or absent from the checkpoint, keep their fresh
   initialisation; any other shape mismatch is an error naming the parameter.
   """
-  stored_params, stored_state, step = read_weights(c.checkpoint, sharding)
+  stored_params, stored_state, step = read(c.checkpoint, sharding)
   stored = {name: x for tree in (stored_params, stored_state) for name, x in zip(*paths.flatten(tree)[:2])}
   # Its blocks scanned or not, as this model has them (models/stack.py).
   stored = stack.relayout(stored, [*paths.flatten(params)[0], *paths.flatten(model_state)[0]])
@@ -260,5 +286,5 @@ def load_pretrained(c, params, model_state, sharding):
                            f"model: it was made by a different architecture. Checkpoint arrays: "
                            f"{', '.join(sorted(stored)[:8])}, ...")
   message = (f"Initialised {len(used)} arrays from {c.checkpoint} (step {step}); fresh: "
-             f"{', '.join(fresh) or 'none'}; unused from the checkpoint: {len(set(stored) - used)}")
+             f"{paths.listed(fresh)}; unused from the checkpoint: {len(set(stored) - used)}")
   return params, model_state, message

@@ -6,8 +6,6 @@ checkpoint on the config's eval split, and writes them to <workdir>/eval.json. T
 evaluates through the same functions.
 """
 import functools
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +22,10 @@ def eval_step(variables, batch, *, apply_fn, task, loss_fn):
   return task.eval_sums(out, batch["y"], batch["mask"].astype(jnp.float32), loss_fn)
 
 
-def jit_eval_step(exp, variables_sharding, mesh, apply_fn=None):
-  """`eval_step` for experiment `exp`, jitted for variables placed with `variables_sharding`; `apply_fn`:
-  the trainer's, where it differs from the model's (LoRA's factors are merged in it)."""
-  step = functools.partial(eval_step, apply_fn=apply_fn or exp.model.apply, task=exp.task, loss_fn=exp.loss_fn)
-  return jax.jit(step, in_shardings=(variables_sharding, sharding.batch_sharded(mesh)),
+def jit_eval_step(exp, variables_sharding, mesh):
+  """`eval_step` for experiment `exp`, jitted for variables placed with `variables_sharding`."""
+  step = functools.partial(eval_step, apply_fn=exp.model.apply, task=exp.task, loss_fn=exp.loss_fn)
+  return jax.jit(sharding.traced_on(step, mesh), in_shardings=(variables_sharding, sharding.batch_sharded(mesh)),
                  out_shardings=sharding.replicated(mesh))
 
 
@@ -77,8 +74,7 @@ def main(argv):
   split = flags.FLAGS.split or workdir_lib.read_config(workdir).data.eval_split
   print(format_report(step, split, m))
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-      json.dump({"step": step, "split": split, **m}, f, indent=2)
+    workdir_lib.write_json(workdir, workdir_lib.EVAL, {"step": step, "split": split, **m})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import dataclasses
 
 import ml_collections
 
-from bigmodel import data, errors, huggingface, models, registry, tasks
+from bigmodel import data, errors, huggingface, lora, models, registry, tasks
 
 
 @dataclasses.dataclass
@@ -16,7 +16,7 @@ class Experiment:
   config: ml_collections.ConfigDict  # resolved, with task, loss and the model's sizes filled in
   dataset: data.Dataset
   task: tasks.Task
-  model: object  # the flax module
+  model: object  # the flax module, in a lora.LoRA when the run trains LoRA's factors (init and apply as flax's)
 
   @property
   def loss_fn(self):
@@ -30,7 +30,22 @@ def build(config, dataset=None) -> Experiment:
     config.data.tokenizer = config.init.hf
   dataset = dataset or data.load(config.data, config.seed)
   config = fill(config, dataset)
-  return Experiment(config, dataset, tasks.get(config.task), models.build(config.model))
+  return Experiment(config, dataset, tasks.get(config.task), lora.wrap(models.build(config.model), config))
+
+
+def settle(config, read_hf=True):
+  """A copy of `config` with what `fill` writes in that needs no dataset: the task and loss (when the config
+  leaves them to their defaults) and, with init.hf (when `read_hf`), the checkpoint's architecture and sizes
+  under the config's own model keys. `python -m bigmodel.train --print_config` shows this."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  if config.init.hf and read_hf:
+    given = config.model.to_dict()
+    pretrained = huggingface.model_config(config.init.hf)
+    name = given.get("name", pretrained["name"])
+    registry.check_keys(given, ["name", *models.fields(name)], "model")
+    config.model = {**models.defaults(name), **pretrained, **given}
+  config.task, config.loss = tasks.resolve(config.task, config.loss, config.data.mlm_mask_rate)
+  return config
 
 
 def fill(config, dataset):
@@ -38,14 +53,7 @@ def fill(config, dataset):
   leaves them to their defaults), the model's output size and, for token ids, its vocabulary; with
   init.hf, the pretrained checkpoint's architecture and sizes under the config's own model keys. Written
   into the workdir, it describes the model whole, so reading the model back needs no dataset."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  if config.init.hf:
-    given = config.model.to_dict()
-    pretrained = huggingface.model_config(config.init.hf)
-    name = given.get("name", pretrained["name"])
-    registry.check_keys(given, ["name", *models.fields(name)], "model")
-    config.model = {**models.defaults(name), **pretrained, **given}
-  config.task, config.loss = tasks.resolve(config.task, config.loss, config.data.mlm_mask_rate)
+  config = settle(config)
   task = tasks.get(config.task)
   task.check(config, dataset)
   model = config.model.to_dict()

@@ -26,14 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from bigmodel import artifact, errors, experiment, huggingface, paths as paths_lib, tasks, workdir as workdir_lib
+from bigmodel import artifact, errors, huggingface, paths as paths_lib, tasks, workdir as workdir_lib
 from bigmodel.data import pipeline
-
-
-def _label_names(dataset):
-  """The dataset's class names (text labels, TFDS ClassLabel names), else "0".."N-1"."""
-  names = dataset.label_names or ()
-  return list(names) if len(names) == dataset.num_classes else [str(i) for i in range(dataset.num_classes)]
 
 
 def export(workdir, out, platforms=("cpu", "cuda")):
@@ -52,18 +46,19 @@ def export(workdir, out, platforms=("cpu", "cuda")):
   weight_avals = [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights]
   if task.serves == "generate":
     context = getattr(model, "max_len", 0) or config.data.seq_len
-    spec = dict(task="generate", input=dict(kind="tokens", context=context, vocab_size=tok.vocab_size))
+    # The end-of-text token, recorded so that serving stops there without asking the tokenizer (None: none).
+    spec = dict(task="generate", input=dict(kind="tokens", context=context, vocab_size=tok.vocab_size,
+                                            eos_id=tok.eos_id))
     functions = _lm_functions(model, treedef, weight_avals, context, platforms)
-  else:  # the dataset says what raw inputs look like and how training preprocessed them
-    dataset = experiment.build(config).dataset
-    tok = tok or dataset.tokenizer
-    raw = dataset.splits[config.data.train_split].gather(np.arange(1))["x"]
-    x_shape = jax.export.symbolic_shape(", ".join(["b", *map(str, dataset.example_shape)]))
-    x_dtype = raw.dtype if raw.dtype == np.uint8 else np.dtype(dataset.input_dtype)
+  else:  # the run's data spec (workdir.DATA_SPEC): what raw inputs look like, how training preprocessed them
+    data = workdir_lib.read_data_spec(workdir, config)
+    tok = tok or data.tokenizer
+    x_shape = jax.export.symbolic_shape(", ".join(["b", *map(str, data.shape)]))
+    x_dtype = np.dtype(data.dtype)
     kind = "text" if tok is not None else "array"
-    spec = dict(task="classify", input=dict(kind=kind, shape=list(dataset.example_shape), dtype=str(x_dtype)),
-                labels=_label_names(dataset), output="sigmoid" if config.loss == "sigmoid_bce" else "softmax")
-    norm = None if dataset.norm is None else tuple(np.asarray(a, np.float32) for a in dataset.norm)
+    spec = dict(task="classify", input=dict(kind=kind, shape=list(data.shape), dtype=str(x_dtype)),
+                labels=data.labels, output="sigmoid" if config.loss == "sigmoid_bce" else "softmax")
+    norm = data.norm
 
     def forward(weights, x_BxS):  # the training pipeline's own preprocessing, then the model
       x_BxS = pipeline.normalize(pipeline.preprocess({"x": x_BxS}), norm)["x"]

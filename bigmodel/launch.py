@@ -9,7 +9,7 @@ output is streamed line by line behind `[i]`. The first process to fail stops th
 after --grace seconds: they would only wait on it) and its status is this command's; SIGTERM and Ctrl-C are passed to
 every process (as SIGTERM), which then save a checkpoint at the same step (a rehearsed preemption); this
 command then exits with status 75 (errors.RESUMABLE) after a SIGTERM, 0 after Ctrl-C.
-This is not a scheduler: on a cluster, SLURM or the TPU runtime starts the processes (README).
+This is not a scheduler: on a cluster, SLURM or the TPU runtime starts the processes (docs/scale.md).
 """
 import os
 import re

@@ -3,13 +3,19 @@
 Each kernel W (in x out) that `targets` names gets two factors beside it in the params, `lora_a`
 (in x r, uniform in ±1/sqrt(in), as loralib and PEFT start it) and `lora_b` (r x out, zeros), and
 the model computes with W + (alpha / r) * lora_a @ lora_b, formed before apply (`apply_fn`): the
-model code does not change, and training starts from the model as it was. The optimizer trains
-the factors and the parameters matching `also_trained` (a new classifier head); every other
-parameter gets a zero update and no optimizer state (`labels`, optim.py), so it ends
-bit-identical to where it started (init.hf, init.checkpoint or a fresh init), and the optimizer
-state shrinks to that of the factors. Checkpoints hold the factors as parameters, so resuming
-needs nothing new; reading a run's weights back (checkpoint.read_weights: evaluate, export,
-generate, serve, init.checkpoint) merges them into the kernels (`merged`).
+model code does not change, and training starts from the model as it was. A stacked kernel of
+scanned blocks (L x in x out, models/stack.py) gets one pair per layer, L x in x r and L x r x out,
+so checkpoints convert them between the layouts as they do every stacked array.
+
+`LoRA` is all of it to the trainer: experiment.build wraps the model in one (`wrap`), whose `init`
+adds the factors, named for sharding like their kernels' axes, and whose `apply` merges them in.
+The optimizer trains the factors and the parameters matching `also_trained` (a new classifier
+head); every other parameter gets a zero update and no optimizer state (`labels`, optim.py), so it
+ends bit-identical to where it started (init.hf, init.checkpoint or a fresh init: what those lack,
+the factors, starts as initialised), and the optimizer state shrinks to that of the factors.
+Checkpoints hold the factors as parameters, so resuming needs nothing new; reading a run's weights
+back (workdir.read_weights: evaluate, export, generate, serve, init.checkpoint) merges them into
+the kernels (`merged`).
 
 `dropout` is LoRA's dropout on the input of the low-rank path, applied to the rows of lora_a (the
 input features that path reads): one mask per step for the whole batch where the paper draws one
@@ -19,17 +25,19 @@ import re
 import zlib
 from collections.abc import Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from bigmodel import errors, paths as paths_lib, registry
+from bigmodel.models import stack
 
 DEFAULTS = dict(
     rank=0,  # r of the factors; 0 = off (every parameter trains)
     alpha=16.0,  # the low-rank update is scaled by alpha / rank (Hu et al.)
-    targets=(r"/attn/\w+/kernel$", r"(^|/)mlp_(in|out)/kernel$"),  # regexes on kernel paths: GPT/BERT/ViT attention + MLP
+    targets=(r"/attn/\w+/kernel$", r"(^|/)mlp_(in|out|gate)/kernel$"),  # kernel regexes: attention + MLP
     dropout=0.0,  # on the input features of the low-rank path (rows of lora_a), in training
     also_trained=("^head/",),  # regexes on parameter paths trained in full beside the factors (a new head)
 )
@@ -72,13 +80,20 @@ def _chosen_or_fail(chosen, tree, c):
 
 
 def add_factors(params, c, key):
-  """`params` with lora_a (random) and lora_b (zeros) beside every kernel `c.targets` matches."""
-  def make(path, kernel_IxO):
+  """`params` with lora_a (random) and lora_b (zeros) beside every kernel `c.targets` matches. A stacked
+  kernel (L x in x out, scanned blocks: models/stack.py) gets one pair per layer, L x in x r and L x r x out,
+  layer i's lora_a drawn as the unscanned layout draws block i's: the same factors in either layout."""
+  def draw(path, kernel_IxO):
     fan_in = int(np.prod(kernel_IxO.shape[:-1]))
     bound = fan_in ** -0.5
-    a_IxR = jax.random.uniform(jax.random.fold_in(key, zlib.crc32(path.encode())), (fan_in, c.rank),
-                               kernel_IxO.dtype, -bound, bound)
-    return a_IxR, jnp.zeros((c.rank, kernel_IxO.shape[-1]), kernel_IxO.dtype)
+    return jax.random.uniform(jax.random.fold_in(key, zlib.crc32(path.encode())), (fan_in, c.rank),
+                              kernel_IxO.dtype, -bound, bound)
+
+  def make(path, kernel):
+    if stack.is_stacked(path):
+      a_LxIxR = jnp.stack([draw(stack.layer_path(path, i), kernel[i]) for i in range(kernel.shape[0])])
+      return a_LxIxR, jnp.zeros((kernel.shape[0], c.rank, kernel.shape[-1]), kernel.dtype)
+    return draw(path, kernel), jnp.zeros((c.rank, kernel.shape[-1]), kernel.dtype)
   chosen = []
   out = _with_factors(params, c, make, chosen)
   _chosen_or_fail(chosen, params, c)
@@ -87,9 +102,13 @@ def add_factors(params, c, key):
 
 def with_factor_specs(logical, c):
   """The logical axis names (PartitionSpecs) of the params with factors: lora_a is split like its kernel's
-  input axis, lora_b like its output axis (see sharding.py)."""
+  input axis, lora_b like its output axis (see sharding.py); a stacked kernel's factors have the layer axis first."""
   def make(path, spec):
     spec = tuple(spec)
+    if stack.is_stacked(path):  # (layers, *the kernel's axes in one layer)
+      spec = spec[1:]
+      return (P(stack.LAYER_AXIS, spec[0] if len(spec) == 2 else None, None),
+              P(stack.LAYER_AXIS, None, spec[-1] if spec else None))
     return P(spec[0] if len(spec) == 2 else None, None), P(None, spec[-1] if spec else None)
   return _with_factors(logical, c, make, [])
 
@@ -100,16 +119,19 @@ def has_factors(params):
 
 def merged(params, alpha, dropout_key=None, dropout=0.0, prefix=""):
   """The model's own params: each kernel with factors beside it becomes W + (alpha / r) A B, the
-  factors leave. With `dropout_key`, each factor's rows of A are dropped at rate `dropout`."""
+  factors leave. With `dropout_key`, each factor's rows of A are dropped at rate `dropout`. Stacked factors
+  (L x in x r, L x r x out) merge layer by layer, each layer's mask drawn as the unscanned layout draws it."""
   out = {key: merged(value, alpha, dropout_key, dropout, f"{prefix}{key}/") if isinstance(value, Mapping) else value
          for key, value in params.items() if key not in FACTORS}
   if "lora_a" in params:
     a_IxR, b_RxO, kernel = params["lora_a"], params["lora_b"], out["kernel"]
     if dropout_key is not None and dropout:
-      keep_Ix1 = jax.random.bernoulli(jax.random.fold_in(dropout_key, zlib.crc32(prefix.encode())), 1 - dropout,
-                                      (a_IxR.shape[0], 1))
+      keep = lambda path: jax.random.bernoulli(jax.random.fold_in(dropout_key, zlib.crc32(path.encode())),
+                                               1 - dropout, (a_IxR.shape[-2], 1))
+      keep_Ix1 = (jnp.stack([keep(stack.layer_path(prefix, i)) for i in range(a_IxR.shape[0])])
+                  if a_IxR.ndim == 3 else keep(prefix))
       a_IxR = jnp.where(keep_Ix1, a_IxR / (1 - dropout), 0)
-    delta = (alpha / a_IxR.shape[-1]) * (a_IxR @ b_RxO)
+    delta = (alpha / a_IxR.shape[-1]) * (a_IxR @ b_RxO)  # layer by layer for stacked factors
     out["kernel"] = kernel + delta.reshape(kernel.shape).astype(kernel.dtype)
   return out
 
@@ -123,18 +145,50 @@ def apply_fn(apply, c):
   return apply_merged
 
 
+def wrap(model, config):
+  """`model` (a flax module) as a run of `config` trains it: in a `LoRA` when optimizer.lora.rank > 0."""
+  if not config.optimizer.lora.rank:
+    return model
+  check(config.optimizer.lora, config.optimizer, config.pruning)
+  return LoRA(model, config.optimizer.lora, config.seed)
+
+
+class LoRA:
+  """A flax model with LoRA's factors, which experiment.build gives the trainer in the model's place: `init`
+  is the model's with the factors beside the targeted kernels (their logical axis names like their kernels',
+  see `with_factor_specs`), `apply` merges them in first (with dropout in training). Whatever else a caller
+  reads (num_outputs, clone, ...) is the model's own."""
+
+  def __init__(self, model, c, seed):
+    self.model, self.c, self.seed = model, c, seed
+
+  def __getattr__(self, name):
+    if name == "model":  # not set yet (copying, unpickling): no recursion
+      raise AttributeError(name)
+    return getattr(self.model, name)
+
+  def init(self, rngs, *args, **kwargs):
+    variables = self.model.init(rngs, *args, **kwargs)
+    boxed = variables["params"]
+    params = add_factors(nn.unbox(boxed), self.c, jax.random.fold_in(jax.random.key(self.seed), RNG_STREAM))
+    return {**variables, "params": _boxed(boxed, params, with_factor_specs(nn.get_partition_spec(boxed), self.c))}
+
+  def apply(self, variables, *args, **kwargs):
+    return apply_fn(self.model.apply, self.c)(variables, *args, **kwargs)
+
+
+def _boxed(boxed, params, specs):
+  """`params` (with factors) whose factors carry their names (`specs`) and whose other leaves are `boxed`'s."""
+  return {k: _boxed(boxed[k], v, specs[k]) if isinstance(v, Mapping) else
+          nn.LogicallyPartitioned(v, tuple(specs[k])) if k in FACTORS else boxed[k] for k, v in params.items()}
+
+
 def split(params):
-  """(the params without factors, the factors alone): pretrained weights load into the first."""
+  """(the params without factors, the factors alone)."""
   base = {k: split(v)[0] if isinstance(v, Mapping) else v for k, v in params.items() if k not in FACTORS}
   factors = {k: (v if k in FACTORS else split(v)[1]) for k, v in params.items()
              if k in FACTORS or isinstance(v, Mapping) and has_factors(v)}
   return base, factors
-
-
-def join(base, factors):
-  """The inverse of `split`."""
-  return {**{k: join(v, factors.get(k, {})) if isinstance(v, Mapping) else v for k, v in base.items()},
-          **{k: v for k, v in factors.items() if k in FACTORS}}
 
 
 def labels(c):

@@ -1,8 +1,9 @@
 """Scalars to TensorBoard event files (tensorboardX: no TensorFlow) and metrics.jsonl."""
 import json
-import os
 import sys
 import time
+
+from bigmodel import workdir as workdir_lib
 
 
 def _import_tensorboardx():
@@ -24,9 +25,9 @@ class MetricWriter:
   def __init__(self, workdir, enabled=True):
     self.enabled = enabled  # only the first host writes
     # TensorBoard's writer opens at the first write, so its imports (0.2 s) come after the first step.
-    self.tb, self.tb_dir = None, os.path.join(workdir, "tensorboard")
+    self.tb, self.tb_dir = None, workdir_lib.path(workdir, workdir_lib.TENSORBOARD)
     if enabled:
-      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self.jsonl = open(workdir_lib.path(workdir, workdir_lib.METRICS), "a")
 
   def write(self, step, split, metrics):
     """Scalars go to both; lists (a confusion matrix) to the JSON lines only, with the wall-clock `time`

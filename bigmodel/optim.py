@@ -7,21 +7,21 @@ import optax
 from bigmodel import errors, lora, paths as paths_lib, registry
 
 DEFAULTS = dict(
-    name="adam",
-    learning_rate=1e-3,
+    name="adam",  # adam | adamw | sgd | rmsprop (optax)
+    learning_rate=1e-3,  # the peak rate; the schedule shapes it over total_steps
     schedule="constant",  # constant | cosine | warmup_cosine | step
-    warmup_steps=0,
+    warmup_steps=0,  # warmup_cosine: steps of linear warmup from 0
     min_lr_ratio=0.0,  # cosine schedules end at learning_rate * min_lr_ratio
     decay_rate=0.1,  # step schedule: multiply by decay_rate ...
     decay_every=1000,  # ... every decay_every steps
     momentum=0.9,  # sgd (0 = plain SGD), rmsprop (0 = none)
-    nesterov=False,
-    b1=0.9,
-    b2=0.999,
-    eps=1e-8,
+    nesterov=False,  # sgd, rmsprop: Nesterov momentum
+    b1=0.9,  # adam/adamw: decay of the first moment
+    b2=0.999,  # adam/adamw: decay of the second moment
+    eps=1e-8,  # adam/adamw/rmsprop: added to the denominator
     moments_dtype="",  # adam/adamw: dtype of the first moment, e.g. bfloat16 (halves it); "" = the params'
 
-    rmsprop_decay=0.9,
+    rmsprop_decay=0.9,  # rmsprop: decay of the squared-gradient average
     weight_decay=0.0,  # decoupled for adamw; added to the gradient (L2) otherwise
     grad_clip_norm=0.0,  # clip the global gradient norm to this; 0 = off
     freeze=(),  # regexes; parameters whose path (e.g. "stage0_block0/conv0/kernel") matches one stay fixed

@@ -57,3 +57,16 @@ def nvidia_gpu() -> bool:
   """Whether the default devices are NVIDIA GPUs (CUDA, so cuDNN), not ROCm ones, a TPU or the CPU."""
   import jax
   return jax.default_backend() == "gpu" and "cuda" in jax.devices()[0].client.platform_version.lower()
+
+
+def use_compilation_cache(setting, path):
+  """Turns on JAX's persistent compilation cache, so a rerun (of the same config, or a server of the
+  same export) loads what it compiled instead of compiling again. `setting`: "auto" = a .jax_cache
+  next to `path` (a workdir or a model dir: runs/x -> runs/.jax_cache), "" = off, or a directory.
+  JAX_COMPILATION_CACHE_DIR, if set, wins."""
+  import jax
+  if not setting or jax.config.jax_compilation_cache_dir:
+    return
+  cache = os.path.join(os.path.dirname(os.path.abspath(path)), ".jax_cache") if setting == "auto" else setting
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # small models recompile fast, but often

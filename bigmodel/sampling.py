@@ -61,10 +61,11 @@ def _power_of_two(n):
   return 1 << (n - 1).bit_length()
 
 
-def generate(next_logits, prompts, max_new_tokens, *, temperature=1.0, top_k=0, top_p=1.0, seed=0,
+def generate(next_logits, prompts, max_new_tokens, *, temperature=1.0, top_k=0, top_p=1.0, seed=0, eos_id=None,
              bucket=_power_of_two):
   """Each prompt (a sequence of ids) followed by its sampled ids, as lists. Every setting is one
-  value or one per prompt; a row stops after its own max_new_tokens.
+  value or one per prompt; a row stops after its own max_new_tokens, or once it has drawn `eos_id`
+  (the end-of-text token, which ends its list; None: never).
 
   `next_logits(rows, tokens)` gives the next-token logits (len(rows) x V) of the listed rows
   (indices into `prompts`), each continuing its tokens so far (`tokens`, one list per row). The
@@ -77,8 +78,8 @@ def generate(next_logits, prompts, max_new_tokens, *, temperature=1.0, top_k=0, 
   tokens = [[int(t) for t in p] for p in prompts]
   if any(not t for t in tokens):
     raise errors.UserError("Every prompt must hold at least one token.")
-  done_N = np.zeros(n, np.int32)
-  while (rows := np.flatnonzero(done_N < new_N)).size:
+  done_N, ended_N = np.zeros(n, np.int32), np.zeros(n, bool)
+  while (rows := np.flatnonzero((done_N < new_N) & ~ended_N)).size:
     logits_BxV = next_logits(rows, [tokens[i] for i in rows])
     padded = np.concatenate([rows, np.repeat(rows[:1], bucket(len(rows)) - len(rows))])
     logits_BxV = jnp.concatenate([logits_BxV, jnp.repeat(logits_BxV[:1], len(padded) - len(rows), 0)])
@@ -86,5 +87,6 @@ def generate(next_logits, prompts, max_new_tokens, *, temperature=1.0, top_k=0, 
                    top_p_N[padded])
     for i, t in zip(rows, np.asarray(next_B)):
       tokens[i].append(int(t))
+      ended_N[i] = t == eos_id
     done_N[rows] += 1
   return tokens

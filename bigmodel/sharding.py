@@ -23,10 +23,11 @@ from bigmodel.models import stack
 AXES = ("data", "fsdp", "tensor")
 DEFAULTS = dict(
     data=-1,  # mesh axis sizes; -1 = all devices not taken by the other axes
-    fsdp=1,
-    tensor=1,
+    fsdp=1,  # devices the batch, parameters and optimizer state are split over
+    tensor=1,  # devices attention heads and MLP columns are split over
     # Logical parameter axis -> mesh axis (MaxText's pattern). Unlisted names stay whole.
-    rules=(("embed", "fsdp"), ("heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor")),
+    # kv_heads: grouped-query attention's key/value heads (models/llama.py), split while whole heads divide.
+    rules=(("embed", "fsdp"), ("heads", "tensor"), ("kv_heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor")),
 )
 
 
@@ -49,6 +50,15 @@ def make_mesh(c=None) -> Mesh:
   """A (data, fsdp, tensor) mesh over every visible device (all hosts); all data-parallel by default."""
   sizes = axis_sizes(c or DEFAULTS, jax.device_count())
   return jax.make_mesh(sizes, AXES, axis_types=(AxisType.Auto,) * len(AXES))
+
+
+def traced_on(fn, mesh):
+  """`fn` tracing with `mesh` set (as an abstract mesh, which jit allows inside): the models' activation
+  constraints (models/stack.py, batch_split) read it. Jit the result."""
+  def traced(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+  return traced
 
 
 def replicated(mesh):

@@ -186,7 +186,7 @@ class MaskedLM(LanguageModel):
   vocabularies are then one larger. It cannot continue text, so it is not exported for generation."""
   serves = None
   not_served = ("it is a masked LM: it predicts masked tokens from both sides and cannot generate text. "
-                "Fine-tune it into a classifier (README: Fine-tuning) and export that")
+                "Fine-tune it into a classifier (docs/fine-tuning.md) and export that")
 
   def num_outputs(self, dataset, loss):
     return self.input_vocab(dataset)

@@ -2,7 +2,8 @@
 checkpoint's own (Hugging Face `tokenizer.json`: GPT-2's byte-level BPE, BERT's WordPiece), one interface.
 
 Every tokenizer has `encode(str, max_len=None) -> int32 array` (at most max_len ids; a checkpoint's
-special tokens are kept when it cuts), `decode(ids) -> str`, `vocab_size` and `save(dir)`;
+special tokens are kept when it cuts), `decode(ids) -> str`, `vocab_size`, `eos_id` (its end-of-text
+token, where generation stops; None for ours: byte, char and BPE have none) and `save(dir)`;
 `load(dir)` restores whichever kind was saved there. The trainer saves its
 tokenizer in the run's workdir, so generation and fine-tuning use the very same one.
 
@@ -27,6 +28,7 @@ class ByteTokenizer:
   """UTF-8 bytes: vocab 256, needs no training, round-trips any text."""
   kind = "byte"
   vocab_size = 256
+  eos_id = None
 
   def encode(self, text: str, max_len=None) -> np.ndarray:
     return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)[:max_len]
@@ -48,6 +50,7 @@ class ByteTokenizer:
 class CharTokenizer:
   """One id per character of the text it was built from (ids in sorted character order)."""
   kind = "char"
+  eos_id = None
 
   def __init__(self, chars: str):
     self.chars = "".join(sorted(set(chars)))
@@ -86,6 +89,7 @@ class BpeTokenizer:
   decodes to a space. No BOS/EOS/pad ids; id 0 is <unk>, which byte fallback leaves unused
   (with `byte_fallback=False`, unseen characters become <unk> and decode as ' ⁇ ')."""
   kind = "bpe"
+  eos_id = None
 
   def __init__(self, model_proto: bytes):
     import sentencepiece as spm  # only this tokenizer needs it
@@ -138,7 +142,9 @@ class BpeTokenizer:
 class HfTokenizer:
   """A Hugging Face checkpoint's tokenizer (its tokenizer.json), run by the `tokenizers` library: the ids
   `transformers.AutoTokenizer` gives, special tokens included (BERT's [CLS] ... [SEP]). `mask_id` is
-  its [MASK] token, which masked-LM training uses (data/mlm.py); None if it has none.
+  its [MASK] token, which masked-LM training uses (data/mlm.py); `eos_id` and `bos_id` its end- and
+  start-of-text tokens (GPT-2's <|endoftext|> is both), as tokenizer_config.json names them, else as
+  transformers' tokenizer classes default them; each None if it has none.
 
   A published tokenizer.json may switch on padding and truncation (all-MiniLM-L6-v2's pads and cuts
   every text to 128 ids); AutoTokenizer ignores them for one text, and so does this class: a review
@@ -156,6 +162,7 @@ class HfTokenizer:
     self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     found = [tokenizer.token_to_id(t) for t in ("[MASK]", "<mask>")]
     self.mask_id = next((i for i in found if i is not None), None)
+    self.eos_id, self.bos_id = self._special_id("eos_token"), self._special_id("bos_token")
 
   @classmethod
   def from_file(cls, path):
@@ -185,6 +192,16 @@ class HfTokenizer:
     for name, text in companions.items():
       with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
         f.write(text)
+
+  def _special_id(self, role):
+    """The id of its `role` token ("eos_token"), as its tokenizer_config.json (or special_tokens_map.json)
+    names it, where it does: the gpt2 hub repo's names none, and GPT2Tokenizer takes <|endoftext|>, as
+    `_config` does from the vocabulary. None if it has none."""
+    config = next((c for c in (json.loads(self.companions.get(n) or "{}") for n in self.COMPANIONS) if role in c),
+                  self._config())
+    token = config.get(role)
+    token = token.get("content") if isinstance(token, dict) else token  # {"content": "</s>", "lstrip": ...}
+    return None if token is None else self.tokenizer.token_to_id(token)
 
   def _config(self):
     """A tokenizer_config.json for a tokenizer that came without one: without it AutoTokenizer reads a

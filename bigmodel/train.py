@@ -1,9 +1,14 @@
 """The one trainer: `python -m bigmodel.train --config=configs/mnist1d/cnn.py --workdir=runs/x`.
 
-Everything the run needs is in the config (see bigmodel/config.py for every key
-and its default). The workdir receives the resolved config, checkpoints,
-TensorBoard events and metrics.jsonl; rerunning the same command resumes from
-the newest checkpoint, data order included.
+Everything the run needs is in the config. `--print_config` prints every key of
+it as the run resolves it, with its default, range and meaning, and trains
+nothing. The keys live beside the code that reads them, merged by
+bigmodel/config.py: the top level in config.py, `data` in data/__init__.py,
+`optimizer` in optim.py (its `lora` block in lora.py), `init` in checkpoint.py,
+`pruning` in pruning.py, `sharding` in sharding.py, and `model` in the fields of
+the model's module (models/). The workdir receives the resolved config,
+checkpoints, TensorBoard events and metrics.jsonl; rerunning the same command
+resumes from the newest checkpoint, data order included.
 """
 import concurrent.futures
 import functools
@@ -24,8 +29,8 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 import bigmodel
-from bigmodel import (checkpoint, config as config_lib, distributed, errors, evaluate, experiment, huggingface, lora,
-                      optim, platform, pruning, sharding, workdir as workdir_lib)
+from bigmodel import (checkpoint, config as config_lib, distributed, errors, evaluate, experiment, huggingface, optim,
+                      platform, pruning, sharding, workdir as workdir_lib)
 from bigmodel.data import feed as feed_lib
 from bigmodel.metric_writer import MetricWriter
 
@@ -98,7 +103,6 @@ class Trainer:
     self.tx, schedule = optim.optimizer(c.optimizer, c.total_steps)
     self.schedule = jax.jit(schedule)  # one compilation, not one per jnp op (0.03-0.05 s each)
     pruning.check(c.pruning, c.total_steps)
-    lora.check(c.optimizer.lora, c.optimizer, c.pruning)
     if c.pruning.target_sparsity:  # the masks ride in the optimizer state, so checkpoints keep them
       self.tx = optax.chain(self.tx, pruning.magnitude_pruning(c.pruning))
     sharding.check_processes_split_batch(self.mesh)
@@ -111,14 +115,8 @@ class Trainer:
       raise errors.UserError(f"data.batch_size={c.data.batch_size} must split into micro_batches="
                              f"{c.micro_batches} parts of a multiple of {n} devices each.")
 
-    self.apply_fn = exp.model.apply
-    if c.optimizer.lora.rank:  # the model applied to its params with LoRA's factors merged in
-      self.apply_fn = lora.apply_fn(exp.model.apply, c.optimizer.lora)
-
     # Shardings from the parameters' logical axis names (see sharding.py), read off an abstract init.
     logical = nn.get_partition_spec(jax.eval_shape(self._init_variables))["params"]
-    if c.optimizer.lora.rank:
-      logical = lora.with_factor_specs(logical, c.optimizer.lora)
     abstract = jax.eval_shape(self._init_state)
     params_sh = sharding.param_shardings(abstract.params, logical, self.mesh, c.sharding.rules)
     self.state_shardings = state_sh = sharding.mirror_params(abstract, params_sh, self.mesh)
@@ -131,14 +129,15 @@ class Trainer:
     self._state = pool.submit(init)
     pool.shutdown(wait=False)
     repl, batch_sh = sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)
-    step_fn = functools.partial(train_step, loss_fn=exp.loss_fn, task=exp.task, micro_batches=c.micro_batches)
+    step_fn = sharding.traced_on(functools.partial(train_step, loss_fn=exp.loss_fn, task=exp.task,
+                                                   micro_batches=c.micro_batches), self.mesh)
     self.train_step = jax.jit(step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
                               donate_argnums=0)
     self.feed = feed_lib.make(exp.dataset, c.data, c.seed, repl)
     self.train_steps = jax.jit(
         functools.partial(train_steps, step_fn=step_fn, prepare=self.feed.prepare),
         in_shardings=(state_sh, batch_sh, repl, repl), out_shardings=(state_sh, repl), donate_argnums=0)
-    self.eval_step = evaluate.jit_eval_step(exp, self.variables(state_sh), self.mesh, self.apply_fn)
+    self.eval_step = evaluate.jit_eval_step(exp, self.variables(state_sh), self.mesh)
 
   @property
   def state(self):
@@ -163,11 +162,7 @@ class Trainer:
     variables = nn.unbox(self._init_variables())
     params = variables.pop("params")
     state_rng = jax.random.split(jax.random.key(self.exp.config.seed), 3)[2]
-    lora_c = self.exp.config.optimizer.lora
-    if lora_c.rank:  # the factors are parameters beside their kernels (self.apply_fn merges them in)
-      params = lora.add_factors(params, lora_c, jax.random.fold_in(jax.random.key(self.exp.config.seed),
-                                                                   lora.RNG_STREAM))
-    return TrainState.create(apply_fn=self.apply_fn, params=params, tx=self.tx,
+    return TrainState.create(apply_fn=self.exp.model.apply, params=params, tx=self.tx,
                              rng=jax.random.key_data(state_rng), model_state=variables)
 
   def preflight(self, compiled, compile_seconds):
@@ -230,7 +225,7 @@ def train_and_evaluate(config, workdir):
   errors.Stopped when SIGTERM stopped it before the last step (a checkpoint of where it stopped is saved)."""
   config = config_lib.resolve(config)
   distributed.check_same_config(config, workdir)  # before any compiling: a mismatch would deadlock
-  _use_compilation_cache(config.compilation_cache, workdir)
+  platform.use_compilation_cache(config.compilation_cache, workdir)
   ex = experiment.build(config)
   trainer = Trainer(ex)
   os.makedirs(workdir, exist_ok=True)
@@ -249,6 +244,7 @@ def _train(ex, trainer, workdir, main_host):
   say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if main_host else (lambda msg: None)
   if main_host:
     workdir_lib.write_config(workdir, c)
+    workdir_lib.write_data_spec(workdir, ex.dataset, c.data.train_split)  # export reads it, not the dataset
     if ex.dataset.tokenizer is not None:  # generation and fine-tuning read text the same way
       ex.dataset.tokenizer.save(workdir)
 
@@ -264,13 +260,13 @@ def _train(ex, trainer, workdir, main_host):
     say(f"Resumed from step {int(state.step)} in {workdir}")
   elif c.init.checkpoint or c.init.hf:  # a new run starting from another run's or a published model's weights
     state = trainer.state
-    base, factors = lora.split(state.params)  # LoRA's factors are new: they start as initialised
-    if c.init.hf:  # each tensor goes straight onto its parameter's sharding
-      params, model_state, message = huggingface.load(c.init.hf, c.model, base, state.model_state, c.init.reinit)
-    else:
+    if c.init.hf:  # each tensor goes straight onto its parameter's sharding; what it lacks starts as initialised
+      params, model_state, message = huggingface.load(c.init.hf, c.model, state.params, state.model_state,
+                                                      c.init.reinit)
+    else:  # the run's weights as its model computes with them (workdir.read_weights)
       params, model_state, message = checkpoint.load_pretrained(
-          c.init, base, state.model_state, sharding.replicated(trainer.mesh))
-    state = jax.device_put(state.replace(params=lora.join(params, factors), model_state=model_state),
+          c.init, state.params, state.model_state, sharding.replicated(trainer.mesh), workdir_lib.read_weights)
+    state = jax.device_put(state.replace(params=params, model_state=model_state),
                            trainer.state_shardings)
     say(message)
   n_params = sum(p.size for p in jax.tree.leaves(trainer.abstract_state.params))
@@ -352,15 +348,6 @@ def _train(ex, trainer, workdir, main_host):
   return eval_metrics
 
 
-def _use_compilation_cache(setting, workdir):
-  """Turns on JAX's persistent compilation cache, so a rerun of the same config skips compiling."""
-  if not setting or jax.config.jax_compilation_cache_dir:  # off, or already chosen (JAX_COMPILATION_CACHE_DIR)
-    return
-  path = os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache") if setting == "auto" else setting
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # small models recompile fast, but often
-
-
 def _compile_and_report(trainer, columns, workdir, say, main_host):
   """The train steps compiled for these shapes and shardings; writes and prints the pre-flight report."""
   start = time.perf_counter()
@@ -368,24 +355,22 @@ def _compile_and_report(trainer, columns, workdir, say, main_host):
                                        trainer.feed.device_data).compile()
   report = trainer.preflight(compiled, time.perf_counter() - start)
   if main_host:
-    with open(os.path.join(workdir, "preflight.json"), "w") as f:
-      json.dump(report, f, indent=2)
+    workdir_lib.write_json(workdir, workdir_lib.PREFLIGHT, report)
   mb = lambda n: f"{n / 2**20:,.1f} MB" if n is not None else "n/a"
   per_device, flops = report["bytes_per_device"], report["flops_per_step_per_device"]
   say(f"pre-flight: mesh {report['mesh']}, compiled in {report['compile_seconds']:.1f} s, "
       f"{flops / 1e9 if flops else float('nan'):,.3f} GFLOP per step per device; per device: params "
       f"{mb(per_device['params'])}, optimizer state {mb(per_device['optimizer_state'])}, temporaries "
-      f"{mb(per_device['temporaries'])} (preflight.json)")
+      f"{mb(per_device['temporaries'])} ({workdir_lib.PREFLIGHT})")
   return compiled
 
 
 def _report_sparsity(c, params, workdir, say):
   report = pruning.report(c, jax.device_get(params))
-  with open(os.path.join(workdir, "sparsity.json"), "w") as f:
-    json.dump(report, f, indent=2)
+  workdir_lib.write_json(workdir, workdir_lib.SPARSITY, report)
   say(f"sparsity: {report['in_scope_sparsity']:.4f} of {report['in_scope_parameters']:,} in-scope weights "
       f"(target {c.target_sparsity}), {report['overall_sparsity']:.4f} of all {report['parameters']:,}; "
-      "per layer in sparsity.json")
+      f"per layer in {workdir_lib.SPARSITY}")
   for path, layer in report["layers"].items():
     say(f"  {path}: {layer['sparsity']:.4f} of {layer['size']:,}")
 
@@ -393,6 +378,9 @@ def _report_sparsity(c, params, workdir, say):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  if flags.FLAGS.print_config:  # resolved as the run resolves it; builds no dataset or model, needs no workdir
+    print(config_lib.describe(flags.FLAGS.config))
+    return
   if distributed.wanted(flags.FLAGS.config):  # before jax starts its backend
     distributed.initialize(flags.FLAGS.config.get("heartbeat_timeout", config_lib.DEFAULTS["heartbeat_timeout"]))
   final = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
@@ -403,5 +391,9 @@ def main(argv):
 if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/...).", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the resolved config.")
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.DEFINE_bool("print_config", False, "Print every key of the resolved config (value, default, range, "
+                    "meaning) and exit without training.")
+  flags.mark_flag_as_required("config")
+  flags.register_multi_flags_validator(["workdir", "print_config"], lambda f: bool(f["workdir"] or f["print_config"]),
+                                       "--workdir is required (except with --print_config).")
   errors.run(main)

@@ -1,8 +1,10 @@
-"""Reading a training run back: its config, its model, its newest weights and its tokenizer.
+"""A training run's files: their names, and reading the run back (its config, its data's spec, its
+model, its newest weights and its tokenizer).
 
-A workdir holds config.json (the resolved config with the task, loss and model sizes filled in;
-see experiment.fill), checkpoints/ (orbax), the tokenizer for text, and the logs. Evaluate,
-export, generate and the tests read workdirs through here and nowhere else.
+A workdir holds the files named below: the resolved config (the task, loss and model sizes filled
+in; see experiment.fill), what readers need of the dataset (`write_data_spec`), checkpoints/
+(orbax), the tokenizer for text, and the logs and reports. Every module that writes or reads one
+takes its name from here; evaluate, export, generate and the tests read workdirs through here.
 """
 import dataclasses
 import fcntl
@@ -11,18 +13,38 @@ import os
 import socket
 
 import ml_collections
+import numpy as np
 
-from bigmodel import checkpoint, config as config_lib, errors, experiment, models, sharding, tasks, tokenizers
+from bigmodel import checkpoint, config as config_lib, errors, experiment, lora, models, sharding, tasks, tokenizers
 
-CONFIG = "config.json"
-LOCK = "train.lock"
+CONFIG = "config.json"  # the resolved config: it describes the model whole (experiment.fill)
+DATA_SPEC = "data_spec.json"  # the dataset's input spec, labels and normalisation (write_data_spec)
+TOKENIZER = tokenizers.FILE  # text runs: the tokenizer the data was read with
+CHECKPOINTS = "checkpoints"  # orbax's directory (checkpoint.manager)
+DAMAGED_CHECKPOINTS = "damaged_checkpoints"  # unreadable steps moved aside, never deleted (checkpoint.set_aside)
+PREFLIGHT = "preflight.json"  # the compiled train step's memory and FLOPs (train._compile_and_report)
+SPARSITY = "sparsity.json"  # pruning's measured sparsity at the end of the run
+METRICS = "metrics.jsonl"  # every logged metric, a JSON object a line (metric_writer)
+TENSORBOARD = "tensorboard"  # the same scalars as TensorBoard event files
+EVAL = "eval.json"  # bigmodel.evaluate's metrics of the newest checkpoint
+LOCK = "train.lock"  # held by the run training in it (lock)
+
+
+def path(workdir, name):
+  """Where file `name` (one of the names above) of the run in `workdir` is."""
+  return os.path.join(workdir, name)
+
+
+def write_json(workdir, name, obj):
+  with open(path(workdir, name), "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=2, ensure_ascii=False)
 
 
 def lock(workdir):
   """Claims `workdir` for one training run: returns the open lock file, held until it is closed or the
   process ends (an OS file lock: a killed run leaves no stale lock behind). A second run on the same
   workdir, whose checkpoints the two would overwrite, is refused with the first one's process id."""
-  f = open(os.path.join(workdir, LOCK), "a+")
+  f = open(path(workdir, LOCK), "a+")
   try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
@@ -39,17 +61,19 @@ def lock(workdir):
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG)
-  if not os.path.exists(path):
-    raise errors.NotFound(f"{path} not found: is {workdir!r} a bigmodel.train workdir?")
-  with open(path) as f:
+  """The run's config as training resolved it (config.json), with keys added since then at their defaults."""
+  file = path(workdir, CONFIG)
+  if not os.path.exists(file):
+    raise errors.NotFound(f"{file} not found: is {workdir!r} a bigmodel.train workdir?")
+  with open(file) as f:
     config = config_lib.resolve(ml_collections.ConfigDict(json.load(f)))  # keys added since it was written
-  config.task, config.loss = tasks.resolve(config.task, config.loss, config.data.mlm_mask_rate)
+  if not (config.task and config.loss):  # written before experiment.fill wrote the task and loss in
+    config.task, config.loss = tasks.resolve(config.task, config.loss, config.data.mlm_mask_rate)
   return config
 
 
 def write_config(workdir, config):
-  with open(os.path.join(workdir, CONFIG), "w") as f:
+  with open(path(workdir, CONFIG), "w") as f:
     f.write(config.to_json(indent=2))
 
 
@@ -61,9 +85,66 @@ def model(config):
   return models.build(config.model)
 
 
+def read_weights(where, sharding):
+  """checkpoint.read_weights of a run's checkpoint (`where`: its workdir, checkpoints/ or one step in it) with
+  the params as its model computes with them: a LoRA run's factors merged into its kernels, at the scale
+  (optimizer.lora.alpha) its config.json gives."""
+  params, model_state, step = checkpoint.read_weights(where, sharding)
+  if lora.has_factors(params):
+    where = os.path.abspath(where)
+    run = os.path.dirname(os.path.dirname(where)) if os.path.basename(where).isdigit() else (
+        os.path.dirname(where) if os.path.basename(where) == CHECKPOINTS else where)
+    if not os.path.exists(path(run, CONFIG)):
+      raise errors.NotFound(f"The checkpoints in {run} hold LoRA factors, but {path(run, CONFIG)} (which "
+                            "gives their scale, optimizer.lora.alpha) is missing: put the run's config.json back.")
+    params = lora.merged(params, read_config(run).optimizer.lora.alpha)
+  return params, model_state, step
+
+
+@dataclasses.dataclass
+class DataSpec:
+  """What a run's readers (export) need of its dataset, recorded when training starts so that they
+  need not load it (nor, for init.hf, go back to the hub for its tokenizer)."""
+  shape: tuple  # of one input, as the dataset holds it
+  dtype: str  # of that raw input: uint8 for images (preprocessing scales them), else the model's input dtype
+  labels: list | None  # class names ("0".."N-1" where the dataset has none); None unless it is labelled
+  norm: tuple | None  # (mean, std) that data.normalize standardised the inputs with, float32 arrays
+  tokenizer: object = None  # the dataset's, when the spec came from it (a run's own is in TOKENIZER)
+
+
+def data_spec(dataset, train_split) -> DataSpec:
+  """`dataset`'s spec; one example of its train split gives the raw inputs' dtype."""
+  raw = dataset.splits[train_split].gather(np.arange(1))["x"]
+  labels = None
+  if dataset.kind == "labelled":
+    names = dataset.label_names or ()
+    labels = list(names) if len(names) == dataset.num_classes else [str(i) for i in range(dataset.num_classes)]
+  norm = None if dataset.norm is None else tuple(np.asarray(a, np.float32) for a in dataset.norm)
+  return DataSpec(tuple(dataset.example_shape), "uint8" if raw.dtype == np.uint8 else dataset.input_dtype,
+                  labels, norm, dataset.tokenizer)
+
+
+def write_data_spec(workdir, dataset, train_split):
+  spec = data_spec(dataset, train_split)
+  write_json(workdir, DATA_SPEC, dict(shape=list(spec.shape), dtype=spec.dtype, labels=spec.labels,
+                                      norm=None if spec.norm is None else [a.tolist() for a in spec.norm]))
+
+
+def read_data_spec(workdir, config) -> DataSpec:
+  """The spec recorded when the run started. A workdir from before it was recorded loads its dataset
+  (`config`: the run's) to work it out."""
+  file = path(workdir, DATA_SPEC)
+  if not os.path.exists(file):
+    return data_spec(experiment.build(config).dataset, config.data.train_split)
+  with open(file, encoding="utf-8") as f:
+    record = json.load(f)
+  norm = None if record["norm"] is None else tuple(np.asarray(a, np.float32) for a in record["norm"])
+  return DataSpec(tuple(record["shape"]), record["dtype"], record["labels"], norm)
+
+
 def read_tokenizer(workdir):
   """The run's tokenizer, or None if it trained on something other than text."""
-  if not os.path.exists(os.path.join(workdir, tokenizers.FILE)):
+  if not os.path.exists(path(workdir, TOKENIZER)):
     return None
   return tokenizers.load(workdir)
 
@@ -87,5 +168,5 @@ def load(workdir, config=None) -> Run:
     mesh = sharding.make_mesh(config.sharding)
   except errors.UserError:  # trained on more devices than this host has: the weights are replicated anyway
     mesh = sharding.make_mesh()
-  params, model_state, step = checkpoint.read_weights(workdir, sharding.replicated(mesh))
+  params, model_state, step = read_weights(workdir, sharding.replicated(mesh))
   return Run(config, model(config), params, model_state, step, read_tokenizer(workdir), mesh)

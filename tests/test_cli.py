@@ -80,6 +80,7 @@ def test_sigterm_saves_a_checkpoint_before_exiting(data_dir, tmp_path):
   assert steps[-1] == step and step > 200
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_sigkill_loses_at_most_one_checkpoint_interval_and_the_run_resumes(data_dir, tmp_path):
   workdir = str(tmp_path)
   proc = start(data_dir, workdir, checkpoint_every=100)
@@ -95,6 +96,7 @@ def test_sigkill_loses_at_most_one_checkpoint_interval_and_the_run_resumes(data_
   assert json.loads(out.stdout.strip().splitlines()[-1])["accuracy"] > 0.3
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_eight_devices_give_the_same_losses_as_one(data_dir, tmp_path):
   losses = {}
   for devices in (1, 8):

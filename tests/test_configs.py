@@ -1,7 +1,9 @@
 """Every experiment config loads, resolves, and documents how to run it."""
 import glob
 import importlib
+import json
 import os
+import re
 
 import pytest
 
@@ -9,7 +11,7 @@ import numpy as np
 
 from bigmodel import config as config_lib, models
 from bigmodel.train import train_and_evaluate
-from conftest import ROOT
+from conftest import ROOT, run_cli
 from test_vision import write_digit_folder
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
@@ -40,7 +42,7 @@ def test_there_are_configs_for_every_mnist1d_paper_model():
 NEEDS = {"fashion_mnist": "fashion_mnist", "fine_foods": "fine_foods"}
 # Configs that another test file trains, shrunk the same way and checked further; training them
 # again here would only repeat those runs. The ones that start from a Hugging Face checkpoint run in
-# tests/test_huggingface.py's README tests (on tiny checkpoints that transformers makes).
+# tests/test_huggingface.py's tests of docs/fine-tuning.md (on tiny checkpoints that transformers makes).
 TRAINED_THERE = {path: "test_huggingface.py" for path in [
     "configs/fine_foods/gpt2_classifier.py", "configs/fine_foods/bert_classifier.py",
     "configs/fashion_mnist/vit_pretrained.py", "configs/image_folder/resnet50_pretrained.py",
@@ -50,7 +52,8 @@ TRAINED_THERE.update({"configs/fine_foods/bilstm.py": "test_text_classifiers.py"
                       "configs/image_folder/binary_cnn.py": "test_vision.py",
                       "configs/fine_foods/bert_mlm.py": "test_transfer.py",
                       "configs/fine_foods/bert_finetune.py": "test_transfer.py",
-                      "configs/digits/cnn_finetune.py": "test_transfer.py"})
+                      "configs/digits/cnn_finetune.py": "test_transfer.py",
+                      "configs/shakespeare/llama_lora.py": "test_llama.py"})
 SMOKED = [p for p in CONFIGS if os.path.relpath(p, ROOT) not in TRAINED_THERE]
 
 
@@ -93,3 +96,87 @@ def test_every_config_trains_two_steps_and_evaluates(path, data_dir, request, tm
     c.init.checkpoint = c.data.tokenizer = request.getfixturevalue("pretrained")
   final = train_and_evaluate(c, str(tmp_path / "run"))
   assert final and all(np.isfinite(v) for v in final.values() if isinstance(v, float)), final
+
+
+# --print_config: every key a run resolves, with its default, range and meaning (bigmodel/config.py: describe).
+def leaves(tree, prefix=""):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from leaves(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def printed_keys(text):
+  """{key: the rest of its line} of a --print_config printout."""
+  return {m.group(1): m.group(2) for m in re.finditer(r"^(\S+) += (.*)$", text, re.M)}
+
+
+# Where each block's keys are declared; the meanings below are read from there with a plain regex.
+TABLES = {"": ("bigmodel/config.py", "DEFAULTS = dict("), "data": ("bigmodel/data/__init__.py", "DEFAULTS = dict("),
+          "optimizer": ("bigmodel/optim.py", "DEFAULTS = dict("),
+          "optimizer.lora": ("bigmodel/lora.py", "DEFAULTS = dict("),
+          "init": ("bigmodel/checkpoint.py", "INIT_DEFAULTS = dict("),
+          "pruning": ("bigmodel/pruning.py", "DEFAULTS = dict("),
+          "sharding": ("bigmodel/sharding.py", "DEFAULTS = dict("),
+          "model": ("bigmodel/models/mlp.py", "class MLP(")}
+
+
+def source_comments(path, start):
+  """{key: its trailing comment's first line} in the table or class that begins with `start` in `path`."""
+  text = open(os.path.join(ROOT, path)).read()
+  block = text[text.index(start):].split("\n\n" if start.startswith("class") else "\n)\n")[0]
+  return {m.group(1): m.group(2).strip() for m in re.finditer(r"^ +(\w+)(?:=|: [^=]+=).*?,?  # (.+)$", block, re.M)}
+
+
+def test_print_config_shows_every_key_the_trainer_resolves_with_its_default_range_and_meaning():
+  out = run_cli("bigmodel.train", "--config=configs/mnist1d/mlp.py", "--print_config",
+                "--config.optimizer.learning_rate=0.5")  # no --workdir: nothing is trained or written
+  config = importlib.import_module("configs.mnist1d.mlp").get_config()
+  config.optimizer.learning_rate = 0.5
+  resolved = config_lib.resolve(config)  # what train_and_evaluate resolves
+  lines = printed_keys(out.stdout)
+  for key, value in leaves(resolved.to_dict()):
+    assert key in lines, key
+    if key not in ("task", "loss"):
+      assert lines[key].split("  # ")[0].strip() == repr(tuple(value) if isinstance(value, list) else value), key
+  assert lines["task"].startswith("'classification'")  # resolved from the loss, as experiment.fill does
+  assert "default 0.001" in lines["optimizer.learning_rate"] and "range > 0" in lines["optimizer.learning_rate"]
+  assert lines["model.num_outputs"].startswith("<from the dataset>")
+  assert {key.rpartition(".")[0] for key in lines} <= set(TABLES)  # each block of keys is checked below
+  for section, (path, start) in TABLES.items():
+    comments = source_comments(path, start)
+    assert comments, path
+    for key, comment in comments.items():
+      name = f"{section}.{key}" if section else key
+      if name in TABLES:  # a block (optimizer.lora): its keys are checked
+        continue
+      assert comment.rstrip(".").strip() in lines[name], (name, comment)
+  assert "accuracy" not in out.stdout and "steps_per_s" not in out.stderr
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, ROOT) for p in CONFIGS])
+def test_print_config_lists_every_key_of_every_config_without_its_dataset_or_the_hub(path, monkeypatch):
+  import huggingface_hub
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("it downloaded"))
+  c = importlib.import_module(module_name(path)).get_config()
+  printed = printed_keys(config_lib.describe(c))
+  assert {key for key, _ in leaves(config_lib.resolve(c).to_dict())} <= set(printed)
+
+
+def test_print_config_reads_a_local_checkpoints_model_and_the_config_keys_win(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps(dict(model_type="gpt2", n_layer=2, n_head=2, n_embd=8,
+                                                        n_positions=32, vocab_size=50)))
+  c = importlib.import_module("configs.shakespeare.gpt2_finetune").get_config()
+  c.init.hf = str(tmp_path)
+  lines = printed_keys(config_lib.describe(c))
+  assert lines["model.name"].startswith("'gpt'") and lines["model.num_layers"].startswith("2 ")
+  assert lines["model.dropout"].startswith("0.1 ")  # the config's own key over the checkpoint's
+
+
+def test_print_config_still_refuses_a_typo_and_training_still_needs_a_workdir():
+  out = run_cli("bigmodel.train", "--config=configs/mnist1d/mlp.py", "--print_config",
+                "--config.optimizer.learnin_rate=1", check=False)
+  assert out.returncode == 2 and "learnin_rate" in out.stderr and not out.stdout
+  out = run_cli("bigmodel.train", "--config=configs/mnist1d/mlp.py", check=False)
+  assert out.returncode == 2 and "--workdir is required" in out.stderr

@@ -111,6 +111,7 @@ def test_missing_split_names_the_splits(data_dir):
     data.load(data_config(data_dir, eval_split="validation"))
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 @pytest.mark.needs("fashion_mnist")
 def test_fashion_mnist_reads_the_debian_package_files_through_tfds(data_dir):
   ds = data.load(data_config(data_dir, name="fashion_mnist_local"))

@@ -209,11 +209,17 @@ def test_the_checkpoints_tokenizer_gives_autotokenizers_ids(which, gpt2_dir, ber
 
 
 def test_an_unsupported_architecture_is_refused_with_the_supported_ones(tmp_path):
-  transformers.LlamaForCausalLM(transformers.LlamaConfig(
+  transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
       num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32,
-      vocab_size=50)).save_pretrained(str(tmp_path))
-  with pytest.raises(ValueError, match=r"LlamaForCausalLM.*not supported\. Supported: GPT2LMHeadModel, .*ResNetModel"):
-    huggingface.model_config(str(tmp_path))
+      vocab_size=50)).save_pretrained(str(tmp_path / "neox"))
+  with pytest.raises(ValueError, match=r"GPTNeoXForCausalLM.*not supported\. Supported: GPT2LMHeadModel, .*ResNetModel.*"
+                                       r"LlamaForCausalLM, .*Qwen2Model\.$"):
+    huggingface.model_config(str(tmp_path / "neox"))
+  transformers.GemmaForCausalLM(transformers.GemmaConfig(
+      num_hidden_layers=1, hidden_size=16, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+      intermediate_size=32, vocab_size=50)).save_pretrained(str(tmp_path / "gemma"))
+  with pytest.raises(ValueError, match=r"GemmaForCausalLM .*not supported \(it scales its embeddings"):
+    huggingface.model_config(str(tmp_path / "gemma"))
 
 
 def test_a_missing_or_truncated_weights_file_is_named(gpt2_dir, tmp_path):
@@ -239,7 +245,7 @@ def test_a_shape_that_does_not_fit_names_the_parameter(gpt2_dir):
 
 
 def readme_config(path, **overrides):
-  """A config file from the README's "Start from a pretrained model", cut down to seconds."""
+  """A config file from docs/fine-tuning.md's "Start from a pretrained model", cut down to seconds."""
   c = importlib.import_module(path.replace("/", ".")[:-3]).get_config()
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 4, 2, 4, 4
   c.optimizer.warmup_steps = 1
@@ -275,6 +281,7 @@ def test_the_readme_text_classifiers_fine_tune_a_checkpoint_read_with_its_tokeni
     assert relative_error(run.model.apply({"params": run.params}, ids), hf_logits(str(tmp_path / "hf"), ids)) < 1e-4
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 @pytest.mark.needs("fine_foods")
 def test_lora_on_a_gpt2_checkpoint_trains_factors_and_head_and_leaves_its_weights_bit_identical(gpt2_dir, data_dir,
                                                                                              tmp_path):
@@ -315,6 +322,7 @@ def test_the_readme_vit_fine_tunes_on_fashion_mnist_at_another_image_size(data_d
   assert np.abs(run.params["pos_embed"] - start["params"]["pos_embed"]).max() > 0  # trained
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_the_readme_resnet_fine_tunes_on_an_image_folder(data_dir, tmp_path):
   directory = tiny_resnet(tmp_path / "resnet")
   write_digit_folder(str(tmp_path / "imgs"), size=32)
@@ -378,6 +386,7 @@ def test_models_trained_from_scratch_export_to_transformers_with_the_same_logits
   assert relative_error(run.model.apply({"params": run.params}, ids), hf_logits(str(tmp_path / "hf"), ids)) < 1e-4
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_a_model_with_no_hugging_face_equivalent_is_refused_with_the_reason(data_dir, tmp_path):
   c = readme_config("configs/shakespeare/gpt_char.py", **{"data.data_dir": data_dir, "data.seq_len": 16,
                                                            "data.batch_size": 8, "data.eval_batch_size": 8})
@@ -390,8 +399,8 @@ def test_a_model_with_no_hugging_face_equivalent_is_refused_with_the_reason(data
   assert not os.path.exists(tmp_path / "hf")
 
 
-def test_readme_names_the_commands_these_tests_run():
-  readme = open(os.path.join(ROOT, "README.md")).read()
+def test_the_fine_tuning_doc_names_the_commands_these_tests_run():
+  readme = open(os.path.join(ROOT, "docs", "fine-tuning.md")).read()
   for path in ("configs/fine_foods/gpt2_classifier.py", "configs/fine_foods/bert_classifier.py",
                "configs/fashion_mnist/vit_pretrained.py", "configs/image_folder/resnet50_pretrained.py",
                "configs/shakespeare/gpt2_finetune.py"):

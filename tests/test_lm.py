@@ -79,6 +79,7 @@ def test_top_p_keeps_the_fewest_tokens_that_reach_p():
   assert {draw(i, 3, 1.0) for i in range(200)} == {0, 1, 2}
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_a_rows_draw_does_not_depend_on_whether_other_rows_cut():
   # sampling skips the cut when no row asks for one: a row's draws are the same either way.
   logits = jnp.log(jnp.array([[0.4, 0.3, 0.2, 0.1]] * 2))
@@ -147,6 +148,7 @@ def test_gpt_trains_on_shakespeare_saves_its_tokenizer_and_generates_from_the_cl
 @pytest.mark.parametrize("model", [dict(name="lstm_lm", dim=32, hidden=64, num_layers=1),
                                    dict(name="gpt", num_layers=1, num_heads=2, dim=32, max_len=32,
                                         positions="rope", tie_embeddings=False, dropout=0.1)])
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_other_language_models_lower_the_loss_on_the_users_text_files(data_dir, tmp_path, model):
   lines = [f"{n} green bottles hanging on the wall, and if one green bottle should accidentally fall\n"
            for n in ("ten", "nine", "eight", "seven", "six", "five", "four", "three", "two", "one")]

@@ -44,6 +44,7 @@ def test_parameter_counts_match_the_mnist1d_paper_models():
   assert n_params(init("cnn1d", x)[1]) == (5 * 25 + 25) + 2 * (3 * 25 * 25 + 25) + (125 * 10 + 10)
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_bidirectional_rnn_sees_the_future_and_unidirectional_does_not():
   x = jax.random.normal(jax.random.key(2), (1, 40))
   for cell in ("gru", "gru_torch", "lstm"):
@@ -98,6 +99,7 @@ def test_torch_gru_cell_initialises_like_torch():
   np.testing.assert_allclose(np.std(variables["params"]["TorchGRUCell_0"]["hh_kernel"]), torch_std, rtol=0.05)
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_torch_gru_cell_trains_to_remember_the_first_step():
   import optax
   model = models.build({"name": "gru", "num_outputs": 2, "cell": "gru_torch", "hidden": 8,

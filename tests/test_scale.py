@@ -34,12 +34,13 @@ def first_steps(config, steps=STEPS):
     compiled = compiled or ex.train_step.lower(state, batch).compile()
     state, metrics = compiled(state, batch)
     losses.append(float(metrics["loss"]))  # blocks: many collectives in flight deadlock on CPU
-  specs = {"qkv": str(ex.state_shardings.params["block0"]["attn"]["qkv"]["kernel"].spec)} \
+  specs = {name: str(kernel["kernel"].spec) for name, kernel in ex.state_shardings.params["block0"]["attn"].items()} \
       if "block0" in state.params else {}
   return {"losses": losses, "preflight": ex.preflight(compiled, 0.0), "specs": specs}
 
 
-RUNS = [("gpt", dict(data=1, fsdp=8)), ("gpt", dict(data=2, fsdp=2, tensor=2)), ("resnet", dict(data=1, fsdp=8))]
+RUNS = [("gpt", dict(data=1, fsdp=8)), ("gpt", dict(data=2, fsdp=2, tensor=2)), ("resnet", dict(data=1, fsdp=8)),
+        ("llama", dict(data=2, fsdp=2, tensor=2))]
 
 
 @pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
@@ -50,11 +51,12 @@ def test_fsdp_and_tensor_parallel_runs_on_8_devices_match_one_device(data_dir, c
                         text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-5000:]
   results = json.loads(proc.stdout.strip().splitlines()[-1])
-  reference = {"gpt": first_steps(gpt_config(data_dir, corpus)), "resnet": first_steps(resnet_config(data_dir))}
+  reference = {"gpt": first_steps(gpt_config(data_dir, corpus)), "resnet": first_steps(resnet_config(data_dir)),
+               "llama": first_steps(llama_config(data_dir, corpus))}
   for (model, sizes), result in zip(RUNS, results):
     np.testing.assert_allclose(result["losses"], reference[model]["losses"], rtol=2e-4, err_msg=f"{model} {sizes}")
     assert len(set(reference[model]["losses"])) == STEPS  # the steps changed something
-  gpt_fsdp, gpt_3d, resnet_fsdp = results
+  gpt_fsdp, gpt_3d, resnet_fsdp, llama_3d = results
   # FSDP: each device holds an eighth of the parameters and optimizer state (plus unshardable scraps).
   for r in (gpt_fsdp, resnet_fsdp):
     per_device, total = r["preflight"]["bytes_per_device"], r["preflight"]["bytes_total"]
@@ -63,8 +65,19 @@ def test_fsdp_and_tensor_parallel_runs_on_8_devices_match_one_device(data_dir, c
   assert gpt_3d["preflight"]["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
   assert gpt_3d["specs"]["qkv"] == str(P("fsdp", "tensor"))  # embed -> fsdp, heads -> tensor
   assert reference["gpt"]["specs"]["qkv"] == str(P(None, None))  # one device: nothing to split
+  # Grouped-query attention: 4 query heads and 2 key/value heads, each split in whole heads over tensor=2.
+  assert llama_3d["specs"]["q"] == llama_3d["specs"]["k"] == str(P("fsdp", "tensor")), llama_3d["specs"]
+  assert llama_3d["specs"]["out"] == str(P("tensor", "fsdp"))
 
 
+def llama_config(data_dir, corpus, **sharding_sizes):
+  """gpt_config's, with a one-layer Llama: grouped-query attention, SwiGLU, RMSNorm."""
+  c = gpt_config(data_dir, corpus, **sharding_sizes)
+  c.model = dict(name="llama", num_layers=1, num_heads=4, num_kv_heads=2, dim=32, max_len=16)
+  return c
+
+
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_gradient_accumulation_matches_the_whole_batch(data_dir, corpus):
   sgd = lambda c: _with(c, optimizer=dict(name="sgd", learning_rate=1.0))  # the update is the gradient
   whole = make_trainer(sgd(gpt_config(data_dir, corpus)))
@@ -83,6 +96,7 @@ def _with(config, **top_level):
   return config
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_remat_lowers_the_peak_temporary_memory():
   """XLA's memory analysis of the compiled gradient, as in the pre-flight report, with and without remat."""
   x = jnp.zeros((16, 64), jnp.int32)
@@ -146,5 +160,6 @@ def test_a_rerun_reuses_the_persistent_compilation_cache(data_dir, tmp_path):
 if __name__ == "__main__":  # the 8-device half of the first test
   data_dir, corpus = sys.argv[1:3]
   configs = {"gpt": lambda sizes: gpt_config(data_dir, corpus, **sizes),
-             "resnet": lambda sizes: resnet_config(data_dir, **sizes)}
+             "resnet": lambda sizes: resnet_config(data_dir, **sizes),
+             "llama": lambda sizes: llama_config(data_dir, corpus, **sizes)}
   print(json.dumps([first_steps(configs[model](sizes)) for model, sizes in RUNS]))

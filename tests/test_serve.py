@@ -18,7 +18,7 @@ import numpy as np
 import openai
 import pytest
 
-from bigmodel import artifact, checkpoint, export, generate, models
+from bigmodel import artifact, checkpoint, endpoints, export, generate, http_server, models
 from bigmodel.train import train_and_evaluate
 from conftest import ROOT, XLA_TEST_FLAGS, run_cli, tiny_config
 
@@ -54,22 +54,27 @@ class Server:
     """(status, parsed JSON reply); `body` is sent as JSON, `raw` as given."""
     if self.port is None:
       self.wait()
-    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-    try:
-      data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-      conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
-      response = conn.getresponse()
-      reply = json.loads(response.read())
-      if response.status != 200:  # every error in OpenAI's shape
-        assert set(reply) == {"error"} and set(reply["error"]) == {"message", "type", "param", "code"}, reply
-      return response.status, reply
-    finally:
-      conn.close()
+    return request_at(self.port, method, path, body, raw)
 
   def stop(self):
     self.proc.terminate()
     self.proc.wait(timeout=30)
     self.log.close()
+
+
+def request_at(port, method, path, body=None, raw=None):
+  """(status, parsed JSON reply) of the server on `port`; `body` is sent as JSON, `raw` as given."""
+  conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+  try:
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    reply = json.loads(response.read())
+    if response.status != 200:  # every error in OpenAI's shape
+      assert set(reply) == {"error"} and set(reply["error"]) == {"message", "type", "param", "code"}, reply
+    return response.status, reply
+  finally:
+    conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +294,11 @@ def test_the_cached_artifact_generates_bigmodel_generates_text_to_the_end_of_the
 def client(server):
   if server.port is None:
     server.wait()
-  return openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="unused", max_retries=0, timeout=60)
+  return client_at(server.port)
+
+
+def client_at(port):
+  return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
 
 
 def in_process_completion(served, prompt, max_tokens, **settings):
@@ -438,9 +447,9 @@ def test_a_full_queue_answers_503_and_the_rest_are_served(served):
   assert {status for status, _ in replies} == {200, 503}
 
 
-def test_the_readmes_curl_and_openai_client_examples_run_against_the_server(served):
+def test_the_serving_docs_curl_and_openai_client_examples_run_against_the_server(served):
   server = served["lm_server"]
-  readme = open(os.path.join(ROOT, "README.md")).read()
+  readme = open(os.path.join(ROOT, "docs", "serving.md")).read()
   section = readme[readme.index("A language model speaks OpenAI's"):readme.index("`POST /v1/generate`")]
   bash, python = re.findall(r"```(?:bash|python)\n(.*?)```", section, re.S)
   ours = lambda code: (code.replace("localhost:8001", f"127.0.0.1:{server.port}")
@@ -451,3 +460,184 @@ def test_the_readmes_curl_and_openai_client_examples_run_against_the_server(serv
   assert out.stdout.count("data: {") == 20 and out.stdout.rstrip().endswith("data: [DONE]"), out.stdout
   out = subprocess.run([sys.executable, "-c", ours(python)], capture_output=True, text=True, timeout=60)
   assert out.returncode == 0 and "completion_tokens=" in out.stdout, out
+
+
+@contextlib.contextmanager
+def in_process_server(model_dir, **limits):
+  """The server's App and HTTP server for `model_dir` in this process (so a test can inject a fault into
+  its worker), on a free loopback port, as the lm_server fixture serves it; `limits`: App's timeouts.
+  Every bucket is compiled first, so that no step's time in a test is a compilation's."""
+  app_ = endpoints.App(artifact.load(str(model_dir), [1, 8, 32], [16]), "song", max_new_tokens=CONTEXT, slots=4,
+                       max_queue=32, **limits)
+  app_.warmup(background=False)
+  httpd = http_server.make_server(app_, port=0)
+  threading.Thread(target=httpd.serve_forever, name="test-server", daemon=True).start()
+  try:
+    yield app_, httpd.server_address[1]
+  finally:
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_decode_step_that_fails_mid_stream_ends_the_stream_with_an_error_and_the_server_goes_on(served):
+  """A failure after the headers went out ends the stream with an error event in OpenAI's shape, then
+  `data: [DONE]` and the terminating chunk (issue 34 part 2). The failing step had been given the KV
+  cache (donated: its buffers are deleted), and the next requests decode right, from a fresh cache."""
+  with in_process_server(served["root"] / "lm_model") as (app_, port):
+    slots, given = app_.worker.slots, []
+    real_step = slots._step
+
+    def step_that_fails_twice(*args, **kwargs):
+      out = real_step(*args, **kwargs)  # donates the cache it is given
+      if len(given) < 2:
+        given.append(args[1])
+        raise RuntimeError("injected decode failure")
+      return out
+
+    slots._step = step_that_fails_twice
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/v1/completions", json.dumps({**COMPLETE, "max_tokens": 8, "stream": True}),
+                 {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("Transfer-Encoding") == "chunked"
+    events = [e.removeprefix("data: ") for e in response.read().decode().split("\n\n") if e]  # to the 0-size chunk
+    conn.close()
+    assert events[-1] == "[DONE]" and json.loads(events[0])["choices"][0]["text"], events  # a token came first
+    error = json.loads(events[-2])["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "server_error", error
+    assert "injected decode failure" in error["message"]
+    assert all(x.is_deleted() for x in given[0])  # the failed step had taken the cache
+    api = client_at(port)
+    with pytest.raises(openai.APIError, match="injected decode failure"):  # the official client raises on it
+      list(api.completions.create(model="song", prompt="ten", max_tokens=8, stream=True))
+    # The server goes on, from a fresh cache: streamed and whole, the text bigmodel.generate gives.
+    greedy = in_process_completion(served, "ten green", 20, temperature=0.0)
+    chunks = api.completions.create(model="song", prompt="ten green", max_tokens=20, temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in chunks) == greedy
+    out = api.completions.create(model="song", prompt="ten green", max_tokens=20, temperature=0)
+    assert out.choices[0].text == greedy and out.choices[0].finish_reason == "length"
+    assert app_.health()["active"] == 0
+
+
+def slow_steps(app_, seconds):
+  """Each decode step of `app_`'s worker takes `seconds` more, so a reply lasts as long as a test needs."""
+  slots = app_.worker.slots
+  real_step = slots.step
+  slots.step = lambda rows: (time.sleep(seconds), real_step(rows))[1]
+
+
+def healthz_once(port, condition, timeout):
+  """/healthz's counters once `condition(counters)` holds; fails if it does not within `timeout` s."""
+  deadline = time.monotonic() + timeout
+  while not condition(counts := request_at(port, "GET", "/healthz")[1]):
+    assert time.monotonic() < deadline, counts
+    time.sleep(0.01)
+  return counts
+
+
+def test_a_client_that_leaves_while_waiting_for_a_whole_reply_frees_its_row_at_once(served):
+  """Issue 34 part 3: a client that closes its connection before its (non-streaming) reply is seen
+  while the request waits for tokens: its row is free long before the reply would have been done."""
+  with in_process_server(served["root"] / "lm_model") as (app_, port):
+    slow_steps(app_, 0.05)  # the reply's 61 tokens: 3 s
+    sock, _ = raw_post(port, "/v1/completions", {**COMPLETE, "max_tokens": CONTEXT - 3})
+    healthz_once(port, lambda c: c["active"] == 1, 10)  # decoding
+    sock.close()
+    counts = healthz_once(port, lambda c: c["active"] == 0, 1)
+    assert (counts["cancelled"], counts["finished"]) == (1, 0), counts
+
+
+def test_sequences_whose_clients_left_free_their_queue_places_for_max_queue_new_ones(served):
+  """Requests that wait for a row and whose clients leave give up their places in the queue at once:
+  while the rows are still busy, the queue takes --max_queue (32) new sequences, not a 503."""
+  with in_process_server(served["root"] / "lm_model") as (app_, port):
+    slow_steps(app_, 0.05)
+    body = {**COMPLETE, "max_tokens": 40}  # 2 s each
+    holding = [raw_post(port, "/v1/completions", body)[0] for _ in range(4)]  # the 4 rows
+    healthz_once(port, lambda c: c["active"] == 4, 10)
+    leaving = [raw_post(port, "/v1/completions", {**body, "n": 16})[0] for _ in range(2)]  # the 32 places
+    healthz_once(port, lambda c: c["queued"] == 32, 10)
+    for sock in leaving:
+      sock.close()
+    assert healthz_once(port, lambda c: c["queued"] == 0, 1)["active"] == 4
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+      replies = list(pool.map(lambda _: request_at(port, "POST", "/v1/completions", {**COMPLETE, "n": 16}),
+                              range(2)))
+    assert [status for status, _ in replies] == [200, 200], replies
+    assert all(len(r["choices"]) == 16 for _, r in replies)
+    for sock in holding:
+      sock.close()
+
+
+def test_a_long_reply_that_keeps_coming_is_not_cut_by_the_servers_time_limits(served):
+  """queue_timeout_s bounds the wait for a row and token_timeout_s each token's; neither the whole
+  reply's time: a reply that lasts longer than both, streamed or whole, comes to its end."""
+  with in_process_server(served["root"] / "lm_model", queue_timeout_s=0.5, token_timeout_s=0.5) as (app_, port):
+    slow_steps(app_, 0.03)  # 40 tokens: 1.2 s
+    api, greedy = client_at(port), in_process_completion(served, "ten green", 40, temperature=0.0)
+    start = time.monotonic()
+    chunks = list(api.completions.create(model="song", prompt="ten green", max_tokens=40, temperature=0,
+                                         stream=True))
+    assert time.monotonic() - start > 1
+    assert "".join(c.choices[0].text for c in chunks) == greedy and chunks[-1].choices[0].finish_reason == "length"
+    out = api.completions.create(model="song", prompt="ten green", max_tokens=40, temperature=0)
+    assert out.choices[0].text == greedy and out.choices[0].finish_reason == "length"
+
+
+def test_a_request_that_waits_too_long_for_a_row_or_for_a_token_gets_503_and_leaves_the_queue(served):
+  with in_process_server(served["root"] / "lm_model", queue_timeout_s=0.3, token_timeout_s=0.3) as (app_, port):
+    slow_steps(app_, 0.1)  # tokens keep coming, within token_timeout_s
+    holding = [raw_post(port, "/v1/completions", {**COMPLETE, "max_tokens": 30})[0] for _ in range(4)]  # 3 s
+    healthz_once(port, lambda c: c["active"] == 4, 10)
+    start = time.monotonic()
+    status, reply = request_at(port, "POST", "/v1/completions", COMPLETE)
+    assert status == 503 and "No row was free for this request within 0.3 s" in reply["error"]["message"], reply
+    assert time.monotonic() - start < 2 and request_at(port, "GET", "/healthz")[1]["queued"] == 0
+    for sock in holding:
+      sock.close()
+    healthz_once(port, lambda c: c["active"] == 0, 2)
+    slow_steps(app_, 1.0)  # a stalled model
+    status, reply = request_at(port, "POST", "/v1/completions", {**COMPLETE, "max_tokens": 3})
+    assert status == 503 and "The model gave no token within 0.3 s" in reply["error"]["message"], reply
+
+
+def test_healthz_answers_before_every_bucket_is_compiled_and_each_bucket_gives_the_fully_compiled_text(served):
+  """Issue 34 part 4: the server answers once its cheapest prefill and decode step are compiled; the
+  rest compile on a background thread (held back here until the end). Meanwhile a request that
+  needs a bucket not compiled yet compiles it or runs in a larger compiled one, and every prompt
+  length and batch bucket gives the text that the server with every bucket compiled first gives."""
+  phases = [  # 4 rows at once, short, then with prompts up to 64 tokens; then one row, short and long
+      {**COMPLETE, "prompt": ["ten", "nine", "eight", "seven"], "max_tokens": 8, "temperature": 0.8, "seed": 2},
+      {**COMPLETE, "prompt": ["ten", "nine green bottles", "eight green bottles hanging on", "seven"],
+       "max_tokens": 20, "temperature": 0.8, "seed": 5},
+      {**COMPLETE, "prompt": "ten green", "max_tokens": 24, "temperature": 0.8, "seed": 1},
+      {**COMPLETE, "prompt": "seven green bottles hanging", "max_tokens": 6, "temperature": 0.0}]
+  texts = lambda port, body: [c["text"] for c in request_at(port, "POST", "/v1/completions", body)[1]["choices"]]
+  with in_process_server(served["root"] / "lm_model") as (_, port):
+    want = [texts(port, body) for body in phases]
+
+  app_ = endpoints.App(artifact.load(str(served["root"] / "lm_model"), [1, 8, 32], [16]), "song",
+                       max_new_tokens=CONTEXT, slots=4, max_queue=32)
+  slots, release = app_.worker.slots, threading.Event()
+  compile_now = slots.compile
+  slots.compile = lambda bucket: (threading.current_thread().name != "compile buckets" or release.wait(),
+                                  compile_now(bucket))[1]
+  background = app_.warmup()
+  httpd = http_server.make_server(app_, port=0)
+  threading.Thread(target=httpd.serve_forever, name="test-server", daemon=True).start()
+  port = httpd.server_address[1]
+  try:
+    health = request_at(port, "GET", "/healthz")[1]
+    assert health["buckets_compiled"] == 2 and health["buckets"] == len(slots.buckets()) == 6, health
+    got = [texts(port, body) for body in phases]
+    assert got == want
+    # One row past position 16 ran in the 4-row step the first request compiled, not a 1-row one of its own.
+    assert ("step", 4, CONTEXT) in slots.compiled() and ("step", 1, CONTEXT) not in slots.compiled()
+    release.set()
+    background.join(timeout=120)
+    assert request_at(port, "GET", "/healthz")[1]["buckets_compiled"] == 6
+    assert [texts(port, body) for body in phases] == want
+  finally:
+    release.set()
+    httpd.shutdown()
+    httpd.server_close()

@@ -151,6 +151,7 @@ def test_a_registered_model_trains_through_the_same_trainer(data_dir, tmp_path):
     del models.MODELS["test_probe"]
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_steps_per_call_and_on_device_data_give_the_same_updates(data_dir, tmp_path):
   """Batches gathered on the device or fed from the host, one step or up to 7 per dispatch: the
   same run, and the calls stop at every log, eval and checkpoint step."""

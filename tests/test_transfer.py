@@ -50,6 +50,7 @@ def test_a_cnn_trained_on_fashion_mnist_shaped_images_loads_into_the_digits_conf
   assert not np.allclose(params["head"]["kernel"], stored["head"]["kernel"])
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 @pytest.mark.needs("fine_foods")
 def test_a_masked_lm_encoder_loads_into_the_bert_classifier_with_its_mask_row(data_dir, tmp_path):
   tiny = dict(num_layers=1, num_heads=2, dim=32, max_len=32)

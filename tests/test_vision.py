@@ -93,6 +93,7 @@ def test_batchnorm_statistics_are_averaged_over_devices_so_1_and_8_devices_agree
   np.testing.assert_allclose(eval8, eval1, atol=0.01)
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_vit_pools_with_a_class_token_or_the_mean_and_rejects_ragged_patches():
   x = jnp.ones((2, 8, 8, 1))
   for pool in ("cls", "mean"):
@@ -141,6 +142,7 @@ def test_image_folder_reads_resizes_and_labels_images_by_subfolder(data_dir, tmp
     data.load(config_lib.resolve(folder_config(tiny_config(data_dir), str(tmp_path / "missing"))).data)
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 @pytest.mark.parametrize("loss", ["sigmoid_bce", "softmax_xent"])
 def test_a_two_class_image_folder_trains_with_sigmoid_or_softmax(data_dir, tmp_path, loss):
   write_digit_folder(str(tmp_path / "imgs"))

@@ -11,14 +11,14 @@ from bigmodel.data import augment, builders, pipeline, subset, text
 from bigmodel.data.dataset import DATASETS, Dataset, InMemory, register
 
 DEFAULTS = dict(
-    name="mnist1d",
+    name="mnist1d",  # a dataset registered in bigmodel/data/ (data/dataset.py), else a TFDS catalog name
     batch_size=128,  # global, over all devices and hosts
-    eval_batch_size=1000,
+    eval_batch_size=1000,  # global batch size of evaluation
     eval_examples=0,  # evaluate on the eval split's first N examples only (a quick look); 0 = all of it
     train_examples=0,  # a label budget: train on N examples of train_split, chosen with the run's seed and
                        # stratified by class (subset.py); 0 = all of them
-    train_split="train",
-    eval_split="test",
+    train_split="train",  # the split trained on
+    eval_split="test",  # the split evaluated on every eval_every steps and at the end
     data_dir="",  # TFDS data_dir; "" = TFDS's default (~/tensorflow_datasets)
     cache=True,  # hold each split in memory as arrays (small datasets)
     on_device_mb=1024,  # a cached training split up to this size lives on the accelerator and batches are

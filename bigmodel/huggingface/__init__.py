@@ -1,4 +1,4 @@
-"""Hugging Face checkpoints in and out: GPT-2, BERT, ViT and ResNet, one file per family.
+"""Hugging Face checkpoints in and out: GPT-2, BERT, ViT, ResNet and Llama-shaped, one file per family.
 
 A run starts from one with `init.hf`: a hub id ("gpt2", "bert-base-uncased",
 "google/vit-base-patch16-224", "microsoft/resnet-50"; downloaded once into the Hugging Face
@@ -6,7 +6,7 @@ cache) or a local directory holding what `save_pretrained` writes (config.json,
 model.safetensors, the tokenizer files). Its config.json gives the architecture and sizes
 (`model_config`); the run's own config chooses the task, and keys it sets win.
 
-Each family's file (gpt2.py, bert.py, vit.py, resnet.py) holds its config mapping, with what it
+Each family's file (gpt2.py, bert.py, vit.py, resnet.py, llama.py) holds its config mapping, with what it
 refuses (a checkpoint that computes something else than our model must not load without a word),
 and its table: for every array of ours, which checkpoint tensor(s) it is made of and how
 (tensors.py). A new family is one more such file, named in FAMILIES. files.py reads the files:
@@ -23,20 +23,26 @@ import jax
 import numpy as np
 
 from bigmodel import errors, paths
-from bigmodel.huggingface import bert, files as files_lib, gpt2, resnet, vit
+from bigmodel.huggingface import bert, files as files_lib, gpt2, llama, resnet, vit
 from bigmodel.huggingface.files import FILES, local_dir, read_config  # noqa: F401 (the API)
 from bigmodel.models import stack
 
-FAMILIES = {family.MODEL_TYPE: family for family in (gpt2, bert, vit, resnet)}  # model_type in config.json ->
+FAMILIES = {kind: family for family in (gpt2, bert, vit, resnet, llama)  # model_type in config.json -> its file
+            for kind in getattr(family, "MODEL_TYPES", (family.MODEL_TYPE,))}
 ARCHITECTURES = {name: family.ARCHITECTURES for name, family in FAMILIES.items()}  # the classes whose files load
+# Architectures asked for often that no family computes, and why (the refusal names it).
+UNSUPPORTED = {"mixtral": "its MLP is a mixture of experts", "qwen2_moe": "its MLP is a mixture of experts",
+               "gemma": "it scales its embeddings and offsets its RMSNorm weights",
+               "gemma2": "it soft-caps its logits and alternates sliding-window layers"}
 
 
 def _family(hf):
   family = FAMILIES.get(hf.get("model_type"))
   if family is None:
-    supported = ", ".join(a for archs in ARCHITECTURES.values() for a in archs)
+    supported = ", ".join(dict.fromkeys(a for archs in ARCHITECTURES.values() for a in archs))
+    why = f" ({UNSUPPORTED[hf['model_type']]})" if hf.get("model_type") in UNSUPPORTED else ""
     raise errors.UserError(f"Hugging Face architecture {', '.join(hf.get('architectures') or [str(hf.get('model_type'))])} "
-                           f"(model_type {hf.get('model_type')!r}) is not supported. Supported: {supported}.")
+                           f"(model_type {hf.get('model_type')!r}) is not supported{why}. Supported: {supported}.")
   return family
 
 
@@ -50,7 +56,7 @@ def model_config(name):
     its model computes something else than ours, and would load without a word. `why` says what."""
     value = hf.get(key, allowed[0])
     if value not in allowed:
-      raise errors.UserError(f"This {family.MODEL_TYPE} checkpoint has {key}={value!r}: {why}. bigmodel's model "
+      raise errors.UserError(f"This {hf['model_type']} checkpoint has {key}={value!r}: {why}. bigmodel's model "
                              f"computes {key}={allowed[0]!r} only, so it does not load it.")
   return family.model_config(hf, require)
 
@@ -61,8 +67,8 @@ def _ours(model):
   cls = MODELS[model["name"]][0] if model["name"] in MODELS else None
   family = next((f for f in FAMILIES.values() if f.MODEL is cls), None)
   if family is None:
-    raise errors.UserError(f"model.name={model['name']!r} maps onto no Hugging Face checkpoint: GPT-2, BERT, ViT and "
-                           "ResNet ones load into models gpt, bert, vit and resnet.")
+    raise errors.UserError(f"model.name={model['name']!r} maps onto no Hugging Face checkpoint: GPT-2, BERT, ViT, "
+                           "ResNet and Llama-shaped ones load into models gpt, bert, vit, resnet and llama.")
   return family
 
 
@@ -76,9 +82,10 @@ def load(name, model, params, model_state=None, reinit=()):
   matching a `reinit` regex (our path, e.g. "^head/") keeps its value; so does a head the checkpoint
   lacks. A shape that does not fit names the parameter."""
   directory = files_lib.local_dir(name)
+  kind = files_lib.read_config(directory).get("model_type")
   family = _family(files_lib.read_config(directory))
   if _ours(model) is not family:
-    raise errors.UserError(f"init.hf={name!r} is a {family.MODEL_TYPE} checkpoint; model.name={model['name']!r} cannot "
+    raise errors.UserError(f"init.hf={name!r} is a {kind} checkpoint; model.name={model['name']!r} cannot "
                            "take it. Leave model.name out: the checkpoint's config.json chooses the model.")
   table = family.table(model)
   files = files_lib.tensor_files(directory)
@@ -129,9 +136,8 @@ def load(name, model, params, model_state=None, reinit=()):
                            "\nLeave the model's sizes to the checkpoint's config.json, or start those arrays "
                            "afresh with init.reinit.")
   unused = sorted(set(files) - used - {n for n in files if n.endswith("num_batches_tracked")})
-  message = (f"Initialised from Hugging Face checkpoint {name} ({family.MODEL_TYPE}): {len(used)} tensors; fresh: "
-             f"{', '.join(fresh) or 'none'}; unused from the checkpoint: {', '.join(unused[:6]) or 'none'}"
-             f"{' ...' if len(unused) > 6 else ''}")
+  message = (f"Initialised from Hugging Face checkpoint {name} ({kind}): {len(used)} tensors; fresh: "
+             f"{paths.listed(fresh)}; unused from the checkpoint: {paths.listed(unused)}")
   return params, model_state, message
 
 
@@ -143,15 +149,19 @@ def hf_config(model, num_labels=None):
   family = _ours(model)
   if not hasattr(family, "hf_config"):
     raise errors.UserError(f"model.name={model['name']!r} has no Hugging Face export: bigmodel exports GPT-2-shaped "
-                           "(model.name=gpt) and BERT-shaped (model.name=bert) models.")
+                           "(model.name=gpt), BERT-shaped (model.name=bert) and Llama-shaped (model.name=llama) models.")
   return family.hf_config(model, num_labels)
 
 
 def save(directory, model, params, tokenizer=None):
   """Writes `params` of our `model` (config section) as a Hugging Face checkpoint in `directory`:
-  config.json, model.safetensors and, for a Hugging Face tokenizer, tokenizer.json."""
+  config.json, model.safetensors and, for a Hugging Face tokenizer, tokenizer.json. config.json names
+  the tokenizer's start- and end-of-text ids, where it has them, so that transformers' generate stops
+  where bigmodel's does."""
   from safetensors.numpy import save_file
   config = hf_config(model)
+  config.update({k: v for k, v in (("bos_token_id", getattr(tokenizer, "bos_id", None)),
+                                   ("eos_token_id", getattr(tokenizer, "eos_id", None))) if v is not None})
   table = _ours(model).table(model)
   names, leaves, _ = paths.flatten({"params": params})
   tensors = {}

@@ -1,7 +1,10 @@
 """softmax(Q Kᵀ / √d) V for every attention layer (GPT, BERT, ViT, the sequence Transformer), in one place.
 
 Queries, keys and values come in `jax.nn.dot_product_attention`'s layout: [batch, length, heads,
-head_dim]. What may be attended is given three ways, combined: `keys_BxS` (False = padding, a key
+head_dim]. Keys and values may have fewer heads than the queries (grouped-query attention, Ainslie
+et al. 2023): query head n then reads key/value head n // (query heads / key heads), as in
+`jax.nn.dot_product_attention` and Hugging Face's `repeat_kv`. What may be attended is given
+three ways, combined: `keys_BxS` (False = padding, a key
 no query sees), `causal` (query i sees keys 0..i, both counted from position 0) and `mask_BxLxS`
 (anything else, e.g. a KV cache whose queries start later than its keys).
 
@@ -29,6 +32,8 @@ def attend(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, *, implementation="auto", keys_BxS=N
   the attention probabilities (training with dropout > 0); only the einsum path has them to drop."""
   kernel = choose(implementation, q_BxLxHxK, k_BxSxHxK, dropout=drop is not None)
   if kernel == "einsum":
+    group = q_BxLxHxK.shape[2] // k_BxSxHxK.shape[2]
+    k_BxSxHxK, v_BxSxHxK = jnp.repeat(k_BxSxHxK, group, axis=2), jnp.repeat(v_BxSxHxK, group, axis=2)
     return _einsum(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, _combined(q_BxLxHxK, k_BxSxHxK, keys_BxS, causal, mask_BxLxS),
                    drop)
   masks = [m for m in (None if keys_BxS is None else keys_BxS[:, None, None, :],

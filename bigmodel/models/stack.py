@@ -7,6 +7,12 @@ Scanned (`model.scan_layers=true`), they are one `nn.scan` and their parameters 
 depth. Either way `model.remat` recomputes each block's activations in the backward pass
 ("full"), or all but its matmuls' outputs ("dots"), instead of keeping them ("none").
 
+Each block's input is kept split along its batch over the mesh's data-parallel axes (`batch_split`)
+while the trainer traces (sharding.traced_on): left to XLA's propagation, the residual stream took
+the FSDP sharding of the token embedding's width, and every device computed the whole global batch's
+activations and logits: 35 MB of temporaries per device on 64 devices for a 4 MB model, 2 TB for
+Llama-3-8B on 256 (benchmarks/fits.py).
+
 Checkpoints, Hugging Face imports and exports convert between the two layouts by path
 (`relayout`): `<name>0 ... <name>N-1` stacked along a new leading axis is `<name>_stack`. The
 layer axis is never sharded (bigmodel/sharding.py); each layer's slice is sharded as it would be
@@ -41,8 +47,8 @@ def blocks(block, fields, num_layers, name, *, scan=False, remat="none"):
     if not scan:
       cls = block if remat == "none" else nn.remat(block, policy=REMAT[remat], static_argnums=static)
       for i in range(num_layers):
-        x = cls(**fields, name=f"{name}{i}")(x, *args)
-      return x
+        x = cls(**fields, name=f"{name}{i}")(batch_split(x), *args)
+      return batch_split(x)
     body = _carrying(block)
     if remat != "none":  # inside a scan, common-subexpression elimination cannot undo the remat
       body = nn.remat(body, policy=REMAT[remat], prevent_cse=False, static_argnums=static)
@@ -50,15 +56,27 @@ def blocks(block, fields, num_layers, name, *, scan=False, remat="none"):
     scanned = nn.scan(body, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True, "dropout": True},
                       in_axes=(nn.broadcast,) * len(args), length=num_layers,
                       metadata_params={nn.PARTITION_NAME: LAYER_AXIS})
-    return scanned(**fields, name=name + STACK)(x, *args)[0]
+    return batch_split(scanned(**fields, name=name + STACK)(x, *args)[0])
   return run
+
+
+def batch_split(x):
+  """`x` constrained to have its first (batch) axis split over the data-parallel mesh axes, data and
+  fsdp, when a mesh is set while tracing (the trainer's steps: sharding.traced_on) and the batch
+  divides; `x` as it is otherwise (one device, generation, export)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not {"data", "fsdp"} <= set(mesh.axis_names):
+    return x
+  if x.shape[0] % (mesh.shape["data"] * mesh.shape["fsdp"]):
+    return x
+  return jax.lax.with_sharding_constraint(x, P(("data", "fsdp")))
 
 
 def _carrying(block):
   """`block` as nn.scan's body: its input is the carry, its output the next carry (and nothing stacked)."""
   class Carrying(block):
     def __call__(self, x, *args):
-      return super().__call__(x, *args), None
+      return super().__call__(batch_split(x), *args), None
   Carrying.__name__ = block.__name__
   return Carrying
 
@@ -83,7 +101,7 @@ def relayout(arrays, like):
   out, groups = {}, {}
   for path, x in arrays.items():
     if is_stacked(path) and _stack_of(path) not in stacks:
-      out.update({_indexed(path, i): _take(x, i) for i in range(x.shape[0])})
+      out.update({layer_path(path, i): _take(x, i) for i in range(x.shape[0])})
     elif not is_stacked(path) and (target := _stacked(path, stacks)):
       groups.setdefault(target[0], {})[target[1]] = x
     else:
@@ -92,7 +110,7 @@ def relayout(arrays, like):
     if sorted(layers) == list(range(len(layers))):
       out[path] = _stack([layers[i] for i in range(len(layers))])
     else:  # a gap in the numbering: left as they are, for the caller to report
-      out.update({_indexed(path, i): x for i, x in layers.items()})
+      out.update({layer_path(path, i): x for i, x in layers.items()})
   return out
 
 
@@ -111,7 +129,9 @@ def _stacked(path, stacks):
   return None
 
 
-def _indexed(path, i):
+def layer_path(path, i):
+  """The path of layer `i`'s slice of the stacked array at `path` in the unscanned layout: "block3/attn/qkv/kernel"
+  for "block_stack/attn/qkv/kernel"."""
   return "/".join(part[:-len(STACK)] + str(i) if part.endswith(STACK) else part for part in path.split("/"))
 
 
