@@ -213,15 +213,21 @@ def _first_line(e):
   return text if type(e) is Exception or isinstance(e, errors.UserError) else f"{type(e).__name__}: {text}"
 
 
-def _open_pretrained(path):
-  """(read-only manager, step) for a workdir, its checkpoints/ folder or one step folder in it."""
+def located(path):
+  """(the checkpoints/ folder, the step or None) that `path` names: a workdir, its checkpoints/ folder or
+  one step folder in it."""
   from bigmodel import workdir as workdir_lib  # (see manager)
   path = epath.Path(path).absolute()
-  step = None
   if path.name.isdigit() and (path / "state").exists():
-    path, step = path.parent, int(path.name)
-  elif (path / workdir_lib.CHECKPOINTS).exists():
-    path = path / workdir_lib.CHECKPOINTS
+    return path.parent, int(path.name)
+  if (path / workdir_lib.CHECKPOINTS).exists():
+    return path / workdir_lib.CHECKPOINTS, None
+  return path, None
+
+
+def _open_pretrained(path):
+  """(read-only manager, step) for a workdir, its checkpoints/ folder or one step folder in it."""
+  path, step = located(path)
   if not path.exists():
     raise errors.NotFound(f"{path} does not exist. Give a training workdir or <workdir>/checkpoints/<step>.")
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)

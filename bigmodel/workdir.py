@@ -91,9 +91,7 @@ def read_weights(where, sharding):
   (optimizer.lora.alpha) its config.json gives."""
   params, model_state, step = checkpoint.read_weights(where, sharding)
   if lora.has_factors(params):
-    where = os.path.abspath(where)
-    run = os.path.dirname(os.path.dirname(where)) if os.path.basename(where).isdigit() else (
-        os.path.dirname(where) if os.path.basename(where) == CHECKPOINTS else where)
+    run = str(checkpoint.located(where)[0].parent)
     if not os.path.exists(path(run, CONFIG)):
       raise errors.NotFound(f"The checkpoints in {run} hold LoRA factors, but {path(run, CONFIG)} (which "
                             "gives their scale, optimizer.lora.alpha) is missing: put the run's config.json back.")
