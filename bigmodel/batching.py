@@ -2,7 +2,7 @@
 
 `Batcher` (classifiers): after the first request it waits up to `wait_s` for more, and runs them
 as one batch. `Generator` (language models): continuous batching over a fixed set of KV-cache
-rows (artifact.Slots). Between two decode steps, waiting sequences join free rows (each prompt
+rows (decoding.Slots). Between two decode steps, waiting sequences join free rows (each prompt
 prefilled on its own) and finished ones leave, so a short request never waits for a long one.
 A sequence finishes at its max_tokens, at a stop string or the model's end-of-text token (whose text
 it leaves out, as OpenAI's API does), at the end of the context, or when its request gives up on it
@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 
-from bigmodel import artifact
+from bigmodel import decoding
 
 
 class Busy(Exception):
@@ -123,7 +123,7 @@ class Generator:
 
   def __init__(self, model, slots, max_queue):
     self.model, self.max_queue = model, max_queue
-    self.slots = artifact.Slots(model, slots)
+    self.slots = decoding.Slots(model.decoder, slots)
     self.waiting, self.cond = collections.deque(), threading.Condition()
     self.active = {}  # row -> Sequence
     self.steps = self.tokens = self.finished = self.cancelled = 0  # so far; tokens / steps is the batching achieved

@@ -41,7 +41,7 @@ import uuid
 
 import numpy as np
 
-from bigmodel import artifact, batching, sampling
+from bigmodel import batching, decoding, sampling
 
 
 class HTTPError(Exception):
@@ -366,7 +366,7 @@ class _Completion:
   def _echoed(self, prompt):
     """The prompt's text and logprobs, echoed: its first token has none (nothing comes before it)."""
     seq = self.seqs[prompt.index]
-    tokens = [artifact.Token(seq.ids[0], None, None, None), *prompt.tokens]
+    tokens = [decoding.Token(seq.ids[0], None, None, None), *prompt.tokens]
     offsets = [len(self.app.model.decode(seq.ids[:j])) for j in range(len(seq.ids))]
     return self._prompt_text(prompt.index), tokens, offsets
 

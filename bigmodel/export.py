@@ -3,8 +3,8 @@
 Writes a self-contained artifact of the workdir's newest checkpoint (see bigmodel/artifact.py
 for the files), serialised with jax.export for CPU and CUDA over a symbolic batch size: a
 classifier's forward function (its logits), or a language model's KV-cache path, prefill and a
-one-token decode step with the cache as an explicit input and output (`_lm_functions`; token id
--1 is padding); the weights as arrays; the input spec; the label names; the tokenizer for text.
+one-token decode step with the cache as an explicit input and output (bigmodel/decoding.py; token
+id -1 is padding); the weights as arrays; the input spec; the label names; the tokenizer for text.
 Preprocessing is inside the function: uint8 images are scaled to [0, 1] and data.normalize's
 mean and std applied, so it takes raw inputs as the dataset holds them.
 
@@ -16,17 +16,15 @@ Hugging Face tokenizer if the run used one), which `transformers` loads with `fr
 GPT-2-shaped language models (model.name=gpt) and BERTs (model.name=bert), whether imported with
 init.hf and fine-tuned or trained from scratch here (bigmodel/huggingface/).
 """
-import inspect
 import json
 import os
 import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from bigmodel import artifact, errors, huggingface, paths as paths_lib, tasks, workdir as workdir_lib
+from bigmodel import artifact, decoding, errors, huggingface, paths as paths_lib, tasks, workdir as workdir_lib
 from bigmodel.data import pipeline
 
 
@@ -86,51 +84,21 @@ def export(workdir, out, platforms=("cpu", "cuda")):
 
 
 def _lm_functions(model, treedef, weight_avals, context, platforms):
-  """The language model's KV-cache path as two exported functions, the cache their explicit input
-  and output (a list of arrays, rows x ... x S positions x heads x head size):
-
-    prefill(weights, ids_BxL) -> (logits_BxLxV, cache)    every row from position 0; -1 pads on the right; S = L
-    decode(weights, cache, token_B, position_B) -> (logits_BxV, cache)   one token per row, at its position < S
-
-  S is symbolic (up to the context): decode attends over the S positions it is given, so a caller
-  holding short rows passes the first S positions of its cache and pays for those alone. The
-  model's cache keeps one position for its whole batch, so each row runs alone under vmap: rows at
-  different positions decode together. A right pad's keys land beyond the prompt, where decoding
-  overwrites them before any query can see them."""
-  if "decode" not in inspect.signature(type(model).__call__).parameters:
+  """The language model's KV-cache path (decoding.functions: prefill and a one-token decode step,
+  the cache their explicit input and output), exported. The positions S of decode's cache are
+  symbolic (up to the context): decode attends over the S positions it is given, so a caller
+  holding short rows passes the first S positions of its cache and pays for those alone."""
+  if not decoding.has_cache(model):
     raise errors.UserError(f"A {type(model).__name__} has no KV cache to decode with; the server serves models "
                            "that have one (model.name=gpt and its sizes).")
-  blank = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32), decode=True))["cache"]
-  # The cache minus "index" (the model's one position for its batch: decode takes one per row instead).
-  cache_avals, cache_def = jax.tree.flatten({k: v for k, v in blank.items() if k != "index"})
-
-  def run(weights, cache, position, ids_1xL):
-    variables = {**jax.tree.unflatten(treedef, weights), "cache": {**jax.tree.unflatten(cache_def, cache),
-                                                                   "index": position}}
-    logits_1xLxV, variables = model.apply(variables, ids_1xL, decode=True, mutable=["cache"])
-    return logits_1xLxV[0], jax.tree.leaves({k: v for k, v in variables["cache"].items() if k != "index"})
-
-  def prefill(weights, ids_BxL):
-    empty = [jnp.zeros(_positions(a.shape, ids_BxL.shape[1]), a.dtype) for a in cache_avals]
-    return jax.vmap(lambda ids_L: run(weights, empty, jnp.int32(0), ids_L[None]))(ids_BxL)
-
-  def decode(weights, cache, token_B, position_B):
-    logits_Bx1xV, cache = jax.vmap(lambda c, t, p: run(weights, c, p, t[None, None]))(cache, token_B, position_B)
-    return logits_Bx1xV[:, 0], cache
-
+  prefill, decode, cache_avals = decoding.functions(model, treedef)
   b, l = jax.export.symbolic_shape("b, l", constraints=[f"l <= {context}"])
   rows, s = jax.export.symbolic_shape("b, s", constraints=[f"s <= {context}"])  # a scope of its own
   tokens = lambda *shape: jax.ShapeDtypeStruct(shape, np.int32)
   return {artifact.PREFILL: jax.export.export(jax.jit(prefill), platforms=platforms)(weight_avals, tokens(b, l)),
           artifact.DECODE: jax.export.export(jax.jit(decode), platforms=platforms)(
-              weight_avals, [jax.ShapeDtypeStruct((rows, *_positions(a.shape, s)), a.dtype) for a in cache_avals],
-              tokens(rows), tokens(rows))}
-
-
-def _positions(shape, n):
-  """A cache array's shape holding `n` positions: they are its third axis from the end (gpt.py's
-  batch x positions x heads x head size, after a layer axis if the layers are scanned)."""
-  return (*shape[:-3], n, *shape[-2:])
+              weight_avals, [jax.ShapeDtypeStruct((rows, *decoding.positions(a.shape, s)), a.dtype)
+                             for a in cache_avals], tokens(rows), tokens(rows))}
 
 
 def export_hf(workdir, out):

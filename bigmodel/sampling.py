@@ -1,14 +1,10 @@
-"""How tokens are drawn, and the decode loop that draws them, for generate.py (a flax model with a
-KV cache) and artifact.py (an exported function) alike. jax and numpy only.
+"""How tokens are drawn from a language model's logits, for the decode engine (decoding.py). jax only.
 
 Token i of a row is drawn with the key fold_in(key(seed), i) of that row's seed, so a row's text
 depends on its prompt, settings and seed alone, never on what else is in the batch.
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
-
-from bigmodel import errors
 
 
 def sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B):
@@ -45,7 +41,6 @@ def draw(logits_BxV, seed_B, step_B, temperature_B, top_k_B, top_p_B):
   return sample(logits_BxV, key_B, temperature_B, top_k_B, top_p_B)
 
 
-_draw = jax.jit(draw)
 TOP_LOGPROBS = 5  # the most alternatives `logprobs` reports per token (OpenAI's limit too)
 
 
@@ -55,38 +50,3 @@ def logprobs(logits_BxV, token_B):
   logprobs_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), -1)
   top_BxK, ids_BxK = jax.lax.top_k(logprobs_BxV, TOP_LOGPROBS)
   return jnp.take_along_axis(logprobs_BxV, token_B[:, None], -1)[:, 0], ids_BxK.astype(jnp.int32), top_BxK
-
-
-def _power_of_two(n):
-  return 1 << (n - 1).bit_length()
-
-
-def generate(next_logits, prompts, max_new_tokens, *, temperature=1.0, top_k=0, top_p=1.0, seed=0, eos_id=None,
-             bucket=_power_of_two):
-  """Each prompt (a sequence of ids) followed by its sampled ids, as lists. Every setting is one
-  value or one per prompt; a row stops after its own max_new_tokens, or once it has drawn `eos_id`
-  (the end-of-text token, which ends its list; None: never).
-
-  `next_logits(rows, tokens)` gives the next-token logits (len(rows) x V) of the listed rows
-  (indices into `prompts`), each continuing its tokens so far (`tokens`, one list per row). The
-  sampler runs on `bucket(len(rows))` rows (padded with copies of the first), so that it compiles
-  for a few batch sizes only: pass the caller's own buckets."""
-  n = len(prompts)
-  per_row = lambda v, dtype: np.broadcast_to(np.asarray(v, dtype), (n,))
-  new_N, temperature_N = per_row(max_new_tokens, np.int32), per_row(temperature, np.float32)
-  top_k_N, top_p_N, seed_N = per_row(top_k, np.int32), per_row(top_p, np.float32), per_row(seed, np.uint32)
-  tokens = [[int(t) for t in p] for p in prompts]
-  if any(not t for t in tokens):
-    raise errors.UserError("Every prompt must hold at least one token.")
-  done_N, ended_N = np.zeros(n, np.int32), np.zeros(n, bool)
-  while (rows := np.flatnonzero((done_N < new_N) & ~ended_N)).size:
-    logits_BxV = next_logits(rows, [tokens[i] for i in rows])
-    padded = np.concatenate([rows, np.repeat(rows[:1], bucket(len(rows)) - len(rows))])
-    logits_BxV = jnp.concatenate([logits_BxV, jnp.repeat(logits_BxV[:1], len(padded) - len(rows), 0)])
-    next_B = _draw(logits_BxV, seed_N[padded], done_N[padded], temperature_N[padded], top_k_N[padded],
-                   top_p_N[padded])
-    for i, t in zip(rows, np.asarray(next_B)):
-      tokens[i].append(int(t))
-      ended_N[i] = t == eos_id
-    done_N[rows] += 1
-  return tokens

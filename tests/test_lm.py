@@ -58,6 +58,22 @@ def test_kv_cache_decoding_gives_the_same_tokens_as_recomputing_the_context(posi
   assert len(np.unique(cached[:, 5:])) > 3  # not one token repeated: the check has teeth
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_sampled_token_i_is_drawn_with_key_i_from_the_logits_of_the_window_before_it(use_cache):
+  # The reference: the model run afresh on the last max_len tokens for every token, and
+  # sampling.draw's step i. Past the context (5 + 20 > max_len 16) the cache path re-reads the window.
+  model = tiny_gpt(positions="rope")
+  prompt = jax.random.randint(jax.random.key(0), (1, 5), 0, 50)
+  params = jax.tree.map(lambda p: p * 4, model.init(jax.random.key(1), prompt)["params"])
+  got = generate.generate(model, params, prompt, 20, temperature=0.9, top_k=20, seed=7, use_cache=use_cache)[0]
+  want, forward = list(np.asarray(prompt[0])), jax.jit(lambda ids_1xL: model.apply({"params": params}, ids_1xL))
+  for i in range(20):
+    logits_1xV = forward(jnp.array([want[-TINY["max_len"]:]]))[:, -1]
+    want.append(int(sampling.draw(logits_1xV, jnp.array([7], jnp.uint32), jnp.array([i]), jnp.array([0.9]),
+                                  jnp.array([20]), jnp.array([1.0]))[0]))
+  np.testing.assert_array_equal(got, want)
+
+
 def test_seeded_sampling_is_reproducible_and_top_k_1_is_greedy():
   model = tiny_gpt()
   prompt = jnp.zeros((3, 2), jnp.int32)

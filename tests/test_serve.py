@@ -291,6 +291,17 @@ def test_the_cached_artifact_generates_bigmodel_generates_text_to_the_end_of_the
     assert len(got[i]) == CONTEXT + 1 and got[i] == want.tolist(), (tok.decode(got[i]), tok.decode(want))
 
 
+def test_the_artifact_sliding_past_the_context_gives_bigmodel_generates_text(served):
+  # One decode engine (decoding.py): past the context, the exported functions slide the window as
+  # bigmodel.generate's flax model does, token for token.
+  model, params, tok = served["in_process"]
+  served_model = artifact.load(str(served["root"] / "lm_model"))
+  prompt = tok.encode("ten green")
+  got = served_model.generate([prompt], CONTEXT + 10, temperature=0.8, seed=3, slide=True)[0]
+  want = generate.generate(model, params, prompt[None], CONTEXT + 10, temperature=0.8, seed=3)[0]
+  assert len(got) == len(prompt) + CONTEXT + 10 and got == want.tolist(), (tok.decode(got), tok.decode(want))
+
+
 def client(server):
   if server.port is None:
     server.wait()
@@ -485,7 +496,7 @@ def test_a_decode_step_that_fails_mid_stream_ends_the_stream_with_an_error_and_t
   cache (donated: its buffers are deleted), and the next requests decode right, from a fresh cache."""
   with in_process_server(served["root"] / "lm_model") as (app_, port):
     slots, given = app_.worker.slots, []
-    real_step = slots._step
+    real_step = slots.decoder.step
 
     def step_that_fails_twice(*args, **kwargs):
       out = real_step(*args, **kwargs)  # donates the cache it is given
@@ -494,7 +505,7 @@ def test_a_decode_step_that_fails_mid_stream_ends_the_stream_with_an_error_and_t
         raise RuntimeError("injected decode failure")
       return out
 
-    slots._step = step_that_fails_twice
+    slots.decoder.step = step_that_fails_twice
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("POST", "/v1/completions", json.dumps({**COMPLETE, "max_tokens": 8, "stream": True}),
                  {"Content-Type": "application/json"})
