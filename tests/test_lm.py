@@ -59,6 +59,7 @@ def test_kv_cache_decoding_gives_the_same_tokens_as_recomputing_the_context(posi
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_sampled_token_i_is_drawn_with_key_i_from_the_logits_of_the_window_before_it(use_cache):
   # The reference: the model run afresh on the last max_len tokens for every token, and
   # sampling.draw's step i. Past the context (5 + 20 > max_len 16) the cache path re-reads the window.
