@@ -102,7 +102,6 @@ class Decoder:
       raise errors.UserError(f"Lengths must be in [1, {context}] (the model's context), got {lengths}.")
     self.weights, self.cache_avals, self.context, self.batch_sizes = weights, cache_avals, context, batch_sizes
     self.lengths = sorted({*(lengths or [2 ** i for i in range(4, context.bit_length())]), context})
-    self.caches = decode is not None  # without a cache, every token is a prefill
     self.start, self.step = _jitted(prefill, decode)
     # Buckets compiled ahead of their first use (by `Slots.warmup`): once there are any, a bucket not among
     # them runs in a larger one that is. Before, every bucket compiles on first use (jit's own cache).
@@ -308,7 +307,7 @@ def generate(decoder, prompts, max_new_tokens, *, temperature=1.0, top_k=0, top_
     add(i, slots.start(i, window(i), **settings[i], echo=False)[0])
   while rows := [i for i in range(n) if drawn_N[i] < new_N[i] and out[i][-1] != eos_id
                  and (slide or not slots.full(i))]:
-    again = [i for i in rows if slots.full(i) or not decoder.caches]  # its window prefilled afresh
+    again = [i for i in rows if slots.full(i) or decoder.step is None]  # its window prefilled afresh (no cache: always)
     if stepping := [i for i in rows if i not in again]:
       for i, token in zip(stepping, slots.step(stepping)):
         add(i, token)
