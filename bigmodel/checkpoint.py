@@ -7,7 +7,8 @@ checkpoint behind, and keeps the newest `keep` steps.
 
 `load_pretrained` starts a new run from another run's parameters (fine-tuning):
 arrays are matched by path, so a new head or extra layers start fresh. `read_weights` gives the parameters
-as they are stored (a LoRA run's with its factors: workdir.read_weights merges them in). Hugging Face
+as they are stored (a LoRA run's with its factors: workdir.read_weights merges them in). This module
+knows orbax, not a run's layout: the callers pass the folders (workdir.py names them). Hugging Face
 checkpoints (`init.hf`) are read by bigmodel/huggingface/. Both, and resuming, take checkpoints of
 either layer layout (`model.scan_layers`, models/stack.py) into either.
 """
@@ -26,10 +27,10 @@ from bigmodel import errors, paths
 from bigmodel.models import stack
 
 
-def manager(workdir, keep):
-  from bigmodel import workdir as workdir_lib  # it names a run's files; imported here, as it imports this module
+def manager(directory, keep):
+  """Orbax's manager of the checkpoints in `directory` (a run's: workdir.checkpoints), keeping the newest `keep`."""
   return ocp.CheckpointManager(
-      epath.Path(workdir).absolute() / workdir_lib.CHECKPOINTS,
+      epath.Path(directory).absolute(),
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
       item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
 
@@ -191,11 +192,10 @@ def newest_readable(mngr, read, say=_warn):
   return None, None, []
 
 
-def set_aside(mngr, steps, workdir):
-  """Moves damaged checkpoint steps out of orbax's directory into <workdir>/damaged_checkpoints/ (kept
-  for inspection, never deleted), so that training can save those steps again."""
-  from bigmodel import workdir as workdir_lib  # (see manager)
-  aside = epath.Path(workdir) / workdir_lib.DAMAGED_CHECKPOINTS
+def set_aside(mngr, steps, aside):
+  """Moves damaged checkpoint steps out of orbax's directory into `aside` (a run's damaged_checkpoints/:
+  kept for inspection, never deleted), so that training can save those steps again."""
+  aside = epath.Path(aside)
   aside.mkdir(parents=True, exist_ok=True)
   for step in steps:
     (epath.Path(mngr.directory) / str(step)).rename(aside / f"{step}.{int(time.time())}")
@@ -213,21 +213,9 @@ def _first_line(e):
   return text if type(e) is Exception or isinstance(e, errors.UserError) else f"{type(e).__name__}: {text}"
 
 
-def located(path):
-  """(the checkpoints/ folder, the step or None) that `path` names: a workdir, its checkpoints/ folder or
-  one step folder in it."""
-  from bigmodel import workdir as workdir_lib  # (see manager)
-  path = epath.Path(path).absolute()
-  if path.name.isdigit() and (path / "state").exists():
-    return path.parent, int(path.name)
-  if (path / workdir_lib.CHECKPOINTS).exists():
-    return path / workdir_lib.CHECKPOINTS, None
-  return path, None
-
-
-def _open_pretrained(path):
-  """(read-only manager, step) for a workdir, its checkpoints/ folder or one step folder in it."""
-  path, step = located(path)
+def _open_pretrained(path, step):
+  """(read-only manager, step) of the checkpoints folder `path`: `step`, or its newest if None."""
+  path = epath.Path(path)
   if not path.exists():
     raise errors.NotFound(f"{path} does not exist. Give a training workdir or <workdir>/checkpoints/<step>.")
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
@@ -239,17 +227,19 @@ def _open_pretrained(path):
   return mngr, step
 
 
-def read_weights(path, sharding, say=_warn):
-  """(params, model_state, step) of the checkpoint at `path` (see _open_pretrained), as plain dicts; for
-  a workdir, its newest readable checkpoint (a damaged one is reported and skipped)."""
-  mngr, step = _open_pretrained(path)
+def read_weights(path, step, sharding, say=_warn):
+  """(params, model_state, step) of checkpoint `step` in the checkpoints folder `path`, as plain dicts;
+  with step None, its newest readable one (a damaged one is reported and skipped). A run's checkpoint is
+  read by workdir.read_weights, which finds the folder and step that a path names."""
+  chosen = step is not None
+  mngr, step = _open_pretrained(path, step)
 
   def read(step):
     meta = mngr.item_metadata(step)["state"]
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta)
     return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
 
-  if mngr.latest_step() == step:  # a workdir, not one step chosen by path: fall back past damage
+  if not chosen:  # the newest: fall back past damage
     state, step, _ = newest_readable(mngr, read, say)
   else:
     state = read(step)
@@ -257,9 +247,9 @@ def read_weights(path, sharding, say=_warn):
   return state["params"], state.get("model_state", {}), step
 
 
-def load_pretrained(c, params, model_state, sharding, read=read_weights):
+def load_pretrained(c, params, model_state, sharding, read):
   """Returns (params, model_state, message): arrays taken from checkpoint `c.checkpoint` by path, as
-  `read` gives them (the trainer's: workdir.read_weights, which merges a LoRA run's factors in).
+  `read(c.checkpoint, sharding)` gives them (workdir.read_weights, which merges a LoRA run's factors in).
 
   Arrays matching a `c.reinit` regex, or absent from the checkpoint, keep their fresh
   initialisation; any other shape mismatch is an error naming the parameter.

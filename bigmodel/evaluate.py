@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from bigmodel import errors, experiment, platform, sharding, workdir as workdir_lib
+from bigmodel import data, errors, experiment, platform, sharding, tasks, workdir as workdir_lib
 from bigmodel.data import pipeline
 
 
@@ -47,9 +47,12 @@ def evaluate(exp, step_fn, variables, mesh, split=None):
 def evaluate_workdir(workdir, split=None):
   """Returns (step, metrics) for the newest checkpoint in `workdir`."""
   run = workdir_lib.load(workdir)
+  c = run.config  # as resolved when training started: no task, model or hub config is worked out again
   if split:
-    run.config.data.eval_split = split
-  exp = experiment.build(run.config)
+    c.data.eval_split = split
+  if run.tokenizer is not None:  # the run's own tokenizer: a BPE is not rebuilt, nor a hub one fetched
+    c.data.tokenizer = workdir
+  exp = experiment.Experiment(c, data.load(c.data, c.seed), tasks.get(c.task), run.model)
   step_fn = jit_eval_step(exp, sharding.replicated(run.mesh), run.mesh)
   return run.step, evaluate(exp, step_fn, {"params": run.params, **run.model_state}, run.mesh)
 

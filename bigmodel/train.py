@@ -248,14 +248,15 @@ def _train(ex, trainer, workdir, main_host):
     if ex.dataset.tokenizer is not None:  # generation and fine-tuning read text the same way
       ex.dataset.tokenizer.save(workdir)
 
-  mngr = checkpoint.manager(workdir, c.keep_checkpoints)
+  mngr = workdir_lib.checkpoints(workdir, c.keep_checkpoints)
   feed = trainer.feed
   state = None  # a fresh run takes trainer.state once its train step is compiled (see Trainer)
   if mngr.latest_step() is not None:  # the newest readable checkpoint: a damaged one is reported and skipped
     (state, data_state), _, damaged = checkpoint.newest_readable(
         mngr, lambda step: checkpoint.restore(mngr, step, trainer.abstract_state), say)
     if damaged and main_host:
-      say(f"Moved damaged step(s) {', '.join(map(str, damaged))} to {checkpoint.set_aside(mngr, damaged, workdir)}")
+      aside = checkpoint.set_aside(mngr, damaged, workdir_lib.path(workdir, workdir_lib.DAMAGED_CHECKPOINTS))
+      say(f"Moved damaged step(s) {', '.join(map(str, damaged))} to {aside}")
     feed.set_state(data_state)
     say(f"Resumed from step {int(state.step)} in {workdir}")
   elif c.init.checkpoint or c.init.hf:  # a new run starting from another run's or a published model's weights

@@ -20,7 +20,7 @@ from bigmodel import checkpoint, config as config_lib, errors, experiment, lora,
 CONFIG = "config.json"  # the resolved config: it describes the model whole (experiment.fill)
 DATA_SPEC = "data_spec.json"  # the dataset's input spec, labels and normalisation (write_data_spec)
 TOKENIZER = tokenizers.FILE  # text runs: the tokenizer the data was read with
-CHECKPOINTS = "checkpoints"  # orbax's directory (checkpoint.manager)
+CHECKPOINTS = "checkpoints"  # orbax's directory (checkpoints)
 DAMAGED_CHECKPOINTS = "damaged_checkpoints"  # unreadable steps moved aside, never deleted (checkpoint.set_aside)
 PREFLIGHT = "preflight.json"  # the compiled train step's memory and FLOPs (train._compile_and_report)
 SPARSITY = "sparsity.json"  # pruning's measured sparsity at the end of the run
@@ -85,13 +85,30 @@ def model(config):
   return models.build(config.model)
 
 
+def checkpoints(workdir, keep):
+  """Orbax's manager of the run's checkpoints/, keeping the newest `keep` steps."""
+  return checkpoint.manager(path(workdir, CHECKPOINTS), keep)
+
+
+def located(where):
+  """(the checkpoints/ folder, the step or None for the newest) that `where` names: a workdir, its
+  checkpoints/ folder or one step folder in it."""
+  where = os.path.abspath(where)
+  if os.path.basename(where).isdigit() and os.path.isdir(os.path.join(where, "state")):
+    return os.path.dirname(where), int(os.path.basename(where))
+  if os.path.isdir(path(where, CHECKPOINTS)):
+    return path(where, CHECKPOINTS), None
+  return where, None
+
+
 def read_weights(where, sharding):
-  """checkpoint.read_weights of a run's checkpoint (`where`: its workdir, checkpoints/ or one step in it) with
-  the params as its model computes with them: a LoRA run's factors merged into its kernels, at the scale
-  (optimizer.lora.alpha) its config.json gives."""
-  params, model_state, step = checkpoint.read_weights(where, sharding)
+  """(params, model_state, step) of a run's checkpoint (`where`: see `located`; a workdir's newest readable
+  one) with the params as its model computes with them: a LoRA run's factors merged into its kernels, at
+  the scale (optimizer.lora.alpha) its config.json gives."""
+  folder, step = located(where)
+  params, model_state, step = checkpoint.read_weights(folder, step, sharding)
   if lora.has_factors(params):
-    run = str(checkpoint.located(where)[0].parent)
+    run = os.path.dirname(folder)
     if not os.path.exists(path(run, CONFIG)):
       raise errors.NotFound(f"The checkpoints in {run} hold LoRA factors, but {path(run, CONFIG)} (which "
                             "gives their scale, optimizer.lora.alpha) is missing: put the run's config.json back.")

@@ -1,5 +1,7 @@
 """Shared test fixtures: one TFDS data_dir per session, tiny configs, CLI runner."""
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,8 +17,11 @@ XLA_TEST_FLAGS = "--xla_cpu_collective_call_terminate_timeout_seconds=10 --xla_b
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *(
     f for f in XLA_TEST_FLAGS.split() if f.split("=")[0] not in os.environ.get("XLA_FLAGS", ""))]).strip()
 # One persistent compilation cache for the whole session, CLI subprocesses included: the same
-# tiny models compile once.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="bigmodel-test-jax-cache-"))
+# tiny models compile once. The process that makes it (pytest's, before xdist starts its workers,
+# which inherit it) removes it at exit.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bigmodel-test-jax-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 

@@ -165,7 +165,7 @@ def finished(data_dir, tmp_path_factory):
   c = tiny_config(data_dir, total_steps=40, checkpoint_every=20)
   workdir = str(tmp_path_factory.mktemp("finished"))
   train_and_evaluate(c, workdir)
-  return c, workdir, checkpoint.read_weights(workdir, None)[0]
+  return c, workdir, workdir_lib.read_weights(workdir, None)[0]
 
 
 @pytest.mark.parametrize("how", ["overwritten", "truncated", "missing item", "no commit marker"])
@@ -183,7 +183,7 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_it_is_used(how,
   # undamaged run ended.
   train_and_evaluate(c, workdir)
   assert os.listdir(os.path.join(workdir, "damaged_checkpoints"))[0].startswith("40.")
-  resumed, _, step = checkpoint.read_weights(workdir, None)
+  resumed, _, step = workdir_lib.read_weights(workdir, None)
   assert step == 40
   jax.tree.map(np.testing.assert_array_equal, resumed, final)
 
@@ -238,7 +238,7 @@ def test_with_no_readable_checkpoint_the_message_says_how_to_start_over(finished
   # Doing what it says starts over, in this same process: the failed run let go of the workdir.
   shutil.move(os.path.join(workdir, "checkpoints"), str(tmp_path / "moved_away"))
   train_and_evaluate(c, workdir)
-  assert checkpoint.read_weights(workdir, None)[2] == 40
+  assert workdir_lib.read_weights(workdir, None)[2] == 40
 
 
 def test_a_second_run_on_a_busy_workdir_is_refused_and_a_killed_runs_lock_does_not_block(data_dir, tmp_path):
@@ -314,11 +314,11 @@ def test_sigterm_at_any_moment_ends_in_a_state_that_resumes_to_the_same_paramete
   c.eval_every = 20
   with pytest.raises(errors.Stopped, match=r"^SIGTERM: saved a checkpoint at step \d+; rerun the same command"):
     train_and_evaluate(c, workdir)
-  stopped = checkpoint.read_weights(workdir, None)[2]
+  stopped = workdir_lib.read_weights(workdir, None)[2]
   assert sent and stopped < 40, "the run should have stopped early on SIGTERM"
   monkeypatch.setattr(*target, real)
   train_and_evaluate(c, workdir)
-  resumed, _, step = checkpoint.read_weights(workdir, None)
+  resumed, _, step = workdir_lib.read_weights(workdir, None)
   assert step == 40
   jax.tree.map(np.testing.assert_array_equal, resumed, final)
 
@@ -337,7 +337,7 @@ def test_a_sigterm_that_stops_the_run_at_its_last_step_finishes_it(data_dir, tmp
   c = tiny_config(data_dir, log_every=40, steps_per_call=20)
   final = train_and_evaluate(c, str(tmp_path))
   assert sent == [20] and 0 <= final["accuracy"] <= 1
-  assert checkpoint.read_weights(str(tmp_path), None)[2] == 40
+  assert workdir_lib.read_weights(str(tmp_path), None)[2] == 40
 
 
 def test_range_messages_read_well():

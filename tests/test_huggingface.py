@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bigmodel import (artifact, checkpoint, export, generate, huggingface, models, paths, tokenizers,  # noqa: E402
+from bigmodel import (artifact, export, generate, huggingface, models, paths, tokenizers,  # noqa: E402
                       workdir as workdir_lib)
 from bigmodel.train import train_and_evaluate  # noqa: E402
 from conftest import ROOT, run_cli  # noqa: E402
@@ -289,7 +289,7 @@ def test_lora_on_a_gpt2_checkpoint_trains_factors_and_head_and_leaves_its_weight
                                                                  "data.seq_len": 32, "data.eval_batch_size": 200})
   c.optimizer.update(learning_rate=1e-2, lora=dict(rank=4, alpha=8.0))
   train_and_evaluate(c, str(tmp_path))
-  mngr = checkpoint.manager(str(tmp_path), 10)
+  mngr = workdir_lib.checkpoints(str(tmp_path), 10)
   saved = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
   trained = dict(zip(*paths.flatten(saved["params"])[:2]))  # as orbax wrote them: the factors apart
   _, start = ours(gpt2_dir, np.zeros((1, 32), np.int32), reinit=("^head/",), pool="last", num_outputs=2)

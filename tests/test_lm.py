@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigmodel import checkpoint, config as config_lib, export, generate, models, sampling
+from bigmodel import checkpoint, config as config_lib, export, generate, models, sampling, workdir as workdir_lib
 from bigmodel.data import mlm
 from bigmodel.train import train_and_evaluate
 from conftest import run_cli, tiny_config, make_trainer
@@ -203,7 +203,7 @@ def test_a_pretrained_lm_loads_into_a_classifier_with_a_new_head(data_dir, tmp_p
   pretrain = str(tmp_path / "lm")
   lm = lm_config(data_dir, total_steps=30, **{"data.name": "fine_foods_text", "data.tokenizer": "byte"})
   train_and_evaluate(lm, pretrain)
-  lm_params, _, _ = checkpoint.read_weights(pretrain, None)
+  lm_params, _, _ = workdir_lib.read_weights(pretrain, None)
   c = lm_config(data_dir, total_steps=30, **{"data.name": "fine_foods", "data.tokenizer": pretrain,
                                              "data.eval_split": "test"})
   c.loss = "softmax_xent"
@@ -211,13 +211,14 @@ def test_a_pretrained_lm_loads_into_a_classifier_with_a_new_head(data_dir, tmp_p
   c.init = dict(checkpoint=pretrain)
   c.optimizer.freeze = ("^embed/", "^pos_embed")
   ex = make_trainer(c)
-  params, _, message = checkpoint.load_pretrained(config_lib.resolve(c).init, ex.state.params, {}, None)
+  params, _, message = checkpoint.load_pretrained(config_lib.resolve(c).init, ex.state.params, {}, None,
+                                                   workdir_lib.read_weights)
   assert "fresh: head/bias, head/kernel" in message
   np.testing.assert_array_equal(params["block1"]["attn"]["qkv"]["kernel"], lm_params["block1"]["attn"]["qkv"]["kernel"])
   assert params["head"]["kernel"].shape == (64, 2)
   final = train_and_evaluate(c, str(tmp_path / "clf"))
   assert 0.5 < final["accuracy"] and np.array(final["confusion_matrix"]).shape == (2, 2)
-  tuned, _, _ = checkpoint.read_weights(str(tmp_path / "clf"), None)
+  tuned, _, _ = workdir_lib.read_weights(str(tmp_path / "clf"), None)
   np.testing.assert_array_equal(tuned["embed"]["embedding"], lm_params["embed"]["embedding"])  # frozen
   # A model of another width cannot take these weights: the error names the parameter.
   c.model.dim = 32

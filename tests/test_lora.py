@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import AbstractMesh
 
-from bigmodel import artifact, checkpoint, config as config_lib, errors, export, lora, models, optim, sharding
+from bigmodel import artifact, config as config_lib, errors, export, lora, models, optim, sharding
 from bigmodel import paths as paths_lib, workdir as workdir_lib
 from bigmodel.models import stack
 from bigmodel.train import train_and_evaluate
@@ -32,7 +32,7 @@ def lora_config(data_dir, **overrides):
 
 def saved_params(workdir):
   """The params of the newest checkpoint as orbax wrote them: the factors apart from their kernels."""
-  mngr = checkpoint.manager(workdir, 10)
+  mngr = workdir_lib.checkpoints(workdir, 10)
   return mngr.restore(mngr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]["params"]
 
 
@@ -56,7 +56,7 @@ def test_lora_trains_the_factors_and_head_keeps_the_base_resumes_and_exports_mer
   factors = [n for n in names if n.endswith(("lora_a", "lora_b"))]
   assert sorted(factors) == sorted(f"block0/{k}/lora_{ab}" for k in ("attn/qkv", "attn/out", "mlp_in", "mlp_out")
                                    for ab in "ab")
-  base = dict(zip(*paths_lib.flatten(checkpoint.read_weights(pretrained, None)[0])[:2]))
+  base = dict(zip(*paths_lib.flatten(workdir_lib.read_weights(pretrained, None)[0])[:2]))
   for name, x in zip(names, before):
     if name.startswith("head/") or name in factors:
       assert not np.array_equal(after[name], x), f"{name} did not train"

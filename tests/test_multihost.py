@@ -115,9 +115,8 @@ def eval_metrics(workdir):
 def final(workdir, step=None):
   """(params, model_state) of the newest checkpoint (or `step`), on this process's one device."""
   import jax
-  from bigmodel import checkpoint
   path = os.path.join(workdir, "checkpoints", str(step)) if step else str(workdir)
-  params, model_state, _ = checkpoint.read_weights(path, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  params, model_state, _ = workdir_lib.read_weights(path, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   return params, model_state
 
 

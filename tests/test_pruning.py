@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from bigmodel import artifact, checkpoint, export, pruning
+from bigmodel import artifact, checkpoint, export, pruning, workdir as workdir_lib
 from bigmodel.train import train_and_evaluate
 from conftest import tiny_config, make_trainer
 
@@ -107,7 +107,7 @@ def test_gradual_pruning_in_the_trainer_resumes_with_its_masks(data_dir, tmp_pat
   train_and_evaluate(c, resumed)
 
   ex = make_trainer(c)
-  mngr_full, mngr_resumed = checkpoint.manager(full, 10), checkpoint.manager(resumed, 10)
+  mngr_full, mngr_resumed = workdir_lib.checkpoints(full, 10), workdir_lib.checkpoints(resumed, 10)
   restore = lambda mngr, step: jax.device_get(
       checkpoint.restore(mngr, step, ex.state, with_data=False)[0].params)
   at40, end_full, end_resumed = restore(mngr_full, 40), restore(mngr_full, 60), restore(mngr_resumed, 60)

@@ -18,7 +18,7 @@ import numpy as np
 import openai
 import pytest
 
-from bigmodel import artifact, checkpoint, endpoints, export, generate, http_server, models
+from bigmodel import artifact, endpoints, export, generate, http_server, models, workdir as workdir_lib
 from bigmodel.train import train_and_evaluate
 from conftest import ROOT, XLA_TEST_FLAGS, run_cli, tiny_config
 
@@ -116,7 +116,7 @@ def cnn_probs(workdir, x):
   """The in-process model's class probabilities, straight from the checkpoint."""
   config = json.load(open(os.path.join(workdir, "config.json")))
   model = models.build({**config["model"], "num_outputs": 10})
-  params, _, _ = checkpoint.read_weights(workdir, None)
+  params, _, _ = workdir_lib.read_weights(workdir, None)
   return np.asarray(jax.nn.softmax(model.apply({"params": params}, x)))
 
 

@@ -87,7 +87,7 @@ def test_a_checkpoint_resumes_in_the_other_layout_with_the_same_next_losses(data
   resumed = str(tmp_path / "resumed")
   shutil.copytree(reference, resumed, ignore=lambda d, names: [n for n in names if n in ("6", "9", "metrics.jsonl")])
   train_and_evaluate(config(True, 6), resumed)  # steps 4-6 scanned, from an unscanned checkpoint
-  assert any("block_stack" in p for p in paths.flatten(checkpoint.read_weights(resumed, None)[0])[0])
+  assert any("block_stack" in p for p in paths.flatten(workdir_lib.read_weights(resumed, None)[0])[0])
   train_and_evaluate(config(False, 9), resumed)  # steps 7-9 unscanned, from a scanned checkpoint
   want, got = losses(reference), losses(resumed)
   assert sorted(got) == list(range(4, 10))
@@ -98,9 +98,9 @@ def test_a_checkpoint_resumes_in_the_other_layout_with_the_same_next_losses(data
   scanned.model.scan_layers, scanned.init.checkpoint, scanned.init.reinit = True, reference, ()
   like = jax.eval_shape(lambda: nn.unbox(workdir_lib.model(scanned).init(
       jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))["params"])
-  trained, _, _ = checkpoint.read_weights(reference, None)
+  trained, _, _ = workdir_lib.read_weights(reference, None)
   zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), like)
-  loaded, _, message = checkpoint.load_pretrained(scanned.init, zeros, {}, None)
+  loaded, _, message = checkpoint.load_pretrained(scanned.init, zeros, {}, None, workdir_lib.read_weights)
   assert "fresh: none" in message
   jax.tree.map(np.testing.assert_array_equal, loaded, relayout(trained, like))
 

@@ -10,14 +10,14 @@ import jax
 import numpy as np
 import pytest
 
-from bigmodel import checkpoint, config as config_lib, models
+from bigmodel import checkpoint, config as config_lib, models, workdir as workdir_lib
 from bigmodel.train import train_and_evaluate
 from conftest import tiny_config, make_trainer
 
 
 def final_params(workdir, config):
   ex = make_trainer(config)
-  mngr = checkpoint.manager(workdir, 10)
+  mngr = workdir_lib.checkpoints(workdir, 10)
   state, _ = checkpoint.restore(mngr, mngr.latest_step(), ex.state, with_data=False)
   return mngr.latest_step(), jax.device_get(state.params)
 
@@ -55,7 +55,7 @@ def test_resumed_run_ends_with_the_same_parameters_as_an_uninterrupted_one(data_
   assert step_a == step_b == 60
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
   # And it did differ from the checkpoint it resumed from, so the check has teeth.
-  mngr = checkpoint.manager(full, 10)
+  mngr = workdir_lib.checkpoints(full, 10)
   ex = make_trainer(c)
   at20, _ = checkpoint.restore(mngr, 20, ex.state, with_data=False)
   assert not np.array_equal(jax.device_get(at20.params)["head"]["kernel"], params_a["head"]["kernel"])
@@ -75,7 +75,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_di
   bad_step = int(err.value.args[0].split("at step ")[1].split(".")[0])
   steps = sorted(map(int, os.listdir(tmp_path / "checkpoints")))
   assert steps and max(steps) < bad_step
-  mngr = checkpoint.manager(str(tmp_path), 10)
+  mngr = workdir_lib.checkpoints(str(tmp_path), 10)
   state, _ = checkpoint.restore(mngr, max(steps), make_trainer(c).state, with_data=False)
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(state.params))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bigmodel import checkpoint, config as config_lib, data, models
+from bigmodel import checkpoint, config as config_lib, data, models, workdir as workdir_lib
 from bigmodel.data import pipeline
 from bigmodel.train import train_and_evaluate
 from conftest import run_cli, tiny_config, make_trainer
@@ -29,7 +29,7 @@ def digits_config(data_dir, model, steps=100, **data_kw):
 def restored_state(workdir):
   config = ml_collections.ConfigDict(json.load(open(os.path.join(workdir, "config.json"))))
   ex = make_trainer(config)
-  mngr = checkpoint.manager(workdir, 10)
+  mngr = workdir_lib.checkpoints(workdir, 10)
   state, _ = checkpoint.restore(mngr, mngr.latest_step(), ex.state, with_data=False)
   return jax.device_get(state)
 

@@ -5,7 +5,7 @@ AdamW, warmup + cosine decay, dropout 0.1.
 
 Run:    python -m bigmodel.train --config=configs/mnist1d/transformer.py --workdir=runs/mnist1d_transformer
 Expect: 88.7 % test accuracy (seeds 0-2: 89.1 ± 0.5 %); 160-169 s a run on a 2-core CPU
-        (measured 2026-11-23; 106 s in an earlier session, see README).
+        (measured 2026-11-23; 106 s in an earlier session, see docs/results.md).
 """
 from configs.mnist1d import common
 
