@@ -18,8 +18,8 @@ token comes with its last. tokens/s counts generated tokens over the level's wal
 
 Start time (the second table): seconds from starting `python -m bigmodel.serve` to a healthy
 /healthz, and to every bucket compiled (/healthz's buckets_compiled, where the server reports it),
-over --start_runs rounds that interleave the servers, the new one with a cold persistent compilation
-cache (an empty directory) and then a warm one (the cache that cold run wrote). --before=DIR adds a
+over --start_runs rounds that interleave the servers, each with a cold persistent compilation cache
+(an empty directory) and then a warm one (the cache that cold run wrote). --before=DIR adds a
 server "before": the bigmodel/ package in DIR (a copy of this checkout's from before a change), run
 as this one is (streaming, compiling at start); `--servers=before,new` compares just those two.
 """
@@ -236,14 +236,14 @@ def level(server, clients, requests, max_tokens):
 
 
 def start_times(name, code_of, model_dirs, log_dir, flags, runs):
-  """Interleaved rounds of starting each stream server (before, new with a cold cache, new with a warm
-  one): table rows of the medians of (s to a healthy /healthz, s to every bucket compiled)."""
-  measured, variants = {}, [(label, cache) for label in code_of for cache in (("cold", "warm") if label == "new"
-                                                                             else ("none",))]
+  """Interleaved rounds of starting each stream server (before and new), each with a cold compilation cache
+  (an empty directory) and then a warm one (the cache that cold start wrote): table rows of the medians of
+  (s to a healthy /healthz, s to every bucket compiled)."""
+  measured, variants = {}, [(label, cache) for label in code_of for cache in ("cold", "warm")]
   for r in range(runs):
-    cache_dir = os.path.join(log_dir, f"jax_cache_{os.getpid()}_{r}")
     for label, cache in variants:
-      extra = [f"--compilation_cache={cache_dir}"] if label == "new" else []
+      cache_dir = os.path.join(log_dir, f"jax_cache_{os.getpid()}_{label}_{r}")
+      extra = [f"--compilation_cache={cache_dir}"]
       if cache == "cold":
         shutil.rmtree(cache_dir, ignore_errors=True)
       server = Server(code_of[label], model_dirs[label], os.path.join(log_dir, f"start_{label}_{cache}.log"),
