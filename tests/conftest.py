@@ -81,6 +81,18 @@ def tiny_config(data_dir, **overrides):
   return c
 
 
+@pytest.fixture(scope="session")
+def tiny_run(data_dir, tmp_path_factory):
+  """(config, workdir) of `tiny_config` trained to its end: checkpoints at steps 20 and 40. Trained once
+  per worker for the files that only read a finished run (serve it; damage, resume or evaluate a copy
+  of it): read it, and copy it before changing anything in it."""
+  from bigmodel.train import train_and_evaluate
+  c = tiny_config(data_dir)
+  workdir = str(tmp_path_factory.mktemp("tiny_run"))
+  train_and_evaluate(c, workdir)
+  return c, workdir
+
+
 def gpt_config(data_dir, corpus, **sharding_sizes):
   """A one-layer GPT on `corpus` (see `write_corpus`), sharded with `sharding_sizes`."""
   c = tiny_config(data_dir)

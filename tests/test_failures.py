@@ -160,11 +160,10 @@ def damage(step_dir, how):
 
 
 @pytest.fixture(scope="module")
-def finished(data_dir, tmp_path_factory):
-  """A run with checkpoints at steps 20 and 40, and its final parameters."""
-  c = tiny_config(data_dir, total_steps=40, checkpoint_every=20)
-  workdir = str(tmp_path_factory.mktemp("finished"))
-  train_and_evaluate(c, workdir)
+def finished(tiny_run):
+  """A run with checkpoints at steps 20 and 40 (conftest's, shared: copied before it is damaged), and its
+  final parameters."""
+  c, workdir = tiny_run
   return c, workdir, workdir_lib.read_weights(workdir, None)[0]
 
 

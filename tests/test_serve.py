@@ -78,13 +78,13 @@ def request_at(port, method, path, body=None, raw=None):
 
 
 @pytest.fixture(scope="module")
-def served(data_dir, tmp_path_factory):
-  """A tiny MNIST-1D CNN and a tiny char GPT, trained a few steps, exported and served."""
+def served(data_dir, tiny_run, tmp_path_factory):
+  """A tiny MNIST-1D CNN (conftest's tiny_run, read only) and a tiny char GPT trained a few steps,
+  exported and served."""
   root = tmp_path_factory.mktemp("serve")
   servers = []
   try:
-    cnn = str(root / "cnn")
-    train_and_evaluate(tiny_config(data_dir, total_steps=20, eval_every=20, checkpoint_every=20), cnn)
+    cnn = tiny_run[1]
     export.export(cnn, str(root / "cnn_model"))
     servers.append(Server(root / "cnn_model", root / "cnn.log", "--batch_sizes=1,8", "--max_body_bytes=100000"))
 

@@ -80,14 +80,14 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_di
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(state.params))
 
 
-def test_checkpoint_of_another_model_is_refused_with_the_parameter_names(data_dir, tmp_path):
-  train_and_evaluate(tiny_config(data_dir, total_steps=20), str(tmp_path))
-  other = tiny_config(data_dir, total_steps=20)
+def test_checkpoint_of_another_model_is_refused_with_the_parameter_names(data_dir, tiny_run, tmp_path):
+  shutil.copytree(tiny_run[1], tmp_path, dirs_exist_ok=True)  # a copy: a run writes its config.json first
+  other = tiny_config(data_dir)
   other.model = dict(name="cnn1d", channels=(16, 16, 16))
   with pytest.raises(ValueError, match=r"(?s)different model.*params/conv0/kernel: checkpoint has \(5, 1, 25\), "
                                        r"model wants \(5, 1, 16\)"):
     train_and_evaluate(other, str(tmp_path))
-  mlp = tiny_config(data_dir, total_steps=20)
+  mlp = tiny_config(data_dir)
   mlp.model = dict(name="mlp")
   with pytest.raises(ValueError, match=r"params/dense0/kernel: checkpoint has nothing"):
     train_and_evaluate(mlp, str(tmp_path))
