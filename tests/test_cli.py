@@ -113,6 +113,7 @@ def test_eight_devices_give_the_same_losses_as_one(data_dir, tmp_path):
   np.testing.assert_allclose(losses["eval8"], losses["eval1"], atol=0.002)
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_the_installed_package_trains_a_config_from_any_directory(tmp_path):
   """`pip install -e .` (requirements-test.txt does it) makes bigmodel and its configs importable anywhere."""
   import importlib.metadata

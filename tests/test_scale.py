@@ -143,6 +143,7 @@ def test_bad_mesh_sizes_fail_with_the_fix(sizes, message):
     sharding.axis_sizes(c, 1)
 
 
+@pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
 def test_a_rerun_reuses_the_persistent_compilation_cache(data_dir, tmp_path):
   env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
   cache = tmp_path / ".jax_cache"
