@@ -124,11 +124,6 @@ def _read_tokenizer(model_dir):
     raise ArtifactError(f"The tokenizer in {model_dir} could not be read ({e}). Export the model again.") from None
 
 
-def _bucket(n, sizes):
-  """The smallest size >= n (sizes sorted)."""
-  return next(s for s in sizes if s >= n)
-
-
 class Artifact:
   """An exported model: `forward`, and `classify`, or `generate` (and its `decoder` for decoding.Slots), by its task."""
 
@@ -158,10 +153,10 @@ class Artifact:
   def _pad(self, x):
     """x padded to a bucket: its batch with copies of row 0 (any real row is a safe input), token
     ids on the right with -1 (a causal model cannot see right pads)."""
-    B = _bucket(len(x), self.batch_sizes)
+    B = decoding.bucket(len(x), self.batch_sizes)
     x = np.concatenate([x, np.repeat(x[:1], B - len(x), 0)])
     if self.task == "generate":
-      x = np.pad(x, ((0, 0), (0, _bucket(x.shape[1], self.lengths) - x.shape[1])), constant_values=-1)
+      x = np.pad(x, ((0, 0), (0, decoding.bucket(x.shape[1], self.lengths) - x.shape[1])), constant_values=-1)
     return x
 
   def forward(self, x):

@@ -79,7 +79,7 @@ def positions(shape, n):
   return (*shape[:-3], n, *shape[-2:])
 
 
-def _bucket(n, sizes):
+def bucket(n, sizes):
   """The smallest size >= n (sizes sorted)."""
   return next(s for s in sizes if s >= n)
 
@@ -235,7 +235,7 @@ class Slots:
     context = self.decoder.context
     if not 1 <= len(ids) <= context:
       raise errors.UserError(f"A prompt of {len(ids)} tokens: the model reads 1 to {context}.")
-    ids_1xL = np.full((1, length or _bucket(len(ids), self.decoder.lengths)), -1, np.int32)
+    ids_1xL = np.full((1, length or bucket(len(ids), self.decoder.lengths)), -1, np.int32)
     ids_1xL[0, :len(ids)] = ids
     return (self.decoder.weights, self.cache, np.int32(slot), ids_1xL, np.int32(len(ids) - 1), np.uint32(seed),
             np.int32(step), np.float32(temperature), np.int32(top_k), np.float32(top_p))
@@ -244,7 +244,7 @@ class Slots:
     """Prefills `ids` (1 to `context` token ids) into row `slot`: (the Token drawn after them, as the
     row's token `step`; with `echo`, the prompt's Tokens after the first, each with the logprobs the
     model gave it)."""
-    length = self._compiled_bucket(("start", 1, _bucket(len(ids), self.decoder.lengths)))[2]
+    length = self._compiled_bucket(("start", 1, bucket(len(ids), self.decoder.lengths)))[2]
     self.cache, first, first_logprobs, prompt_logprobs = self.decoder.start(
         *self.start_args(slot, ids, temperature, top_k, top_p, seed, length, step), echo=echo)
     self.token_N[slot], self.position_N[slot], self.step_N[slot] = first, len(ids), step + 1
@@ -266,8 +266,8 @@ class Slots:
     the first rows up to the batch size that holds them all, so a sequence should take the lowest
     free row: a free row among them decodes too (at a position past the length, clamped into it),
     and its tokens are ignored."""
-    B = _bucket(max(rows) + 1, self.batch_sizes)
-    length = _bucket(min(self.position_N[rows].max(), self.decoder.context - 1) + 1, self.decoder.lengths)
+    B = bucket(max(rows) + 1, self.batch_sizes)
+    length = bucket(min(self.position_N[rows].max(), self.decoder.context - 1) + 1, self.decoder.lengths)
     _, B, length = self._compiled_bucket(("step", B, length))
     self.cache, token_B, logprobs = self.decoder.step(*self.step_args(B, length), length=length)
     token_B, logprobs = np.array(token_B), [np.asarray(x) for x in logprobs]
