@@ -23,7 +23,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from bigmodel import errors, paths
+from bigmodel import errors, paths, registry
+from bigmodel.registry import Key
 from bigmodel.models import stack
 
 
@@ -70,13 +71,12 @@ def _disk_errors(mngr, step):
         "permissions), then rerun the same command to resume from it.") from e
 
 
-INIT_DEFAULTS = dict(
-    checkpoint="",  # start from this run's parameters: a workdir (newest step) or <workdir>/checkpoints/<step>
-    hf="",  # or from a Hugging Face checkpoint: a hub id ("gpt2") or a local save_pretrained directory; its
-            # config.json gives the model (bigmodel/huggingface/), the keys under `model` override it
-    reinit=("^head/",),  # regexes on parameter paths that start afresh instead (the classifier head)
+INIT_KEYS = dict(
+    checkpoint=Key("", "start from this run's parameters: a workdir (newest step) or <workdir>/checkpoints/<step>"),
+    hf=Key("", "or from a Hugging Face checkpoint: a hub id ('gpt2') or a local save_pretrained directory; its "
+               "config.json gives the model (bigmodel/huggingface/), the keys under `model` override it"),
+    reinit=Key(("^head/",), "regexes on parameter paths that start afresh instead (the classifier head)"),
 )
-
 
 def _shapes(tree):
   """{'params/conv0/kernel': (5, 1, 25), ...} for every array leaf."""

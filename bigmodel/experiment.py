@@ -44,6 +44,7 @@ def settle(config, read_hf=True):
     name = given.get("name", pretrained["name"])
     registry.check_keys(given, ["name", *models.fields(name)], "model")
     config.model = {**models.defaults(name), **pretrained, **given}
+    registry.check_ranges(config.model, models.keys(name), "model")
   config.task, config.loss = tasks.resolve(config.task, config.loss, config.data.mlm_mask_rate)
   return config
 

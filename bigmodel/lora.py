@@ -32,22 +32,23 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from bigmodel import errors, paths as paths_lib, registry
+from bigmodel.registry import FRACTION, Key, above, at_least
 from bigmodel.models import stack
 
-DEFAULTS = dict(
-    rank=0,  # r of the factors; 0 = off (every parameter trains)
-    alpha=16.0,  # the low-rank update is scaled by alpha / rank (Hu et al.)
-    targets=(r"/attn/\w+/kernel$", r"(^|/)mlp_(in|out|gate)/kernel$"),  # kernel regexes: attention + MLP
-    dropout=0.0,  # on the input features of the low-rank path (rows of lora_a), in training
-    also_trained=("^head/",),  # regexes on parameter paths trained in full beside the factors (a new head)
+KEYS = dict(
+    rank=Key(0, "r of the factors; 0 = off (every parameter trains)", at_least(0)),
+    alpha=Key(16.0, "the low-rank update is scaled by alpha / rank (Hu et al.)", above(0)),
+    targets=Key((r"/attn/\w+/kernel$", r"(^|/)mlp_(in|out|gate)/kernel$"), "kernel regexes: attention + MLP"),
+    dropout=Key(0.0, "on the input features of the low-rank path (rows of lora_a), in training", FRACTION),
+    also_trained=Key(("^head/",), "regexes on parameter paths trained in full beside the factors (a new head)"),
 )
-RANGES = dict(rank=registry.at_least(0), alpha=registry.above(0), dropout=registry.FRACTION)
+DEFAULTS = registry.defaults(KEYS)
 FACTORS = ("lora_a", "lora_b")
 RNG_STREAM = 0x10AA  # folded into the run's seed for the factors' initialisation, into a step's dropout key for masks
 
 
 def check(c, optimizer_c, pruning_c):
-  """Raises UserError for a LoRA config that cannot work (its numbers' ranges are RANGES')."""
+  """Raises UserError for a LoRA config that cannot work (the ranges of its numbers are KEYS', checked by config.resolve)."""
   if not c.rank:
     return
   for key in ("targets", "also_trained"):

@@ -5,34 +5,30 @@ import jax
 import optax
 
 from bigmodel import errors, lora, paths as paths_lib, registry
+from bigmodel.registry import FRACTION, UNIT, Key, above, at_least
 
-DEFAULTS = dict(
-    name="adam",  # adam | adamw | sgd | rmsprop (optax)
-    learning_rate=1e-3,  # the peak rate; the schedule shapes it over total_steps
-    schedule="constant",  # constant | cosine | warmup_cosine | step
-    warmup_steps=0,  # warmup_cosine: steps of linear warmup from 0
-    min_lr_ratio=0.0,  # cosine schedules end at learning_rate * min_lr_ratio
-    decay_rate=0.1,  # step schedule: multiply by decay_rate ...
-    decay_every=1000,  # ... every decay_every steps
-    momentum=0.9,  # sgd (0 = plain SGD), rmsprop (0 = none)
-    nesterov=False,  # sgd, rmsprop: Nesterov momentum
-    b1=0.9,  # adam/adamw: decay of the first moment
-    b2=0.999,  # adam/adamw: decay of the second moment
-    eps=1e-8,  # adam/adamw/rmsprop: added to the denominator
-    moments_dtype="",  # adam/adamw: dtype of the first moment, e.g. bfloat16 (halves it); "" = the params'
-
-    rmsprop_decay=0.9,  # rmsprop: decay of the squared-gradient average
-    weight_decay=0.0,  # decoupled for adamw; added to the gradient (L2) otherwise
-    grad_clip_norm=0.0,  # clip the global gradient norm to this; 0 = off
-    freeze=(),  # regexes; parameters whose path (e.g. "stage0_block0/conv0/kernel") matches one stay fixed
-    lora=lora.DEFAULTS,  # low-rank adaptation (lora.py): rank > 0 trains factors beside the targeted kernels
+KEYS = dict(
+    name=Key("adam", "adam | adamw | sgd | rmsprop (optax)"),
+    learning_rate=Key(1e-3, "the peak rate; the schedule shapes it over total_steps", above(0)),
+    schedule=Key("constant", "constant | cosine | warmup_cosine | step"),
+    warmup_steps=Key(0, "warmup_cosine: steps of linear warmup from 0", at_least(0)),
+    min_lr_ratio=Key(0.0, "cosine schedules end at learning_rate * min_lr_ratio", UNIT),
+    decay_rate=Key(0.1, "step schedule: multiply by decay_rate ...", above(0)),
+    decay_every=Key(1000, "... every decay_every steps", at_least(1)),
+    momentum=Key(0.9, "sgd (0 = plain SGD), rmsprop (0 = none)", FRACTION),
+    nesterov=Key(False, "sgd, rmsprop: Nesterov momentum"),
+    b1=Key(0.9, "adam/adamw: decay of the first moment", FRACTION),
+    b2=Key(0.999, "adam/adamw: decay of the second moment", FRACTION),
+    eps=Key(1e-8, "adam/adamw/rmsprop: added to the denominator", above(0)),
+    moments_dtype=Key("", "adam/adamw: dtype of the first moment, e.g. bfloat16 (halves it); empty = the params'"),
+    rmsprop_decay=Key(0.9, "rmsprop: decay of the squared-gradient average", FRACTION),
+    weight_decay=Key(0.0, "decoupled for adamw; added to the gradient (L2) otherwise", at_least(0)),
+    grad_clip_norm=Key(0.0, "clip the global gradient norm to this; 0 = off", at_least(0)),
+    freeze=Key((), 'regexes; parameters whose path (e.g. "stage0_block0/conv0/kernel") matches one stay fixed'),
+    lora=lora.KEYS,  # low-rank adaptation (lora.py): rank > 0 trains factors beside the targeted kernels
 )
+DEFAULTS = registry.defaults(KEYS)
 
-
-at_least, above = registry.at_least, registry.above
-RANGES = dict(learning_rate=above(0), warmup_steps=at_least(0), min_lr_ratio=registry.UNIT, decay_rate=above(0),
-              decay_every=at_least(1), momentum=registry.FRACTION, b1=registry.FRACTION, b2=registry.FRACTION,
-              eps=above(0), rmsprop_decay=registry.FRACTION, weight_decay=at_least(0), grad_clip_norm=at_least(0))
 
 
 def schedule(c, total_steps):

@@ -20,27 +20,27 @@ import numpy as np
 import optax
 
 from bigmodel import errors, paths as paths_lib, registry
+from bigmodel.registry import FRACTION, Key, above, at_least
 
-DEFAULTS = dict(
-    target_sparsity=0.0,  # fraction of the in-scope weights that end at zero; 0 = no pruning
-    schedule="polynomial",  # polynomial (gradual, Zhu & Gupta) | one_shot (all at start_step + 1)
-    start_step=0,  # pruning begins after this step
-    end_step=0,  # polynomial: the step at which target_sparsity is reached
-    frequency=100,  # polynomial: steps between mask updates (Zhu & Gupta's delta t)
-    power=3,  # polynomial: exponent of the curve (Zhu & Gupta use 3)
-    scope=("kernel$",),  # regexes on parameter paths that may be pruned: every Dense/Conv kernel
-    exclude=(),  # regexes on parameter paths never pruned, e.g. "^head/"
-    granularity="global",  # global: one threshold over all in-scope weights | per_layer: each to the target
+KEYS = dict(
+    target_sparsity=Key(0.0, "fraction of the in-scope weights that end at zero; 0 = no pruning", FRACTION),
+    schedule=Key("polynomial", "polynomial (gradual, Zhu & Gupta) | one_shot (all at start_step + 1)"),
+    start_step=Key(0, "pruning begins after this step", at_least(0)),
+    end_step=Key(0, "polynomial: the step at which target_sparsity is reached", at_least(0)),
+    frequency=Key(100, "polynomial: steps between mask updates (Zhu & Gupta's delta t)", at_least(1)),
+    power=Key(3, "polynomial: exponent of the curve (Zhu & Gupta use 3)", above(0)),
+    scope=Key(("kernel$",), "regexes on parameter paths that may be pruned: every Dense/Conv kernel"),
+    exclude=Key((), 'regexes on parameter paths never pruned, e.g. "^head/"'),
+    granularity=Key("global", "global: one threshold over all in-scope weights | per_layer: each to the target"),
 )
-RANGES = dict(target_sparsity=registry.FRACTION, start_step=registry.at_least(0), end_step=registry.at_least(0),
-              frequency=registry.at_least(1), power=registry.above(0))
+DEFAULTS = registry.defaults(KEYS)
 SCHEDULES = ("polynomial", "one_shot")
 GRANULARITIES = ("global", "per_layer")
 
 
 def check(c, total_steps):
   """Raises UserError for a pruning config that cannot do what it says (the ranges of its numbers are
-  RANGES', checked by config.resolve)."""
+  KEYS', checked by config.resolve)."""
   registry.lookup(dict.fromkeys(SCHEDULES), c.schedule, "pruning.schedule")
   registry.lookup(dict.fromkeys(GRANULARITIES), c.granularity, "pruning.granularity")
   for key in ("scope", "exclude"):

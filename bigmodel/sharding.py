@@ -18,20 +18,21 @@ from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from bigmodel import errors, paths, registry
+from bigmodel.registry import Key
 from bigmodel.models import stack
 
 AXES = ("data", "fsdp", "tensor")
-DEFAULTS = dict(
-    data=-1,  # mesh axis sizes; -1 = all devices not taken by the other axes
-    fsdp=1,  # devices the batch, parameters and optimizer state are split over
-    tensor=1,  # devices attention heads and MLP columns are split over
-    # Logical parameter axis -> mesh axis (MaxText's pattern). Unlisted names stay whole.
-    # kv_heads: grouped-query attention's key/value heads (models/llama.py), split while whole heads divide.
-    rules=(("embed", "fsdp"), ("heads", "tensor"), ("kv_heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor")),
+_SIZE = registry.at_least(1, also=(-1,))
+KEYS = dict(
+    data=Key(-1, "mesh axis size: devices each batch is split over; -1 = all devices not taken by the other axes",
+             _SIZE),
+    fsdp=Key(1, "devices the batch, parameters and optimizer state are split over", _SIZE),
+    tensor=Key(1, "devices attention heads and MLP columns are split over", _SIZE),
+    rules=Key((("embed", "fsdp"), ("heads", "tensor"), ("kv_heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor")),
+              "logical parameter axis -> mesh axis (MaxText's pattern); unlisted names stay whole. kv_heads: "
+              "grouped-query attention's key/value heads (models/llama.py), split while whole heads divide"),
 )
-
-
-RANGES = {axis: registry.at_least(1, also=(-1,)) for axis in AXES}
+DEFAULTS = registry.defaults(KEYS)
 
 
 def axis_sizes(c, num_devices):

@@ -2,11 +2,8 @@
 
 Everything the run needs is in the config. `--print_config` prints every key of
 it as the run resolves it, with its default, range and meaning, and trains
-nothing. The keys live beside the code that reads them, merged by
-bigmodel/config.py: the top level in config.py, `data` in data/__init__.py,
-`optimizer` in optim.py (its `lora` block in lora.py), `init` in checkpoint.py,
-`pruning` in pruning.py, `sharding` in sharding.py, and `model` in the fields of
-the model's module (models/). The workdir receives the resolved config,
+nothing (each key is declared once beside the code that reads it: see
+bigmodel/config.py). The workdir receives the resolved config,
 checkpoints, TensorBoard events and metrics.jsonl; rerunning the same command
 resumes from the newest checkpoint, data order included.
 """

@@ -9,7 +9,7 @@ import pytest
 
 import numpy as np
 
-from bigmodel import config as config_lib, models
+from bigmodel import config as config_lib, lora, models, registry
 from bigmodel.train import train_and_evaluate
 from conftest import ROOT, run_cli
 from test_vision import write_digit_folder
@@ -112,23 +112,6 @@ def printed_keys(text):
   return {m.group(1): m.group(2) for m in re.finditer(r"^(\S+) += (.*)$", text, re.M)}
 
 
-# Where each block's keys are declared; the meanings below are read from there with a plain regex.
-TABLES = {"": ("bigmodel/config.py", "DEFAULTS = dict("), "data": ("bigmodel/data/__init__.py", "DEFAULTS = dict("),
-          "optimizer": ("bigmodel/optim.py", "DEFAULTS = dict("),
-          "optimizer.lora": ("bigmodel/lora.py", "DEFAULTS = dict("),
-          "init": ("bigmodel/checkpoint.py", "INIT_DEFAULTS = dict("),
-          "pruning": ("bigmodel/pruning.py", "DEFAULTS = dict("),
-          "sharding": ("bigmodel/sharding.py", "DEFAULTS = dict("),
-          "model": ("bigmodel/models/mlp.py", "class MLP(")}
-
-
-def source_comments(path, start):
-  """{key: its trailing comment's first line} in the table or class that begins with `start` in `path`."""
-  text = open(os.path.join(ROOT, path)).read()
-  block = text[text.index(start):].split("\n\n" if start.startswith("class") else "\n)\n")[0]
-  return {m.group(1): m.group(2).strip() for m in re.finditer(r"^ +(\w+)(?:=|: [^=]+=).*?,?  # (.+)$", block, re.M)}
-
-
 def test_print_config_shows_every_key_the_trainer_resolves_with_its_default_range_and_meaning():
   out = run_cli("bigmodel.train", "--config=configs/mnist1d/mlp.py", "--print_config",
                 "--config.optimizer.learning_rate=0.5")  # no --workdir: nothing is trained or written
@@ -143,15 +126,14 @@ def test_print_config_shows_every_key_the_trainer_resolves_with_its_default_rang
   assert lines["task"].startswith("'classification'")  # resolved from the loss, as experiment.fill does
   assert "default 0.001" in lines["optimizer.learning_rate"] and "range > 0" in lines["optimizer.learning_rate"]
   assert lines["model.num_outputs"].startswith("<from the dataset>")
-  assert {key.rpartition(".")[0] for key in lines} <= set(TABLES)  # each block of keys is checked below
-  for section, (path, start) in TABLES.items():
-    comments = source_comments(path, start)
-    assert comments, path
-    for key, comment in comments.items():
-      name = f"{section}.{key}" if section else key
-      if name in TABLES:  # a block (optimizer.lora): its keys are checked
-        continue
-      assert comment.rstrip(".").strip() in lines[name], (name, comment)
+  model = models.keys("mlp")
+  for section, keys in [("", config_lib.KEYS), *config_lib.SECTIONS.items(), ("optimizer.lora", lora.KEYS),
+                        ("model", model)]:
+    for key, k in keys.items():
+      if isinstance(k, registry.Key):
+        name = f"{section}.{key}" if section else key
+        assert k.meaning.rstrip(".") in lines[name], (name, k.meaning)
+  assert "range >= 1" in lines["model.width"] and "hidden units of each layer" in lines["model.width"]
   assert "accuracy" not in out.stdout and "steps_per_s" not in out.stderr
 
 

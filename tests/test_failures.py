@@ -22,36 +22,51 @@ from conftest import ROOT, run_cli, tiny_config
 
 CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
                  if not os.path.basename(p).startswith(("_", "common")))
-DEFAULTS = {"": config_lib.DEFAULTS, "data": data.DEFAULTS, "optimizer": optim.DEFAULTS, "optimizer.lora": lora.DEFAULTS,
-            "pruning": pruning.DEFAULTS, "sharding": sharding.DEFAULTS}
-
-
 def numeric(value):
   items = value if isinstance(value, (list, tuple)) else [value]
   return bool(items) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in items)
 
 
-def test_every_numeric_config_key_and_model_field_declares_its_range():
-  """A new key cannot skip validation: it has to join a RANGES table."""
-  for section, defaults in DEFAULTS.items():
-    missing = [k for k, v in defaults.items() if numeric(v) and k not in config_lib.SECTION_RANGES[section]]
-    assert not missing, f"{section or 'top level'}: {missing} need a range in its RANGES"
-  fields = {f.name for cls, _ in models.MODELS.values() for f in dataclasses.fields(cls)
-            if f.name not in ("parent", "name") and f.type in (int, float, "int", "float")}
-  assert not fields - set(models.RANGES), f"model fields without a range: {fields - set(models.RANGES)}"
+def declared(config):
+  """{section: {key: Key}} of every block of keys `config` (a resolved one) has: the top level, each section,
+  a nested block (optimizer.lora) and the chosen model's fields."""
+  def blocks(keys, where):
+    yield where, {k: v for k, v in keys.items() if isinstance(v, registry.Key)}
+    for k, v in keys.items():
+      if isinstance(v, dict):
+        yield from blocks(v, f"{where}.{k}" if where else k)
+  out = dict(blocks({**config_lib.KEYS, **config_lib.SECTIONS}, ""))
+  out["model"] = models.keys(config.model.name) if "name" in config.model else {}
+  return out
+
+
+def test_every_config_key_and_model_field_declares_its_meaning_and_a_number_its_range():
+  """A new key cannot skip validation or --print_config: its declaration carries both."""
+  sections = declared(config_lib.resolve(tiny_config("")))
+  del sections["model"]  # every model's fields, below
+  for section, keys in sections.items():
+    for key, k in keys.items():
+      assert k.meaning, f"{section}.{key} has no meaning"
+      assert k.range or not numeric(k.default), f"{section}.{key} needs a range"
+  for name, (cls, _) in models.MODELS.items():
+    for field, k in registry.model_keys(cls).items():
+      assert k.meaning, f"model {name}: field {field} is not declared with registry.field (no meaning)"
+      annotation = str(dataclasses.fields(cls)[[f.name for f in dataclasses.fields(cls)].index(field)].type)
+      if annotation in ("int", "float", "Sequence[int]", "typing.Sequence[int]"):
+        assert k.range, f"model {name}: numeric field {field} needs a range"
 
 
 @pytest.mark.parametrize("path", CONFIGS)
 def test_a_bad_value_for_any_key_of_any_config_is_refused_at_start_naming_the_key(path):
   base = importlib.import_module(path[:-3].replace("/", ".")).get_config()
   tried = 0
-  for section, ranges in config_lib.SECTION_RANGES.items():
-    for key, allowed in ranges.items():
+  for section, keys in declared(base).items():
+    for key, k in keys.items():
       values = base[section] if section else base
-      if key not in values or not numeric(values[key]):
+      if k.range is None or key not in values or not numeric(values[key]):
         continue
       c = base.copy_and_resolve_references()
-      bad = allowed.outside()
+      bad = k.range.outside()
       (c[section] if section else c)[key] = type(values[key])(bad) if not isinstance(values[key], (list, tuple)) \
           else [bad] * len(values[key])
       name = f"{section}.{key}" if section else key

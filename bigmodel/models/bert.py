@@ -19,6 +19,7 @@ from bigmodel import errors
 from bigmodel.models import register, stack
 from bigmodel.models.attention import attend
 from bigmodel.models.gpt import dense, named
+from bigmodel.registry import FRACTION, above, at_least, field
 
 
 class Attention(nn.Module):
@@ -60,21 +61,23 @@ class Layer(nn.Module):
 
 
 class BERT(nn.Module):
-  num_outputs: int  # the vocabulary for masked-LM; the classes when pool="cls"
-  vocab_size: int = 0  # token ids; 0 = num_outputs (masked-LM). The trainer fills it from the tokenizer.
-  type_vocab_size: int = 2  # segment ids the checkpoint has embeddings for (only segment 0 is used)
-  num_layers: int = 12
-  num_heads: int = 12
-  dim: int = 768  # D
-  mlp_dim: int = 3072
-  max_len: int = 512
-  pool: str = "none"  # none (masked-LM logits per token) | cls (pooled [CLS] -> classifier) | mean (-> classifier)
-  dropout: float = 0.1
-  ln_epsilon: float = 1e-12
-  dtype: str = "float32"
-  attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
-  scan_layers: bool = False  # one nn.scan over the layers (params layer_stack/...): see models/stack.py
-  remat: str = "none"  # none | full | dots: recompute activations in the backward pass (models/stack.py)
+  num_outputs: int = field(meaning='the vocabulary for masked-LM; the classes when pool="cls"', range=at_least(1))
+  vocab_size: int = field(0, "token ids; 0 = num_outputs (masked-LM). The trainer fills it from the tokenizer",
+                             at_least(0))
+  type_vocab_size: int = field(2, "segment ids the checkpoint has embeddings for (only segment 0 is used)", at_least(1))
+  num_layers: int = field(12, "layers (blocks) stacked", at_least(1))
+  num_heads: int = field(12, "attention heads", at_least(1))
+  dim: int = field(768, "model width D (embeddings and residual stream)", at_least(1))
+  mlp_dim: int = field(3072, "hidden units of each block's MLP", at_least(0))
+  max_len: int = field(512, "longest sequence (learned position embeddings)", at_least(1))
+  pool: str = field("none", "none (masked-LM logits per token) | cls (pooled [CLS] -> classifier) | mean (-> "
+                            "classifier)")
+  dropout: float = field(0.1, "dropout rate in training", FRACTION)
+  ln_epsilon: float = field(1e-12, "LayerNorm's epsilon", above(0))
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
+  attention: str = field("auto", "auto | xla | cudnn | einsum (models/attention.py)")
+  scan_layers: bool = field(False, "one nn.scan over the layers (params layer_stack/...): see models/stack.py")
+  remat: str = field("none", "none | full | dots: recompute activations in the backward pass (models/stack.py)")
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False):

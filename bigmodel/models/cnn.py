@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from bigmodel import errors
 from bigmodel.models import register
+from bigmodel.registry import FRACTION, Range, at_least, field
 
 
 def conv_as_matmul(x, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -39,17 +40,18 @@ def conv_as_matmul(x, kernel, window_strides, padding, lhs_dilation=None, rhs_di
 
 class ConvNet(nn.Module):
   """Conv layers (each optionally max-pooled), then optional dense, then the head."""
-  num_outputs: int
-  ndim: int = 1  # 1 for sequences (B, L, C), 2 for images (B, H, W, C)
-  channels: Sequence[int] = (25, 25, 25)
-  kernel_sizes: Sequence[int] = (5, 3, 3)
-  strides: Sequence[int] = (2, 2, 2)
-  padding: int = 1
-  pool: int = 1  # max-pool window and stride after each conv; 1 = none
-  hidden: int = 0  # width of a dense layer before the head; 0 = none
-  dropout: float = 0.0
-  dtype: str = "float32"
-  conv_impl: str = "lax"  # lax | matmul (see conv_as_matmul: faster with steps_per_call > 1 on CPU)
+  num_outputs: int = field(meaning="classes, targets or vocabulary of the head; the trainer fills it from the dataset "
+                                   "and loss", range=at_least(1))
+  ndim: int = field(1, "1 for sequences (B, L, C), 2 for images (B, H, W, C)", Range(1, 2))
+  channels: Sequence[int] = field((25, 25, 25), "output channels of each conv layer", at_least(1))
+  kernel_sizes: Sequence[int] = field((5, 3, 3), "kernel width of each conv layer", at_least(1))
+  strides: Sequence[int] = field((2, 2, 2), "stride of each conv layer", at_least(1))
+  padding: int = field(1, "zero padding of each conv layer, per side", at_least(0))
+  pool: int = field(1, "max-pool window and stride after each conv; 1 = none", at_least(1))
+  hidden: int = field(0, "width of a dense layer before the head; 0 = none", at_least(0))
+  dropout: float = field(0.0, "dropout rate in training", FRACTION)
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
+  conv_impl: str = field("lax", "lax | matmul (see conv_as_matmul: faster with steps_per_call > 1 on CPU)")
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from bigmodel import errors
 from bigmodel.models import register, stack
 from bigmodel.models.attention import attend
+from bigmodel.registry import FRACTION, above, at_least, field
 
 
 def named(init, *axes):
@@ -160,25 +161,28 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-  num_outputs: int  # the vocabulary for language modelling; the classes when pool != "none"
-  vocab_size: int = 0  # token ids; 0 = num_outputs (language modelling). The trainer fills it from the tokenizer.
-  num_layers: int = 4
-  num_heads: int = 4
-  dim: int = 128  # D
-  mlp_dim: int = 0  # 0 = 4 * dim
-  max_len: int = 256  # longest sequence (context length)
-  positions: str = "learned"  # learned | rope
-  tie_embeddings: bool = True  # logits = h @ token_embeddingᵀ, no separate lm_head
-  causal: bool = True  # False: bidirectional (BERT)
-  pool: str = "none"  # none (per-token logits) | mean | last (sequence classification)
-  dropout: float = 0.0
-  dtype: str = "float32"
-  remat: str = "none"  # none | full | dots: recompute each block's activations (all, or all but matmul outputs)
-  # in the backward pass: less memory, up to ~1/3 more compute (models/stack.py)
-  scan_layers: bool = False  # one nn.scan over the blocks (params block_stack/..., a leading layer axis): XLA
-  # compiles one block instead of num_layers; checkpoints convert between the layouts (models/stack.py)
-  attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
-  ln_epsilon: float = 1e-6  # flax's default; GPT-2 checkpoints use 1e-5
+  num_outputs: int = field(meaning='the vocabulary for language modelling; the classes when pool != "none"',
+                                   range=at_least(1))
+  vocab_size: int = field(0, "token ids; 0 = num_outputs (language modelling). The trainer fills it from the tokenizer",
+                             at_least(0))
+  num_layers: int = field(4, "layers (blocks) stacked", at_least(1))
+  num_heads: int = field(4, "attention heads", at_least(1))
+  dim: int = field(128, "model width D (embeddings and residual stream)", at_least(1))
+  mlp_dim: int = field(0, "0 = 4 * dim", at_least(0))
+  max_len: int = field(256, "longest sequence (context length)", at_least(1))
+  positions: str = field("learned", "learned | rope")
+  tie_embeddings: bool = field(True, "logits = h @ token_embeddingᵀ, no separate lm_head")
+  causal: bool = field(True, "False: bidirectional (BERT)")
+  pool: str = field("none", "none (per-token logits) | mean | last (sequence classification)")
+  dropout: float = field(0.0, "dropout rate in training", FRACTION)
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
+  remat: str = field("none", "none | full | dots: recompute each block's activations (all, or all but matmul outputs) "
+                             "in the backward pass: less memory, up to ~1/3 more compute (models/stack.py)")
+  scan_layers: bool = field(False, "one nn.scan over the blocks (params block_stack/..., a leading layer axis): XLA "
+                                   "compiles one block instead of num_layers; checkpoints convert between the layouts "
+                                   "(models/stack.py)")
+  attention: str = field("auto", "auto | xla | cudnn | einsum (models/attention.py)")
+  ln_epsilon: float = field(1e-6, "flax's default; GPT-2 checkpoints use 1e-5", above(0))
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False, decode: bool = False):

@@ -8,12 +8,14 @@ import jax.numpy as jnp
 
 from bigmodel import errors
 from bigmodel.models import register
+from bigmodel.registry import at_least, field
 
 
 @register("lenet")
 class LeNet(nn.Module):
-  num_outputs: int
-  dtype: str = "float32"
+  num_outputs: int = field(meaning="classes, targets or vocabulary of the head; the trainer fills it from the dataset "
+                                   "and loss", range=at_least(1))
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool = False):

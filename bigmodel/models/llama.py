@@ -21,6 +21,7 @@ from bigmodel import errors
 from bigmodel.models import register, stack
 from bigmodel.models.attention import attend
 from bigmodel.models.gpt import cached, check_choices, dense, named, outputs, positions, rope
+from bigmodel.registry import FRACTION, above, at_least, field
 
 ROPE_SCALINGS = ("none", "linear", "llama3")
 
@@ -115,32 +116,35 @@ class Block(nn.Module):
 
 
 class Llama(nn.Module):
-  num_outputs: int  # the vocabulary for language modelling; the classes when pool != "none"
-  vocab_size: int = 0  # token ids; 0 = num_outputs. The trainer fills it from the tokenizer.
-  num_layers: int = 4
-  num_heads: int = 4  # query heads
-  num_kv_heads: int = 0  # key/value heads, dividing num_heads: fewer is grouped-query attention; 0 = num_heads
-  dim: int = 128  # D
-  head_dim: int = 0  # 0 = dim // num_heads (Llama's); some checkpoints set another
-  mlp_dim: int = 0  # 0 = default_mlp_dim(dim)
-  max_len: int = 256  # longest sequence (context length; the KV cache's length)
-  rope_theta: float = 10_000.0  # RoPE's base: 10,000 (Llama 2), 500,000 (Llama 3), 1,000,000 (Qwen2)
-  rope_scaling: str = "none"  # none | linear | llama3: the frequencies rescaled for a longer context (frequencies())
-  rope_factor: float = 1.0  # linear and llama3: how much longer
-  rope_low_freq_factor: float = 1.0  # llama3's
-  rope_high_freq_factor: float = 4.0  # llama3's
-  rope_original_max_len: int = 8192  # llama3's: the context the model was pretrained with
-  norm_epsilon: float = 1e-5  # RMSNorm's
-  tie_embeddings: bool = False  # logits = h @ token_embeddingᵀ (SmolLM, Qwen2 0.5B), or a separate lm_head
-  qkv_bias: bool = False  # biases on the query, key and value projections (Qwen2)
-  out_bias: bool = False  # a bias on the attention output projection (Llama's attention_bias sets both)
-  mlp_bias: bool = False
-  pool: str = "none"  # none (per-token logits) | mean | last (sequence classification)
-  dropout: float = 0.0  # on the residual branches (Llama pretrains without)
-  dtype: str = "float32"
-  remat: str = "none"  # none | full | dots, as the GPT's (models/stack.py)
-  scan_layers: bool = False  # one nn.scan over the blocks, as the GPT's (models/stack.py)
-  attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
+  num_outputs: int = field(meaning='the vocabulary for language modelling; the classes when pool != "none"',
+                                   range=at_least(1))
+  vocab_size: int = field(0, "token ids; 0 = num_outputs. The trainer fills it from the tokenizer", at_least(0))
+  num_layers: int = field(4, "layers (blocks) stacked", at_least(1))
+  num_heads: int = field(4, "query heads", at_least(1))
+  num_kv_heads: int = field(0, "key/value heads, dividing num_heads: fewer is grouped-query attention; 0 = num_heads",
+                               at_least(0))
+  dim: int = field(128, "model width D (embeddings and residual stream)", at_least(1))
+  head_dim: int = field(0, "0 = dim // num_heads (Llama's); some checkpoints set another", at_least(0))
+  mlp_dim: int = field(0, "0 = default_mlp_dim(dim)", at_least(0))
+  max_len: int = field(256, "longest sequence (context length; the KV cache's length)", at_least(1))
+  rope_theta: float = field(10_000.0, "RoPE's base: 10,000 (Llama 2), 500,000 (Llama 3), 1,000,000 (Qwen2)", above(0))
+  rope_scaling: str = field("none", "none | linear | llama3: the frequencies rescaled for a longer context "
+                                    "(frequencies())")
+  rope_factor: float = field(1.0, "linear and llama3: how much longer", above(0))
+  rope_low_freq_factor: float = field(1.0, "llama3's", above(0))
+  rope_high_freq_factor: float = field(4.0, "llama3's", above(0))
+  rope_original_max_len: int = field(8192, "llama3's: the context the model was pretrained with", at_least(1))
+  norm_epsilon: float = field(1e-5, "RMSNorm's", above(0))
+  tie_embeddings: bool = field(False, "logits = h @ token_embeddingᵀ (SmolLM, Qwen2 0.5B), or a separate lm_head")
+  qkv_bias: bool = field(False, "biases on the query, key and value projections (Qwen2)")
+  out_bias: bool = field(False, "a bias on the attention output projection (Llama's attention_bias sets both)")
+  mlp_bias: bool = field(False, "biases on the MLP's projections")
+  pool: str = field("none", "none (per-token logits) | mean | last (sequence classification)")
+  dropout: float = field(0.0, "on the residual branches (Llama pretrains without)", FRACTION)
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
+  remat: str = field("none", "none | full | dots, as the GPT's (models/stack.py)")
+  scan_layers: bool = field(False, "one nn.scan over the blocks, as the GPT's (models/stack.py)")
+  attention: str = field("auto", "auto | xla | cudnn | einsum (models/attention.py)")
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False, decode: bool = False):

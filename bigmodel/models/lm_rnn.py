@@ -3,16 +3,17 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bigmodel.models import register
+from bigmodel.registry import FRACTION, at_least, field
 
 
 @register("lstm_lm")
 class LSTMLanguageModel(nn.Module):
-  num_outputs: int  # the vocabulary (the trainer fills it from the tokenizer)
-  dim: int = 256  # embedding width
-  hidden: int = 512
-  num_layers: int = 2
-  dropout: float = 0.0  # between layers, as in the paper
-  dtype: str = "float32"
+  num_outputs: int = field(meaning="the vocabulary (the trainer fills it from the tokenizer)", range=at_least(1))
+  dim: int = field(256, "embedding width", at_least(1))
+  hidden: int = field(512, "units of the recurrent state, per direction", at_least(0))
+  num_layers: int = field(2, "layers (blocks) stacked", at_least(1))
+  dropout: float = field(0.0, "between layers, as in the paper", FRACTION)
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False):

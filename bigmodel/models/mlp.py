@@ -7,17 +7,19 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bigmodel.models import register
+from bigmodel.registry import FRACTION, at_least, field
 
 
 @register("mlp")
 @register("logistic_regression", depth=0)
 class MLP(nn.Module):
-  num_outputs: int
-  width: int = 100
-  depth: int = 2
-  residual: bool = True  # layers after the first add their input back
-  dropout: float = 0.0
-  dtype: str = "float32"
+  num_outputs: int = field(meaning="classes, targets or vocabulary of the head; the trainer fills it from the dataset "
+                                   "and loss", range=at_least(1))
+  width: int = field(100, "hidden units of each layer", at_least(1))
+  depth: int = field(2, "hidden layers; 0 = logistic regression", at_least(0))
+  residual: bool = field(True, "layers after the first add their input back")
+  dropout: float = field(0.0, "dropout rate in training", FRACTION)
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from bigmodel import errors
 from bigmodel.models import register
+from bigmodel.registry import FRACTION, at_least, field
 
 
 class BasicBlock(nn.Module):
@@ -70,15 +71,16 @@ def _conv(features, kernel_size, strides=1, *, symmetric, **kwargs):
 
 
 class ResNet(nn.Module):
-  num_outputs: int
-  stage_sizes: Sequence[int] = (2, 2, 2, 2)
-  block: str = "basic"  # basic | bottleneck
-  width: int = 64  # channels of the first stage; later stages double it
-  stem: str = "imagenet"  # imagenet (7x7/2 conv + 3x3/2 pool) | small (3x3/1 conv)
-  bn_momentum: float = 0.9
-  dtype: str = "float32"
-  remat: bool = False  # recompute each block's activations in the backward pass: less memory, more compute
-  padding: str = "same"  # same | symmetric (k // 2 each side: PyTorch, the microsoft/resnet-* checkpoints)
+  num_outputs: int = field(meaning="classes, targets or vocabulary of the head; the trainer fills it from the dataset "
+                                   "and loss", range=at_least(1))
+  stage_sizes: Sequence[int] = field((2, 2, 2, 2), "residual blocks in each stage", at_least(1))
+  block: str = field("basic", "basic | bottleneck")
+  width: int = field(64, "channels of the first stage; later stages double it", at_least(1))
+  stem: str = field("imagenet", "imagenet (7x7/2 conv + 3x3/2 pool) | small (3x3/1 conv)")
+  bn_momentum: float = field(0.9, "BatchNorm's running-average momentum", FRACTION)
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
+  remat: bool = field(False, "recompute each block's activations in the backward pass: less memory, more compute")
+  padding: str = field("same", "same | symmetric (k // 2 each side: PyTorch, the microsoft/resnet-* checkpoints)")
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool = False):

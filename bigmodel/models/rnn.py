@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from bigmodel import errors
 from bigmodel.models import register
+from bigmodel.registry import at_least, field
 
 
 class TorchGRUCell(nn.RNNCellBase):
@@ -56,13 +57,14 @@ READOUTS = ("flatten", "last", "mean")
 
 
 class RNNClassifier(nn.Module):
-  num_outputs: int
-  cell: str = "gru"  # gru (flax's GRUCell) | gru_torch (torch.nn.GRU's) | lstm
-  hidden: int = 6
-  num_layers: int = 1
-  bidirectional: bool = True
-  readout: str = "flatten"  # what the head reads: all steps, the last one, or their mean
-  dtype: str = "float32"
+  num_outputs: int = field(meaning="classes, targets or vocabulary of the head; the trainer fills it from the dataset "
+                                   "and loss", range=at_least(1))
+  cell: str = field("gru", "gru (flax's GRUCell) | gru_torch (torch.nn.GRU's) | lstm")
+  hidden: int = field(6, "units of the recurrent state, per direction", at_least(0))
+  num_layers: int = field(1, "layers (blocks) stacked", at_least(1))
+  bidirectional: bool = field(True, "a second RNN reads the sequence backwards")
+  readout: str = field("flatten", "what the head reads: all steps, the last one, or their mean")
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
 
   @nn.compact
   def __call__(self, x, train: bool = False):

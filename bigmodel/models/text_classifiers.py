@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from bigmodel import errors
 from bigmodel.models import register
+from bigmodel.registry import FRACTION, at_least, field
 
 
 def embed_tokens(tokens_BxL, vocab_size, dim, dtype):
@@ -32,13 +33,14 @@ def embed_tokens(tokens_BxL, vocab_size, dim, dtype):
 
 @register("bilstm")
 class BiLSTMClassifier(nn.Module):
-  num_outputs: int
-  vocab_size: int = 0  # token ids; the trainer fills it from the tokenizer
-  dim: int = 128  # embedding width
-  hidden: int = 64  # LSTM state per direction
-  num_layers: int = 2
-  dropout: float = 0.0  # on the embeddings, between layers and before the head
-  dtype: str = "float32"
+  num_outputs: int = field(meaning="classes, targets or vocabulary of the head; the trainer fills it from the dataset "
+                                   "and loss", range=at_least(1))
+  vocab_size: int = field(0, "token ids; the trainer fills it from the tokenizer", at_least(0))
+  dim: int = field(128, "embedding width", at_least(1))
+  hidden: int = field(64, "LSTM state per direction", at_least(0))
+  num_layers: int = field(2, "layers (blocks) stacked", at_least(1))
+  dropout: float = field(0.0, "on the embeddings, between layers and before the head", FRACTION)
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False):
@@ -60,12 +62,14 @@ class BiLSTMClassifier(nn.Module):
 
 @register("fasttext")
 class FastTextClassifier(nn.Module):
-  num_outputs: int
-  vocab_size: int = 0  # token ids; the trainer fills it from the tokenizer
-  dim: int = 64  # embedding width
-  hidden: int = 64  # a relu Dense on the mean embedding; 0 = none (fastText: the head reads the mean)
-  dropout: float = 0.0  # on the mean embedding and the hidden layer
-  dtype: str = "float32"
+  num_outputs: int = field(meaning="classes, targets or vocabulary of the head; the trainer fills it from the dataset "
+                                   "and loss", range=at_least(1))
+  vocab_size: int = field(0, "token ids; the trainer fills it from the tokenizer", at_least(0))
+  dim: int = field(64, "embedding width", at_least(1))
+  hidden: int = field(64, "a relu Dense on the mean embedding; 0 = none (fastText: the head reads the mean)",
+                          at_least(0))
+  dropout: float = field(0.0, "on the mean embedding and the hidden layer", FRACTION)
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False):

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from bigmodel import errors
 from bigmodel.models import register
 from bigmodel.models.attention import attend
+from bigmodel.registry import FRACTION, at_least, field
 
 
 class MultiHeadAttention(nn.Module):
@@ -53,16 +54,17 @@ class EncoderBlock(nn.Module):
 
 @register("transformer")
 class TransformerClassifier(nn.Module):
-  num_outputs: int
-  num_layers: int = 2
-  num_heads: int = 4
-  dim: int = 64
-  mlp_dim: int = 128
-  dropout: float = 0.0
-  max_len: int = 512  # most tokens a sequence may have
-  patch_size: int = 1  # input positions per token
-  dtype: str = "float32"
-  attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
+  num_outputs: int = field(meaning="classes, targets or vocabulary of the head; the trainer fills it from the dataset "
+                                   "and loss", range=at_least(1))
+  num_layers: int = field(2, "layers (blocks) stacked", at_least(1))
+  num_heads: int = field(4, "attention heads", at_least(1))
+  dim: int = field(64, "model width D (embeddings and residual stream)", at_least(1))
+  mlp_dim: int = field(128, "hidden units of each block's MLP", at_least(0))
+  dropout: float = field(0.0, "dropout rate in training", FRACTION)
+  max_len: int = field(512, "most tokens a sequence may have", at_least(1))
+  patch_size: int = field(1, "input positions per token", at_least(1))
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
+  attention: str = field("auto", "auto | xla | cudnn | einsum (models/attention.py)")
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -15,24 +15,27 @@ import jax.numpy as jnp
 from bigmodel import errors
 from bigmodel.models import register, stack
 from bigmodel.models.transformer import EncoderBlock
+from bigmodel.registry import FRACTION, above, at_least, field
 
 
 class ViT(nn.Module):
-  num_outputs: int
-  patch_size: int = 16
-  dim: int = 192  # D, the token width
-  num_layers: int = 12
-  num_heads: int = 3
-  mlp_dim: int = 768
-  pool: str = "cls"  # cls (a learned class token) | mean (average of the patch tokens)
-  dropout: float = 0.0
-  dtype: str = "float32"
-  remat: str = "none"  # none | full | dots: recompute activations in the backward pass (models/stack.py)
-  scan_layers: bool = False  # one nn.scan over the blocks (params block_stack/...): see models/stack.py
-  image_size: int = 0  # resize inputs to image_size x image_size first (e.g. 28x28 to a multiple of 16); 0 = keep
-  ln_epsilon: float = 1e-6  # flax's default; Hugging Face ViT checkpoints use 1e-12
-  gelu_approximate: bool = True  # tanh approximation; False = exact erf (Hugging Face ViT checkpoints)
-  attention: str = "auto"  # auto | xla | cudnn | einsum (models/attention.py)
+  num_outputs: int = field(meaning="classes, targets or vocabulary of the head; the trainer fills it from the dataset "
+                                   "and loss", range=at_least(1))
+  patch_size: int = field(16, "pixels per side of an image patch", at_least(1))
+  dim: int = field(192, "D, the token width", at_least(1))
+  num_layers: int = field(12, "layers (blocks) stacked", at_least(1))
+  num_heads: int = field(3, "attention heads", at_least(1))
+  mlp_dim: int = field(768, "hidden units of each block's MLP", at_least(0))
+  pool: str = field("cls", "cls (a learned class token) | mean (average of the patch tokens)")
+  dropout: float = field(0.0, "dropout rate in training", FRACTION)
+  dtype: str = field("float32", "dtype of the computation (float32, bfloat16); parameters stay float32")
+  remat: str = field("none", "none | full | dots: recompute activations in the backward pass (models/stack.py)")
+  scan_layers: bool = field(False, "one nn.scan over the blocks (params block_stack/...): see models/stack.py")
+  image_size: int = field(0, "resize inputs to image_size x image_size first (e.g. 28x28 to a multiple of 16); 0 = "
+                             "keep", at_least(0))
+  ln_epsilon: float = field(1e-6, "flax's default; Hugging Face ViT checkpoints use 1e-12", above(0))
+  gelu_approximate: bool = field(True, "tanh approximation; False = exact erf (Hugging Face ViT checkpoints)")
+  attention: str = field("auto", "auto | xla | cudnn | einsum (models/attention.py)")
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool = False):
