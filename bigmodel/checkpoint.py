@@ -5,17 +5,15 @@ input iterator's position, as JSON). Orbax writes each step into a temporary
 directory and renames it when complete, so a killed run never leaves a partial
 checkpoint behind, and keeps the newest `keep` steps.
 
-`load_pretrained` starts a new run from another run's parameters (fine-tuning):
-arrays are matched by path, so a new head or extra layers start fresh. `read_weights` gives the parameters
-as they are stored (a LoRA run's with its factors: workdir.read_weights merges them in). This module
-knows orbax, not a run's layout: the callers pass the folders (workdir.py names them). Hugging Face
-checkpoints (`init.hf`) are read by bigmodel/huggingface/. Both, and resuming, take checkpoints of
-either layer layout (`model.scan_layers`, models/stack.py) into either.
+`read_weights` gives the parameters as they are stored (a LoRA run's with its factors:
+workdir.read_weights merges them in). This module knows orbax, not a run's layout: the callers pass the
+folders (workdir.py names them). Where a new run's weights come from (another run, a Hugging Face
+checkpoint) is starting_weights.py's. Resuming takes checkpoints of either layer layout
+(`model.scan_layers`, models/stack.py) into either.
 """
 import asyncio
 import contextlib
 import errno
-import re
 import sys
 import time
 
@@ -23,8 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from bigmodel import errors, paths, registry
-from bigmodel.registry import Key
+from bigmodel import errors, paths
 from bigmodel.models import stack
 
 
@@ -70,13 +67,6 @@ def _disk_errors(mngr, step):
         f"{what}. The newest complete checkpoint (step {previous}) is intact: free space (or fix the "
         "permissions), then rerun the same command to resume from it.") from e
 
-
-INIT_KEYS = dict(
-    checkpoint=Key("", "start from this run's parameters: a workdir (newest step) or <workdir>/checkpoints/<step>"),
-    hf=Key("", "or from a Hugging Face checkpoint: a hub id ('gpt2') or a local save_pretrained directory; its "
-               "config.json gives the model (bigmodel/huggingface/), the keys under `model` override it"),
-    reinit=Key(("^head/",), "regexes on parameter paths that start afresh instead (the classifier head)"),
-)
 
 def _shapes(tree):
   """{'params/conv0/kernel': (5, 1, 25), ...} for every array leaf."""
@@ -245,42 +235,3 @@ def read_weights(path, step, sharding, say=_warn):
     state = read(step)
   mngr.close()
   return state["params"], state.get("model_state", {}), step
-
-
-def load_pretrained(c, params, model_state, sharding, read):
-  """Returns (params, model_state, message): arrays taken from checkpoint `c.checkpoint` by path, as
-  `read(c.checkpoint, sharding)` gives them (workdir.read_weights, which merges a LoRA run's factors in).
-
-  Arrays matching a `c.reinit` regex, or absent from the checkpoint, keep their fresh
-  initialisation; any other shape mismatch is an error naming the parameter.
-  """
-  stored_params, stored_state, step = read(c.checkpoint, sharding)
-  stored = {name: x for tree in (stored_params, stored_state) for name, x in zip(*paths.flatten(tree)[:2])}
-  # Its blocks scanned or not, as this model has them (models/stack.py).
-  stored = stack.relayout(stored, [*paths.flatten(params)[0], *paths.flatten(model_state)[0]])
-  fresh, problems, used = [], [], set()
-
-  def merge(keypath, leaf):
-    path = paths.keystr(keypath)
-    if any(re.search(r, path) for r in c.reinit) or path not in stored:
-      fresh.append(path)
-      return leaf
-    if stored[path].shape != leaf.shape:
-      problems.append(f"  {path}: checkpoint has {tuple(stored[path].shape)}, this model {tuple(leaf.shape)}")
-      return leaf
-    used.add(path)
-    return stored[path].astype(leaf.dtype)
-
-  params = jax.tree_util.tree_map_with_path(merge, params)
-  model_state = jax.tree_util.tree_map_with_path(merge, model_state)
-  if problems:
-    raise errors.UserError(f"init.checkpoint {c.checkpoint} (step {step}) does not fit this model:\n" +
-                           "\n".join(problems) + "\nStart those parameters afresh by adding a regex that matches "
-                           "them to init.reinit, or change the model config to match the checkpoint.")
-  if not used:
-    raise errors.UserError(f"init.checkpoint {c.checkpoint} (step {step}) shares no parameter path with this "
-                           f"model: it was made by a different architecture. Checkpoint arrays: "
-                           f"{', '.join(sorted(stored)[:8])}, ...")
-  message = (f"Initialised {len(used)} arrays from {c.checkpoint} (step {step}); fresh: "
-             f"{paths.listed(fresh)}; unused from the checkpoint: {len(set(stored) - used)}")
-  return params, model_state, message

@@ -15,7 +15,8 @@ import os
 
 import ml_collections
 
-from bigmodel import checkpoint, data, errors, experiment, models, optim, pruning, registry, sharding, tasks
+from bigmodel import data, errors, experiment, models, optim, pruning, registry, sharding, starting_weights, tasks
+from bigmodel import workdir as workdir_lib
 from bigmodel.registry import Key, at_least
 
 KEYS = dict(
@@ -42,7 +43,7 @@ KEYS = dict(
 )
 DEFAULTS = registry.defaults(KEYS)
 
-SECTIONS = {"data": data.KEYS, "optimizer": optim.KEYS, "init": checkpoint.INIT_KEYS, "pruning": pruning.KEYS,
+SECTIONS = {"data": data.KEYS, "optimizer": optim.KEYS, "init": starting_weights.INIT_KEYS, "pruning": pruning.KEYS,
             "sharding": sharding.KEYS}  # section -> its {key: Key} table; `model` is the chosen model's fields
 
 
@@ -68,6 +69,21 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if "name" in model:
     registry.check_ranges(out["model"], models.keys(model["name"]), "model")
   return ml_collections.ConfigDict(out)
+
+
+def read(workdir) -> ml_collections.ConfigDict:
+  """A run's config as training resolved it (its config.json), with keys added since then at their defaults.
+  The one place that reads older workdirs: task and loss filled in where an early run left them empty; a run
+  from before config.json held the model's sizes is refused, naming the fix."""
+  stored = workdir_lib.read_stored_config(workdir)
+  if "num_outputs" not in stored.get("model", {}):
+    raise errors.UserError(f"{workdir_lib.path(workdir, workdir_lib.CONFIG)} lacks the model's sizes "
+                           "(model.num_outputs): it was written by a bigmodel older than 2026-11. Train the run "
+                           "again with this version.")
+  config = resolve(ml_collections.ConfigDict(stored))
+  if not (config.task and config.loss):  # written before experiment.fill wrote the task and loss in
+    config.task, config.loss = tasks.resolve(config.task, config.loss, config.data.mlm_mask_rate)
+  return config
 
 
 def _merged(keys, given, where):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from bigmodel import data, errors, experiment, platform, sharding, tasks, workdir as workdir_lib
+from bigmodel import config as config_lib, data, errors, experiment, platform, runs, sharding, tasks, workdir as workdir_lib
 from bigmodel.data import pipeline
 
 
@@ -46,7 +46,7 @@ def evaluate(exp, step_fn, variables, mesh, split=None):
 
 def evaluate_workdir(workdir, split=None):
   """Returns (step, metrics) for the newest checkpoint in `workdir`."""
-  run = workdir_lib.load(workdir)
+  run = runs.load(workdir)
   c = run.config  # as resolved when training started: no task, model or hub config is worked out again
   if split:
     c.data.eval_split = split
@@ -74,7 +74,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   workdir = flags.FLAGS.workdir
   step, m = evaluate_workdir(workdir, flags.FLAGS.split)
-  split = flags.FLAGS.split or workdir_lib.read_config(workdir).data.eval_split
+  split = flags.FLAGS.split or config_lib.read(workdir).data.eval_split
   print(format_report(step, split, m))
   if jax.process_index() == 0:
     workdir_lib.write_json(workdir, workdir_lib.EVAL, {"step": step, "split": split, **m})

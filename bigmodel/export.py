@@ -24,13 +24,13 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from bigmodel import artifact, decoding, errors, huggingface, paths as paths_lib, tasks, workdir as workdir_lib
+from bigmodel import artifact, decoding, errors, huggingface, paths as paths_lib, runs, tasks, workdir as workdir_lib
 from bigmodel.data import pipeline
 
 
 def export(workdir, out, platforms=("cpu", "cuda")):
   """Writes the artifact of `workdir`'s newest checkpoint into `out`; returns its model.json."""
-  run = workdir_lib.load(workdir)
+  run = runs.load(workdir)
   config, model, task = run.config, run.model, tasks.get(run.config.task)
   if getattr(model, "attention", None) in ("auto", "cudnn"):  # one function for CPU and CUDA: cuDNN's kernel
     model = model.clone(attention="xla")                      # exists on the second only (models/attention.py)
@@ -49,7 +49,7 @@ def export(workdir, out, platforms=("cpu", "cuda")):
                                             eos_id=tok.eos_id))
     functions = _lm_functions(model, treedef, weight_avals, context, platforms)
   else:  # the run's data spec (workdir.DATA_SPEC): what raw inputs look like, how training preprocessed them
-    data = workdir_lib.read_data_spec(workdir, config)
+    data = workdir_lib.read_data_spec(workdir)
     tok = tok or data.tokenizer
     x_shape = jax.export.symbolic_shape(", ".join(["b", *map(str, data.shape)]))
     x_dtype = np.dtype(data.dtype)
@@ -103,7 +103,7 @@ def _lm_functions(model, treedef, weight_avals, context, platforms):
 
 def export_hf(workdir, out):
   """Writes `workdir`'s newest weights into `out` as a Hugging Face checkpoint; returns its config.json."""
-  run = workdir_lib.load(workdir)
+  run = runs.load(workdir)
   huggingface.hf_config(run.config.model)  # refuses a model with no Hugging Face equivalent before any work
   tmp = _fresh_tmp(out)
   config = huggingface.save(tmp, run.config.model, jax.device_get(run.params), run.tokenizer)

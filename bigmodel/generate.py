@@ -16,18 +16,18 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from bigmodel import decoding, errors, tasks, workdir as workdir_lib
+from bigmodel import config as config_lib, decoding, errors, runs, tasks
 
 
 def load(workdir):
   """(model, params, tokenizer) from a language-model training workdir."""
-  config = workdir_lib.read_config(workdir)
+  config = config_lib.read(workdir)
   task = tasks.get(config.task)
   if task.serves != "generate":
     raise errors.UserError(f"{workdir} trained a {config.model.name} for task {config.task!r}"
                            f"{'; ' + task.not_served if task.serves is None else ''}. Generation needs a language "
                            "model (task='language_model').")
-  run = workdir_lib.load(workdir, config)
+  run = runs.load(workdir, config)
   return run.model, run.params, run.tokenizer
 
 

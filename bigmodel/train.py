@@ -26,8 +26,8 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 import bigmodel
-from bigmodel import (checkpoint, config as config_lib, distributed, errors, evaluate, experiment, huggingface, optim,
-                      platform, pruning, sharding, workdir as workdir_lib)
+from bigmodel import (checkpoint, config as config_lib, distributed, errors, evaluate, experiment, optim, platform,
+                      pruning, sharding, starting_weights, workdir as workdir_lib)
 from bigmodel.data import feed as feed_lib
 from bigmodel.metric_writer import MetricWriter
 
@@ -235,6 +235,30 @@ def train_and_evaluate(config, workdir):
       held.close()
 
 
+def restore_or_start(trainer, mngr, workdir, say, main_host):
+  """The state a run goes on from: its newest readable checkpoint (the data order restored into the trainer's
+  feed; a damaged step is reported and set aside), or for a new run the weights `init` names
+  (starting_weights.py) over the trainer's fresh state, or None: a fresh run takes trainer.state once its
+  train step is compiled (see Trainer)."""
+  c = trainer.exp.config
+  if mngr.latest_step() is not None:
+    (state, data_state), _, damaged = checkpoint.newest_readable(
+        mngr, lambda step: checkpoint.restore(mngr, step, trainer.abstract_state), say)
+    if damaged and main_host:
+      aside = checkpoint.set_aside(mngr, damaged, workdir_lib.path(workdir, workdir_lib.DAMAGED_CHECKPOINTS))
+      say(f"Moved damaged step(s) {', '.join(map(str, damaged))} to {aside}")
+    trainer.feed.set_state(data_state)
+    say(f"Resumed from step {int(state.step)} in {workdir}")
+    return state
+  if not (c.init.checkpoint or c.init.hf):
+    return None
+  state = trainer.state  # each array read goes straight onto its parameter's sharding
+  params, model_state, message = starting_weights.load(c.init, c.model, state.params, state.model_state,
+                                                       sharding.replicated(trainer.mesh))
+  say(message)
+  return jax.device_put(state.replace(params=params, model_state=model_state), trainer.state_shardings)
+
+
 def _train(ex, trainer, workdir, main_host):
   """The loop of `train_and_evaluate`: resume or initialise, train, evaluate, checkpoint."""
   c = ex.config
@@ -247,26 +271,7 @@ def _train(ex, trainer, workdir, main_host):
 
   mngr = workdir_lib.checkpoints(workdir, c.keep_checkpoints)
   feed = trainer.feed
-  state = None  # a fresh run takes trainer.state once its train step is compiled (see Trainer)
-  if mngr.latest_step() is not None:  # the newest readable checkpoint: a damaged one is reported and skipped
-    (state, data_state), _, damaged = checkpoint.newest_readable(
-        mngr, lambda step: checkpoint.restore(mngr, step, trainer.abstract_state), say)
-    if damaged and main_host:
-      aside = checkpoint.set_aside(mngr, damaged, workdir_lib.path(workdir, workdir_lib.DAMAGED_CHECKPOINTS))
-      say(f"Moved damaged step(s) {', '.join(map(str, damaged))} to {aside}")
-    feed.set_state(data_state)
-    say(f"Resumed from step {int(state.step)} in {workdir}")
-  elif c.init.checkpoint or c.init.hf:  # a new run starting from another run's or a published model's weights
-    state = trainer.state
-    if c.init.hf:  # each tensor goes straight onto its parameter's sharding; what it lacks starts as initialised
-      params, model_state, message = huggingface.load(c.init.hf, c.model, state.params, state.model_state,
-                                                      c.init.reinit)
-    else:  # the run's weights as its model computes with them (workdir.read_weights)
-      params, model_state, message = checkpoint.load_pretrained(
-          c.init, state.params, state.model_state, sharding.replicated(trainer.mesh), workdir_lib.read_weights)
-    state = jax.device_put(state.replace(params=params, model_state=model_state),
-                           trainer.state_shardings)
-    say(message)
+  state = restore_or_start(trainer, mngr, workdir, say, main_host)
   n_params = sum(p.size for p in jax.tree.leaves(trainer.abstract_state.params))
   on_device = feed.device_data is not None
   say(f"{c.model.name}: {n_params:,} parameters, {trainer.mesh.devices.size} device(s), "

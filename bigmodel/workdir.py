@@ -1,10 +1,12 @@
-"""A training run's files: their names, and reading the run back (its config, its data's spec, its
-model, its newest weights and its tokenizer).
+"""A training run's files: their names, and reading the run back (its data's spec, its model, its
+newest weights and its tokenizer; its config is read by config.read, which fills in keys added since).
 
 A workdir holds the files named below: the resolved config (the task, loss and model sizes filled
 in; see experiment.fill), what readers need of the dataset (`write_data_spec`), checkpoints/
 (orbax), the tokenizer for text, and the logs and reports. Every module that writes or reads one
 takes its name from here; evaluate, export, generate and the tests read workdirs through here.
+This module sits below the config and the experiment: it reads what a run wrote, and builds nothing
+from a dataset.
 """
 import dataclasses
 import fcntl
@@ -12,10 +14,9 @@ import json
 import os
 import socket
 
-import ml_collections
 import numpy as np
 
-from bigmodel import checkpoint, config as config_lib, errors, experiment, lora, models, sharding, tasks, tokenizers
+from bigmodel import checkpoint, errors, lora, models, tokenizers
 
 CONFIG = "config.json"  # the resolved config: it describes the model whole (experiment.fill)
 DATA_SPEC = "data_spec.json"  # the dataset's input spec, labels and normalisation (write_data_spec)
@@ -60,16 +61,13 @@ def lock(workdir):
   return f
 
 
-def read_config(workdir) -> ml_collections.ConfigDict:
-  """The run's config as training resolved it (config.json), with keys added since then at their defaults."""
+def read_stored_config(workdir) -> dict:
+  """The run's config.json as written (config.read resolves it: keys added since at their defaults)."""
   file = path(workdir, CONFIG)
   if not os.path.exists(file):
     raise errors.NotFound(f"{file} not found: is {workdir!r} a bigmodel.train workdir?")
   with open(file) as f:
-    config = config_lib.resolve(ml_collections.ConfigDict(json.load(f)))  # keys added since it was written
-  if not (config.task and config.loss):  # written before experiment.fill wrote the task and loss in
-    config.task, config.loss = tasks.resolve(config.task, config.loss, config.data.mlm_mask_rate)
-  return config
+    return json.load(f)
 
 
 def write_config(workdir, config):
@@ -78,10 +76,7 @@ def write_config(workdir, config):
 
 
 def model(config):
-  """The run's model from its config alone. Workdirs written before config.json held the model's
-  sizes need their dataset to work them out."""
-  if "num_outputs" not in config.model:
-    return experiment.build(config).model
+  """The run's model from its config alone (config.json holds its sizes: see config.read)."""
   return models.build(config.model)
 
 
@@ -112,7 +107,8 @@ def read_weights(where, sharding):
     if not os.path.exists(path(run, CONFIG)):
       raise errors.NotFound(f"The checkpoints in {run} hold LoRA factors, but {path(run, CONFIG)} (which "
                             "gives their scale, optimizer.lora.alpha) is missing: put the run's config.json back.")
-    params = lora.merged(params, read_config(run).optimizer.lora.alpha)
+    stored = read_stored_config(run)["optimizer"].get("lora", {})
+    params = lora.merged(params, stored.get("alpha", lora.KEYS["alpha"].default))
   return params, model_state, step
 
 
@@ -145,12 +141,12 @@ def write_data_spec(workdir, dataset, train_split):
                                       norm=None if spec.norm is None else [a.tolist() for a in spec.norm]))
 
 
-def read_data_spec(workdir, config) -> DataSpec:
-  """The spec recorded when the run started. A workdir from before it was recorded loads its dataset
-  (`config`: the run's) to work it out."""
+def read_data_spec(workdir) -> DataSpec:
+  """The spec recorded when the run started."""
   file = path(workdir, DATA_SPEC)
   if not os.path.exists(file):
-    return data_spec(experiment.build(config).dataset, config.data.train_split)
+    raise errors.NotFound(f"{file} is missing: the run was written by a bigmodel older than 2026-11 (before "
+                          "the data spec was recorded). Train it again, or put the file back.")
   with open(file, encoding="utf-8") as f:
     record = json.load(f)
   norm = None if record["norm"] is None else tuple(np.asarray(a, np.float32) for a in record["norm"])
@@ -162,26 +158,3 @@ def read_tokenizer(workdir):
   if not os.path.exists(path(workdir, TOKENIZER)):
     return None
   return tokenizers.load(workdir)
-
-
-@dataclasses.dataclass
-class Run:
-  """A trained run as inference needs it."""
-  config: ml_collections.ConfigDict
-  model: object  # the flax module
-  params: dict
-  model_state: dict  # other collections, e.g. BatchNorm statistics
-  step: int  # of the checkpoint the weights come from
-  tokenizer: object  # None unless it trained on text
-  mesh: object  # the weights are replicated over it: the config's mesh on this host's devices
-
-
-def load(workdir, config=None) -> Run:
-  """The run in `workdir` at its newest checkpoint (`config`: its config, if already read)."""
-  config = config or read_config(workdir)
-  try:
-    mesh = sharding.make_mesh(config.sharding)
-  except errors.UserError:  # trained on more devices than this host has: the weights are replicated anyway
-    mesh = sharding.make_mesh()
-  params, model_state, step = read_weights(workdir, sharding.replicated(mesh))
-  return Run(config, model(config), params, model_state, step, read_tokenizer(workdir), mesh)

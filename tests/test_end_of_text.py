@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bigmodel import artifact, export, generate, tokenizers, workdir as workdir_lib  # noqa: E402
+from bigmodel import artifact, export, generate, runs, tokenizers  # noqa: E402
 from bigmodel.train import train_and_evaluate  # noqa: E402
 from conftest import run_cli  # noqa: E402
 from hf_checkpoints import bert_dir, gpt2_dir  # noqa: E402,F401 (fixtures)
@@ -119,13 +119,13 @@ def eos_run(eos_checkpoint, data_dir, tmp_path_factory):
 def test_the_cli_the_artifact_and_the_exported_checkpoint_stop_at_end_of_text(eos_checkpoint, eos_run):
   directory, prompt, eos, drawn = eos_checkpoint
   want = reference(directory, prompt)
-  tok = workdir_lib.load(eos_run["run"]).tokenizer
+  tok = runs.load(eos_run["run"]).tokenizer
   assert tok.eos_id == eos
   # The CLI prints the prompt and what came before <|endoftext|>; --ignore_eos prints all NEW tokens.
   cli = lambda *flags: run_cli("bigmodel.generate", f"--workdir={eos_run['run']}", f"--prompt={PROMPT}",
                                f"--max_new_tokens={NEW}", "--greedy", *flags).stdout
   assert cli() == tok.decode(want[:-1]) + "\n"
-  run = workdir_lib.load(eos_run["run"])
+  run = runs.load(eos_run["run"])
   on = generate.generate(run.model, run.params, np.array([prompt]), NEW, temperature=0.0)[0]
   assert on[:len(want)].tolist() == want and cli("--ignore_eos") == tok.decode(on) + "\n"
   # The artifact knows its end-of-text token without asking the tokenizer.

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from bigmodel import checkpoint, config as config_lib, data, errors, evaluate, lora, models, optim, pruning, sharding
+from bigmodel import checkpoint, config as config_lib, errors, evaluate, models
 from bigmodel import registry, workdir as workdir_lib
 from bigmodel.train import train_and_evaluate
 from conftest import ROOT, run_cli, tiny_config

@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bigmodel import (artifact, export, generate, huggingface, models, paths, tokenizers,  # noqa: E402
+from bigmodel import (artifact, export, generate, huggingface, models, paths, runs, tokenizers,  # noqa: E402
                       workdir as workdir_lib)
 from bigmodel.train import train_and_evaluate  # noqa: E402
 from conftest import ROOT, run_cli  # noqa: E402
@@ -267,7 +267,7 @@ def test_the_readme_text_classifiers_fine_tune_a_checkpoint_read_with_its_tokeni
                              "data.eval_batch_size": 200})
   final = train_and_evaluate(c, str(tmp_path))
   assert 0 <= final["accuracy"] <= 1
-  run = workdir_lib.load(str(tmp_path))
+  run = runs.load(str(tmp_path))
   assert run.tokenizer.kind == "hf" and run.config.model.name == ("gpt" if ckpt == "gpt2" else "bert")
   assert run.params["head"]["kernel"].shape[-1] == 2
   _, start = ours(directory, np.zeros((1, 32), np.int32), reinit=("^head/",), pool=run.config.model.pool,
@@ -299,7 +299,7 @@ def test_lora_on_a_gpt2_checkpoint_trains_factors_and_head_and_leaves_its_weight
   factors = sorted(n for n in trained if n.endswith("/lora_b"))
   assert factors == [f"block{i}/{k}/lora_b" for i in (0, 1) for k in ("attn/out", "attn/qkv", "mlp_in", "mlp_out")]
   assert all(np.abs(trained[n]).max() > 0 for n in factors)  # started at zero, trained
-  run = workdir_lib.load(str(tmp_path))  # read back: the factors are in the kernels
+  run = runs.load(str(tmp_path))  # read back: the factors are in the kernels
   kernel = "block0/attn/qkv/kernel"
   merged = trained[kernel] + 8.0 / 4 * trained[kernel.replace("kernel", "lora_a")] @ trained[
       kernel.replace("kernel", "lora_b")]
@@ -315,7 +315,7 @@ def test_the_readme_vit_fine_tunes_on_fashion_mnist_at_another_image_size(data_d
       "data.eval_batch_size": 1000, "optimizer.freeze": ("^patch_embed/",)})
   final = train_and_evaluate(c, str(tmp_path / "run"))
   assert 0 <= final["accuracy"] <= 1
-  run = workdir_lib.load(str(tmp_path / "run"))
+  run = runs.load(str(tmp_path / "run"))
   assert run.params["pos_embed"].shape == (1 + 4, 64) and run.params["head"]["kernel"].shape == (64, 10)
   _, start = ours(directory, images(channels=1, size=16), reinit=("^head/",), num_outputs=10, image_size=16)
   np.testing.assert_array_equal(run.params["patch_embed"]["kernel"], start["params"]["patch_embed"]["kernel"])
@@ -331,7 +331,7 @@ def test_the_readme_resnet_fine_tunes_on_an_image_folder(data_dir, tmp_path):
       "data.image_size": 32, "data.eval_split": "val", "data.batch_size": 16})
   final = train_and_evaluate(c, str(tmp_path / "run"))
   assert 0 <= final["accuracy"] <= 1
-  run = workdir_lib.load(str(tmp_path / "run"))
+  run = runs.load(str(tmp_path / "run"))
   assert run.params["head"]["kernel"].shape == (64, 2)  # the 1000-class head was replaced
 
 
@@ -355,7 +355,7 @@ def test_a_fine_tuned_gpt2_exports_back_to_transformers_and_generates_from_the_c
   run_cli("bigmodel.export", f"--workdir={tmp_path / 'run'}", f"--out={tmp_path / 'hf'}", "--format=hf")
   assert transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))("ROMEO:")["input_ids"] == \
       tokenizers.load(gpt2_dir).encode("ROMEO:").tolist()
-  run = workdir_lib.load(str(tmp_path / "run"))
+  run = runs.load(str(tmp_path / "run"))
   ids = run.tokenizer.encode(text()[:200])[None, :32]
   assert relative_error(run.model.apply({"params": run.params}, ids), hf_logits(str(tmp_path / "hf"), ids)) < 1e-4
   # The served export reads text with the checkpoint's tokenizer too, and continues it as generate does.
@@ -381,7 +381,7 @@ def test_models_trained_from_scratch_export_to_transformers_with_the_same_logits
     c.data.update(name="fine_foods", tokenizer="byte", eval_split="test", eval_batch_size=200)
   train_and_evaluate(c, str(tmp_path / "run"))
   export.export_hf(str(tmp_path / "run"), str(tmp_path / "hf"))  # what --format=hf runs (its CLI: above)
-  run = workdir_lib.load(str(tmp_path / "run"))
+  run = runs.load(str(tmp_path / "run"))
   ids = np.random.RandomState(0).randint(0, 60, (2, 16)).astype(np.int32)
   assert relative_error(run.model.apply({"params": run.params}, ids), hf_logits(str(tmp_path / "hf"), ids)) < 1e-4
 

@@ -162,7 +162,7 @@ def tuned(data_dir, tmp_path_factory):
   """configs/shakespeare/llama_lora.py on a tiny Llama whose greedy continuation of "ROMEO:" reaches </s>:
   LoRA on Shakespeare, a few steps. The tests below run the config's other commands on it."""
   from test_huggingface import readme_config
-  from bigmodel import workdir as workdir_lib
+  from bigmodel import runs
   from bigmodel.train import train_and_evaluate
   root = tmp_path_factory.mktemp("tuned")
   directory = tiny_llama("llama", root / "llama")
@@ -174,7 +174,7 @@ def tuned(data_dir, tmp_path_factory):
       "model.max_len": 64})
   c.optimizer.learning_rate = 1e-3
   train_and_evaluate(c, str(root / "run"))
-  run = workdir_lib.load(str(root / "run"))
+  run = runs.load(str(root / "run"))
   # Greedy with our KV cache, stopping at </s>: the text every command below must give.
   expected = generate.generate(run.model, run.params, prompt[None], 12, temperature=0.0, eos_id=tok.eos_id)[0]
   return dict(root=root, checkpoint=directory, run=run, prompt=prompt, eos_id=tok.eos_id,

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigmodel import checkpoint, config as config_lib, export, generate, models, sampling, workdir as workdir_lib
+from bigmodel import config as config_lib, export, generate, models, sampling, starting_weights, workdir as workdir_lib
 from bigmodel.data import mlm
 from bigmodel.train import train_and_evaluate
 from conftest import run_cli, tiny_config, make_trainer
@@ -211,8 +211,7 @@ def test_a_pretrained_lm_loads_into_a_classifier_with_a_new_head(data_dir, tmp_p
   c.init = dict(checkpoint=pretrain)
   c.optimizer.freeze = ("^embed/", "^pos_embed")
   ex = make_trainer(c)
-  params, _, message = checkpoint.load_pretrained(config_lib.resolve(c).init, ex.state.params, {}, None,
-                                                   workdir_lib.read_weights)
+  params, _, message = starting_weights.load(config_lib.resolve(c).init, None, ex.state.params, {}, None)
   assert "fresh: head/bias, head/kernel" in message
   np.testing.assert_array_equal(params["block1"]["attn"]["qkv"]["kernel"], lm_params["block1"]["attn"]["qkv"]["kernel"])
   assert params["head"]["kernel"].shape == (64, 2)

@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import AbstractMesh
 
 from bigmodel import artifact, config as config_lib, errors, export, lora, models, optim, sharding
-from bigmodel import paths as paths_lib, workdir as workdir_lib
+from bigmodel import paths as paths_lib, runs, workdir as workdir_lib
 from bigmodel.models import stack
 from bigmodel.train import train_and_evaluate
 from conftest import gpt_config, make_trainer, random_params, tiny_config
@@ -79,7 +79,7 @@ def test_lora_trains_the_factors_and_head_keeps_the_base_resumes_and_exports_mer
   jax.tree.map(np.testing.assert_array_equal, saved_params(resumed), end)
 
   # Read back (evaluate, export, generate): the kernels hold the factors; the export computes what training did.
-  run = workdir_lib.load(full)
+  run = runs.load(full)
   assert not lora.has_factors(run.params)
   export.export(full, str(tmp_path / "exported"), platforms=("cpu",))
   x_BxL = np.random.default_rng(0).normal(size=(4, 40)).astype(np.float32)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from jax.sharding import AbstractMesh
 
-from bigmodel import checkpoint, generate, models, paths, sharding, workdir as workdir_lib
+from bigmodel import config as config_lib, generate, models, paths, sharding, starting_weights
+from bigmodel import workdir as workdir_lib
 from bigmodel.models import stack
 from bigmodel.train import train_and_evaluate
 from conftest import outputs_and_grads, random_params
@@ -94,13 +95,13 @@ def test_a_checkpoint_resumes_in_the_other_layout_with_the_same_next_losses(data
   np.testing.assert_allclose([got[s] for s in got], [want[s] for s in got], **TOL)
   assert want[9] < want[1] - 0.3  # it trained: the losses moved
 
-  scanned = workdir_lib.read_config(reference)
+  scanned = config_lib.read(reference)
   scanned.model.scan_layers, scanned.init.checkpoint, scanned.init.reinit = True, reference, ()
   like = jax.eval_shape(lambda: nn.unbox(workdir_lib.model(scanned).init(
       jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))["params"])
   trained, _, _ = workdir_lib.read_weights(reference, None)
   zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), like)
-  loaded, _, message = checkpoint.load_pretrained(scanned.init, zeros, {}, None, workdir_lib.read_weights)
+  loaded, _, message = starting_weights.load(scanned.init, scanned.model, zeros, {}, None)
   assert "fresh: none" in message
   jax.tree.map(np.testing.assert_array_equal, loaded, relayout(trained, like))
 

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from bigmodel import checkpoint, config as config_lib, workdir as workdir_lib
+from bigmodel import config as config_lib, starting_weights, workdir as workdir_lib
 from bigmodel.data import builders, fashion_mnist, sklearn_sets
 from bigmodel.train import train_and_evaluate
 from conftest import make_trainer
@@ -43,8 +43,7 @@ def test_a_cnn_trained_on_fashion_mnist_shaped_images_loads_into_the_digits_conf
   c.data.update(data_dir=data_dir, train_examples=100)
   c.init.checkpoint = str(tmp_path / "pretrain")
   ex = make_trainer(c)
-  params, _, message = checkpoint.load_pretrained(config_lib.resolve(c).init, ex.state.params, {}, None,
-                                                   workdir_lib.read_weights)
+  params, _, message = starting_weights.load(config_lib.resolve(c).init, None, ex.state.params, {}, None)
   assert "Initialised 6 arrays" in message and "fresh: head/bias, head/kernel" in message, message
   stored, _, _ = workdir_lib.read_weights(str(tmp_path / "pretrain"), None)
   np.testing.assert_array_equal(params["dense"]["kernel"], stored["dense"]["kernel"])
@@ -67,8 +66,7 @@ def test_a_masked_lm_encoder_loads_into_the_bert_classifier_with_its_mask_row(da
   c.model.update(tiny, vocab_size=401)  # the 400 BPE pieces and [MASK]
   c.init.checkpoint = str(tmp_path / "mlm")
   ex = make_trainer(c)
-  params, _, message = checkpoint.load_pretrained(config_lib.resolve(c).init, ex.state.params, {}, None,
-                                                   workdir_lib.read_weights)
+  params, _, message = starting_weights.load(config_lib.resolve(c).init, None, ex.state.params, {}, None)
   assert "fresh: head/bias, head/kernel" in message, message
   stored, _, _ = workdir_lib.read_weights(str(tmp_path / "mlm"), None)
   assert params["embed"]["embedding"].shape == (401, 32)

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from bigmodel import train, workdir as workdir_lib
+from bigmodel import runs, train
 
 # From the benchmark table in github.com/zalandoresearch/fashion-mnist's README.
 PUBLISHED = {"cnn": "87.6-91.6 % (2 conv layers + pooling)", "lenet": "—",
@@ -41,7 +41,7 @@ def run_one(name, workdir):
     records = [json.loads(line) for line in f]
   # Skip the first read: it includes compilation.
   speeds = [r["steps_per_sec"] for r in records if r["split"] == "train"][1:]
-  n_params = sum(p.size for p in jax.tree.leaves(workdir_lib.load(workdir).params))
+  n_params = sum(p.size for p in jax.tree.leaves(runs.load(workdir).params))
   return dict(name=name, accuracy=final["accuracy"] * 100, seconds=seconds, steps_per_sec=float(np.median(speeds)),
               params=n_params, steps=config.total_steps,
               epochs=config.total_steps * config.data.batch_size / TRAIN_EXAMPLES, model=config.model.name)
