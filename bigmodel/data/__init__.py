@@ -1,20 +1,22 @@
 """Datasets by name: `load(c)` looks `c.name` up in the registry (dataset.py) and returns a `Dataset`.
 
 Built in: TFDS builders for offline data and your image folders, and the TFDS catalog for any
-other name (builders.py); text corpora and labelled texts, tokenised in memory (text.py). How
+other name (builders.py); text corpora and labelled texts, tokenised in memory (text.py); corpora
+tokenized once into shards by `python -m bigmodel.prepare` and read through memory maps (tokens.py). How
 training batches reach the step is feed.py's; evaluation batches, pipeline.py's.
 """
 import dataclasses
 
 from bigmodel import errors, registry
-from bigmodel.data import augment, builders, pipeline, subset, text
+from bigmodel.data import augment, builders, pipeline, subset, text, tokens
 from bigmodel.data.dataset import DATASETS, Dataset, InMemory, register
 
 DEFAULTS = dict(
     name="mnist1d",  # a dataset registered in bigmodel/data/ (data/dataset.py), else a TFDS catalog name
     batch_size=128,  # global, over all devices and hosts
     eval_batch_size=1000,  # global batch size of evaluation
-    eval_examples=0,  # evaluate on the eval split's first N examples only (a quick look); 0 = all of it
+    eval_examples=-1,  # evaluate on the eval split's first N examples only (a quick look); 0 = all of it;
+                       # -1 = all of it, but of a corpus's split over 8,192 windows a fixed, evenly spread 8,192
     train_examples=0,  # a label budget: train on N examples of train_split, chosen with the run's seed and
                        # stratified by class (subset.py); 0 = all of them
     train_split="train",  # the split trained on
@@ -35,6 +37,8 @@ DEFAULTS = dict(
                    # Hugging Face hub id; "" = init.hf's checkpoint's tokenizer if it is set, else char
     vocab_size=1024,  # text: bpe vocabulary size
     seq_len=256,  # text: tokens per example (language models: context length)
+    path="",  # tokens: a directory made by `python -m bigmodel.prepare`, or a list of them (a mixture)
+    weights=(),  # tokens: with several paths, each one's share of every batch; () = equal shares
     files=(),  # text_files: paths or one glob; text_csv: (train file, test file)
     text_key="text",  # text_csv: column of the text
     label_key="label",  # text_csv: column of the label
@@ -44,7 +48,7 @@ DEFAULTS = dict(
 
 
 at_least = registry.at_least
-RANGES = dict(batch_size=at_least(1), eval_batch_size=at_least(1), eval_examples=at_least(0), train_examples=at_least(0),
+RANGES = dict(batch_size=at_least(1), eval_batch_size=at_least(1), eval_examples=at_least(0, also=(-1,)), train_examples=at_least(0),
               on_device_mb=at_least(0), num_threads=at_least(1),
               prefetch=at_least(1), crop_padding=at_least(0), image_size=at_least(0),
               channels=registry.Range(1, 1, also=(3,)), vocab_size=at_least(1), seq_len=at_least(1),
