@@ -215,7 +215,7 @@ def test_a_sigkilled_prepare_run_again_ends_byte_identical_to_an_uninterrupted_o
 
 @pytest.mark.slow
 def test_prepare_train_sigkill_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-  write_docs(str(tmp_path / "docs.jsonl"), n=300, seed=0, words=500)  # val: 30 docs, over 8,192 windows of 16
+  write_docs(str(tmp_path / "docs.jsonl"), n=100, seed=0, words=4000)  # val: 10 docs, over 8,192 windows of 16
   out = str(tmp_path / "corpus")
   run_cli("bigmodel.prepare", f"--input={tmp_path}/docs.jsonl", "--tokenizer=byte", f"--out={out}",
           "--shard_tokens=100000")
