@@ -48,7 +48,7 @@ DEFAULTS = dict(
 
 
 at_least = registry.at_least
-RANGES = dict(batch_size=at_least(1), eval_batch_size=at_least(1), eval_examples=at_least(0, also=(-1,)), train_examples=at_least(0),
+RANGES = dict(batch_size=at_least(1), eval_batch_size=at_least(1), eval_examples=at_least(-1), train_examples=at_least(0),
               on_device_mb=at_least(0), num_threads=at_least(1),
               prefetch=at_least(1), crop_padding=at_least(0), image_size=at_least(0),
               channels=registry.Range(1, 1, also=(3,)), vocab_size=at_least(1), seq_len=at_least(1),
