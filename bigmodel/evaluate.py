@@ -6,11 +6,13 @@ checkpoint on the config's eval split, and writes them to <workdir>/eval.json. T
 evaluates through the same functions.
 """
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
+from tqdm import tqdm
 
 from bigmodel import config as config_lib, data, errors, experiment, platform, runs, sharding, tasks, workdir as workdir_lib
 from bigmodel.data import pipeline
@@ -35,8 +37,13 @@ def evaluate(exp, step_fn, variables, mesh, split=None):
   split = split or c.eval_split
   block = platform.must_block_each_step(mesh)
   total = None
-  for batch in pipeline.eval_batches(dataset.splits[split], c.eval_batch_size, dataset.norm, dataset.mask,
-                                     c.eval_examples):
+  examples = dataset.splits[split]
+  indices = pipeline.eval_indices(len(examples), c.eval_examples, dataset.kind == "corpus")
+  if len(indices) < len(examples) and jax.process_index() == 0:
+    what = "windows" if dataset.kind == "corpus" else "examples"
+    tqdm.write(f"evaluated on {len(indices):,} of {len(examples):,} {what} of {split} (data.eval_examples="
+               f"{c.eval_examples}; 0 = all)", file=sys.stderr)
+  for batch in pipeline.eval_batches(examples, c.eval_batch_size, dataset.norm, dataset.mask, indices):
     sums = step_fn(variables, sharding.put_batch(batch, mesh))
     total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     if block:

@@ -90,6 +90,22 @@ def train_steps(state, columns, num_steps, device_data, *, step_fn, prepare):
   return platform.repeat_steps(one, state, columns, num_steps)
 
 
+def check(c, mesh):
+  """The checks of a resolved config that need the mesh but no data: `train_and_evaluate` runs them before it
+  reads any (a mistake is reported in a second, not after loading a corpus)."""
+  optim.schedule(c.optimizer, c.total_steps)
+  pruning.check(c.pruning, c.total_steps)
+  sharding.check_processes_split_batch(mesh)
+  n = sharding.batch_devices(mesh)
+  for key in ("batch_size", "eval_batch_size"):
+    if c.data[key] % n:
+      raise errors.UserError(f"data.{key}={c.data[key]} must be a multiple of the {n} data-parallel devices "
+                             "(sharding.data x sharding.fsdp).")
+  if c.data.batch_size % (n * c.micro_batches):
+    raise errors.UserError(f"data.batch_size={c.data.batch_size} must split into micro_batches="
+                           f"{c.micro_batches} parts of a multiple of {n} devices each.")
+
+
 class Trainer:
   """Training one experiment on one mesh: optimizer, state and its shardings, feed, jitted steps."""
 
@@ -97,20 +113,11 @@ class Trainer:
     self.exp = exp
     c = exp.config
     self.mesh = mesh or sharding.make_mesh(c.sharding)
+    check(c, self.mesh)
     self.tx, schedule = optim.optimizer(c.optimizer, c.total_steps)
     self.schedule = jax.jit(schedule)  # one compilation, not one per jnp op (0.03-0.05 s each)
-    pruning.check(c.pruning, c.total_steps)
     if c.pruning.target_sparsity:  # the masks ride in the optimizer state, so checkpoints keep them
       self.tx = optax.chain(self.tx, pruning.magnitude_pruning(c.pruning))
-    sharding.check_processes_split_batch(self.mesh)
-    n = sharding.batch_devices(self.mesh)
-    for key in ("batch_size", "eval_batch_size"):
-      if c.data[key] % n:
-        raise errors.UserError(f"data.{key}={c.data[key]} must be a multiple of the {n} data-parallel devices "
-                               "(sharding.data x sharding.fsdp).")
-    if c.data.batch_size % (n * c.micro_batches):
-      raise errors.UserError(f"data.batch_size={c.data.batch_size} must split into micro_batches="
-                             f"{c.micro_batches} parts of a multiple of {n} devices each.")
 
     # Shardings from the parameters' logical axis names (see sharding.py), read off an abstract init.
     logical = nn.get_partition_spec(jax.eval_shape(self._init_variables))["params"]
@@ -223,8 +230,10 @@ def train_and_evaluate(config, workdir):
   config = config_lib.resolve(config)
   distributed.check_same_config(config, workdir)  # before any compiling: a mismatch would deadlock
   platform.use_compilation_cache(config.compilation_cache, workdir)
+  mesh = sharding.make_mesh(config.sharding)
+  check(config, mesh)  # before any data is read
   ex = experiment.build(config)
-  trainer = Trainer(ex)
+  trainer = Trainer(ex, mesh)
   os.makedirs(workdir, exist_ok=True)
   main_host = jax.process_index() == 0
   held = workdir_lib.lock(workdir) if main_host else None  # one run per workdir: see workdir.lock

@@ -1,22 +1,24 @@
 """Datasets by name: `load(c)` looks `c.name` up in the registry (dataset.py) and returns a `Dataset`.
 
 Built in: TFDS builders for offline data and your image folders, and the TFDS catalog for any
-other name (builders.py); text corpora and labelled texts, tokenised in memory (text.py). How
+other name (builders.py); text corpora and labelled texts, tokenised in memory (text.py); corpora
+tokenized once into shards by `python -m bigmodel.prepare` and read through memory maps (tokens.py). How
 training batches reach the step is feed.py's; evaluation batches, pipeline.py's.
 """
 import dataclasses
 
 from bigmodel import errors, registry
 from bigmodel.registry import FRACTION, Key, Range, at_least
-from bigmodel.data import augment, builders, pipeline, subset, text
+from bigmodel.data import augment, builders, pipeline, subset, text, tokens
 from bigmodel.data.dataset import DATASETS, Dataset, InMemory, register
 
 KEYS = dict(
     name=Key("mnist1d", "a dataset registered in bigmodel/data/ (data/dataset.py), else a TFDS catalog name"),
     batch_size=Key(128, "global, over all devices and hosts", at_least(1)),
     eval_batch_size=Key(1000, "global batch size of evaluation", at_least(1)),
-    eval_examples=Key(0, "evaluate on the eval split's first N examples only (a quick look); 0 = all of it",
-                      at_least(0)),
+    eval_examples=Key(-1, "evaluate on the eval split's first N examples only (a quick look); 0 = all of it; -1 = "
+                          "all of it, but of a corpus's split over 8,192 windows a fixed, evenly spread 8,192",
+                      at_least(-1)),
     train_examples=Key(0, "a label budget: train on N examples of train_split, chosen with the run's seed and "
                           "stratified by class (subset.py); 0 = all of them", at_least(0)),
     train_split=Key("train", "the split trained on"),
@@ -38,6 +40,8 @@ KEYS = dict(
                       "Hugging Face hub id; empty = init.hf's checkpoint's tokenizer if it is set, else char"),
     vocab_size=Key(1024, "text: bpe vocabulary size", at_least(1)),
     seq_len=Key(256, "text: tokens per example (language models: context length)", at_least(1)),
+    path=Key("", "tokens: a directory made by `python -m bigmodel.prepare`, or a list of them (a mixture)"),
+    weights=Key((), "tokens: with several paths, each one's share of every batch; () = equal shares", at_least(0)),
     files=Key((), "text_files: paths or one glob; text_csv: (train file, test file)"),
     text_key=Key("text", "text_csv: column of the text"),
     label_key=Key("label", "text_csv: column of the label"),
@@ -46,7 +50,6 @@ KEYS = dict(
     mlm_mask_rate=Key(0.0, "text corpora: > 0 turns next-token windows into masked-LM examples (BERT: 0.15)", FRACTION),
 )
 DEFAULTS = registry.defaults(KEYS)
-
 
 
 def load(c, seed=0) -> Dataset:

@@ -88,7 +88,10 @@ def train_iterator(split, c, seed, norm=None, mask=None):
   if c.batch_size > len(split):
     raise errors.UserError(f"data.batch_size={c.batch_size} exceeds the training split's {len(split)} examples.")
   mine = host_slice(c.batch_size)
-  ds = (grain.MapDataset.source(ShuffledBatches(len(split), c.batch_size, seed))
+  # A split too big for a permutation of its examples brings its own order (tokens.WindowOrder).
+  order = split.batches(c.batch_size, seed) if hasattr(split, "batches") else ShuffledBatches(len(split), c.batch_size,
+                                                                                                seed)
+  ds = (grain.MapDataset.source(order)
         .map(lambda idx_B: preprocess(split.gather(idx_B[mine]))))
   if c.augment:
     apply = augment.build(c.augment, c.crop_padding)
@@ -103,15 +106,30 @@ def train_iterator(split, c, seed, norm=None, mask=None):
   return iter(ds.to_iter_dataset(options))
 
 
-def eval_batches(split, batch_size, norm=None, mask=None, limit=0):
-  """The whole split (or its first `limit` examples) in fixed-size batches; the last is padded and
+EVAL_WINDOWS = 8192  # data.eval_examples=-1: a corpus's split of more windows is evaluated on this many
+
+
+def eval_indices(n, limit, corpus):
+  """The examples evaluated of a split of `n`: the first `limit` (> 0), all (0), or with -1 all but of a
+  corpus's split over EVAL_WINDOWS windows: EVAL_WINDOWS evenly spread ones, the same at every evaluation."""
+  if limit > 0:
+    return np.arange(min(n, limit))
+  if limit < 0 and corpus and n > EVAL_WINDOWS:
+    return np.arange(EVAL_WINDOWS) * n // EVAL_WINDOWS
+  return np.arange(n)
+
+
+def eval_batches(split, batch_size, norm=None, mask=None, indices=None):
+  """The split's examples `indices` (default: all) in fixed-size batches; the last is padded and
   `mask` marks real rows."""
   mine = host_slice(batch_size)
-  n = min(len(split), limit) if limit else len(split)
+  indices = np.arange(len(split)) if indices is None else indices
+  n = len(indices)
   for start in range(0, n, batch_size):
-    idx_B = np.arange(start, start + batch_size)
-    mask_B = idx_B < n
-    batch = normalize(preprocess(split.gather(np.where(mask_B, idx_B, 0)[mine])), norm)
+    pos_B = np.arange(start, start + batch_size)
+    mask_B = pos_B < n
+    idx_B = indices[np.where(mask_B, pos_B, 0)]
+    batch = normalize(preprocess(split.gather(idx_B[mine])), norm)
     if mask is not None:  # the same masks at every evaluation
       batch = mask(batch, np.random.default_rng([start, jax.process_index()]))
     batch["mask"] = mask_B[mine]

@@ -36,7 +36,8 @@ TFDS_CORPORA = {"tiny_shakespeare": ("train", "validation"), "lm1b": ("train", "
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["tokens_N"], meta_fields=["seq_len", "stride"])
 @dataclasses.dataclass
 class Windows:
-  """The windows of `seq_len + 1` tokens that start at multiples of `stride`.
+  """The windows of `seq_len + 1` tokens that start at multiples of `stride`, over any 1-D token array
+  that takes an integer-array index: numpy, jax, or a corpus's memory-mapped shards (tokens.Shards).
 
   A pytree: on the accelerator (see feed.py) the same `gather` runs inside the train step."""
   tokens_N: object  # numpy or jax array
@@ -77,6 +78,11 @@ def corpus(c, text) -> Dataset:
       raise errors.UserError(f"The {split} text has {len(ids)} tokens, fewer than data.seq_len + 1 = {c.seq_len + 1}.")
     splits[split] = Windows(ids, c.seq_len, stride)
     bytes_per_token[split] = len(text[split].encode("utf-8")) / len(ids)
+  return lm_dataset(c, tok, splits, bytes_per_token)
+
+
+def lm_dataset(c, tok, splits, bytes_per_token) -> Dataset:
+  """A corpus's Dataset from its splits of windows (in memory here, memory-mapped shards in tokens.py)."""
   vocab = tok.vocab_size  # the "classes" of a corpus are its vocabulary
   mask_id = getattr(tok, "mask_id", None)
   mask = functools.partial(mlm.mask_batch, rate=c.mlm_mask_rate, vocab_size=vocab,
