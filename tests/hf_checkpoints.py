@@ -194,8 +194,8 @@ def tiny_llama(kind, directory, **overrides):
   import transformers
   tok = llama_tokenizer(directory)
   config = getattr(transformers, LLAMA_CLASSES[kind].replace("ForCausalLM", "Config"))(
-      vocab_size=len(tok), hidden_size=64, intermediate_size=88, num_hidden_layers=2, max_position_embeddings=128,
-      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **{**LLAMAS[kind], **overrides})
+      vocab_size=len(tok), num_hidden_layers=2, max_position_embeddings=128, bos_token_id=tok.bos_token_id,
+      eos_token_id=tok.eos_token_id, **{"hidden_size": 64, "intermediate_size": 88, **LLAMAS[kind], **overrides})
   torch.manual_seed(0)
   return save(getattr(transformers, LLAMA_CLASSES[kind])(config), directory)
 

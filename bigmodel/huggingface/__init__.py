@@ -171,6 +171,20 @@ def save(directory, model, params, tokenizer=None):
   config = hf_config(model)
   config.update({k: v for k, v in (("bos_token_id", getattr(tokenizer, "bos_id", None)),
                                    ("eos_token_id", getattr(tokenizer, "eos_id", None))) if v is not None})
+  tensors = tensors_of(model, params)
+  os.makedirs(directory, exist_ok=True)
+  save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump(config, f, indent=2)
+  if tokenizer is not None and getattr(tokenizer, "kind", None) == "hf":
+    tokenizer.save(directory)
+  return config
+
+
+def tensors_of(model, params):
+  """{transformers' tensor name: float32 array} of `params` of our `model` (config section): what `save` and
+  gguf.write write."""
+  config = hf_config(model)
   table = _ours(model).table(model)
   names, leaves, _ = paths.flatten({"params": params})
   tensors = {}
@@ -179,10 +193,4 @@ def save(directory, model, params, tokenizer=None):
     if spec is None or spec.save is None:
       raise errors.UserError(f"{path} has no place in a Hugging Face {config['architectures'][0]}.")
     tensors.update(zip(spec.names, (np.ascontiguousarray(np.asarray(a, np.float32)) for a in spec.save(leaf))))
-  os.makedirs(directory, exist_ok=True)
-  save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-  with open(os.path.join(directory, "config.json"), "w") as f:
-    json.dump(config, f, indent=2)
-  if tokenizer is not None and getattr(tokenizer, "kind", None) == "hf":
-    tokenizer.save(directory)
-  return config
+  return tensors

@@ -36,7 +36,7 @@ FILE_TYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_
 _LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
            r"|\s+(?!\S)|\s+")
 _QWEN2 = _LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
-PRE_TOKENIZERS = {"default": None, "gpt2": None, "gpt-2": None, "smollm": "digits", "llama-bpe": _LLAMA3,
+PRE_TOKENIZERS = {"gpt-2": None, "default": None, "gpt2": None, "smollm": "digits", "llama-bpe": _LLAMA3,
                   "llama3": _LLAMA3, "llama-v3": _LLAMA3, "qwen2": _QWEN2}
 
 
@@ -254,3 +254,113 @@ def _post_processor(tok, bos, eos):
     tok.post_processor = processors.TemplateProcessing(
         single=" ".join([*first, "$A", *last]), pair=" ".join([*first, "$A", *last, *first, "$B", *last]),
         special_tokens=[(t, tok.token_to_id(t)) for t in dict.fromkeys(first + last)])
+
+
+# ---- Out ----
+
+def write(path, model, tensors, tokenizer, dtype="f32"):
+  """Writes a GGUF file of our Llama `model` (config section) at `path`: `tensors` are its transformers
+  tensors ({name: float32 array}, huggingface.tensors_of), `tokenizer` its tokenizers.HfTokenizer, `dtype`
+  one of WRITES. 2-D weights take that type (Q8_0's blocks of 32 need rows of a multiple of 32: others
+  are written F16, as llama.cpp's converter does); norms stay F32."""
+  import gguf
+  from bigmodel.huggingface import llama
+  hf = llama.hf_config(model)
+  if dtype not in WRITES:
+    raise errors.UserError(f"--dtype={dtype!r}: bigmodel writes GGUF as {', '.join(WRITES)}.")
+  if model["qkv_bias"] or model["out_bias"] or model["mlp_bias"] or model["rope_scaling"] == "llama3":
+    raise errors.UserError("This Llama has biases or Llama 3's rotary rescaling (model.qkv_bias, out_bias, mlp_bias, "
+                           "rope_scaling=llama3): bigmodel writes GGUF for Llamas without them; use --format=hf.")
+  qtype = gguf.GGMLQuantizationType[WRITES[dtype]]
+  w = gguf.GGUFWriter(path, "llama")
+  heads, kv_heads = hf["num_attention_heads"], hf["num_key_value_heads"]
+  w.add_block_count(hf["num_hidden_layers"])
+  w.add_context_length(hf["max_position_embeddings"])
+  w.add_embedding_length(hf["hidden_size"])
+  w.add_feed_forward_length(hf["intermediate_size"])
+  w.add_head_count(heads)
+  w.add_head_count_kv(kv_heads)
+  w.add_key_length(hf["head_dim"])
+  w.add_value_length(hf["head_dim"])
+  w.add_rope_dimension_count(hf["head_dim"])
+  w.add_rope_freq_base(float(hf["rope_parameters"]["rope_theta"]))
+  if model["rope_scaling"] == "linear":
+    w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    w.add_rope_scaling_factor(float(model["rope_factor"]))
+  w.add_layer_norm_rms_eps(float(hf["rms_norm_eps"]))
+  w.add_vocab_size(hf["vocab_size"])
+  w.add_file_type(gguf.LlamaFileType[FILE_TYPES[WRITES[dtype]]])
+  _write_tokenizer(w, tokenizer, hf["vocab_size"])
+  to_gguf = _names(hf["num_hidden_layers"])
+  for name, x in tensors.items():
+    kind = name.split(".")[-2]
+    if kind in ("q_proj", "k_proj"):
+      x = _permute(x, heads if kind == "q_proj" else kv_heads)
+    t = qtype if x.ndim == 2 else gguf.GGMLQuantizationType.F32
+    if t not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16) \
+        and x.shape[-1] % gguf.GGML_QUANT_SIZES[t][0]:
+      t = gguf.GGMLQuantizationType.F16
+    w.add_tensor(to_gguf(name), gguf.quants.quantize(np.ascontiguousarray(x, np.float32), t), raw_dtype=t)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+
+
+def _write_tokenizer(w, tokenizer, vocab_size):
+  """The tokenizer as llama.cpp's converter writes a byte-level BPE's: its tokens by id (the embedding's rows
+  past them as unused [PAD<i>] tokens), their types, the merges, the pre-tokenizer's name, the special ids,
+  whether BOS is added, the chat template and its end-of-turn token."""
+  import gguf
+  from bigmodel import chat
+  if getattr(tokenizer, "kind", None) != "hf":
+    raise errors.UserError(f"This run's tokenizer is bigmodel's {getattr(tokenizer, 'kind', None)!r}; a GGUF file "
+                           "carries a Hugging Face byte-level BPE (GPT-2's, Llama 3's, SmolLM's): train or fine-tune "
+                           "with one (init.hf or data.tokenizer).")
+  tok = tokenizer.tokenizer
+  spec = json.loads(tok.to_str())
+  model = spec["model"]
+  pre = _pre_name(spec.get("pre_tokenizer"))
+  if model.get("type") != "BPE" or pre is None:
+    raise errors.UserError("This run's tokenizer is not a byte-level BPE with a pre-tokenizer llama.cpp names "
+                           f"({', '.join(sorted(set(PRE_TOKENIZERS)))}): bigmodel writes those into GGUF only.")
+  vocab = tok.get_vocab(with_added_tokens=True)
+  tokens = [f"[PAD{i}]" for i in range(max(vocab_size, len(vocab)))]
+  types = [gguf.TokenType.UNUSED] * len(tokens)
+  for t, i in vocab.items():
+    tokens[i], types[i] = t, gguf.TokenType.NORMAL
+  for i, added in tok.get_added_tokens_decoder().items():
+    types[i] = gguf.TokenType.CONTROL if added.special else gguf.TokenType.USER_DEFINED
+  w.add_tokenizer_model("gpt2")
+  w.add_tokenizer_pre(pre)
+  w.add_token_list(tokens)
+  w.add_token_types([int(t) for t in types])
+  w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model["merges"]])
+  config = json.loads(tokenizer.companions.get("tokenizer_config.json") or "{}")
+  for role, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("unk", w.add_unk_token_id),
+                    ("pad", w.add_pad_token_id)):
+    token = config.get(f"{role}_token")
+    token = token.get("content") if isinstance(token, dict) else token
+    if token is not None and tok.token_to_id(token) is not None:
+      add(tok.token_to_id(token))
+  bos = tokenizer.bos_id
+  w.add_add_bos_token(bos is not None and tokenizer.encode("a")[:1].tolist() == [bos])
+  template = chat.template(tokenizer)
+  if template is not None:
+    w.add_chat_template(template.source)
+    if template.end_of_turn_id is not None:
+      w.add_eot_token_id(template.end_of_turn_id)
+
+
+def _pre_name(pre):
+  """llama.cpp's name for a byte-level BPE's pre-tokenizer (tokenizer.json's), or None if it has none."""
+  steps = (pre or {}).get("pretokenizers", [pre] if pre else [])
+  kinds = [s.get("type") for s in steps]
+  if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+    return "gpt-2"
+  if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
+    return "smollm"
+  if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
+    regex = steps[0].get("pattern", {}).get("Regex")
+    return next((name for name, split in PRE_TOKENIZERS.items() if split == regex), None)  # the first: llama.cpp's
+  return None
