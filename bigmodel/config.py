@@ -105,7 +105,8 @@ def describe(config: ml_collections.ConfigDict) -> str:
   value differs); range`. The resolution is `resolve`, then experiment.settle (the task and loss; with init.hf,
   a local checkpoint's model). No dataset is built: the model keys a dataset decides are shown as such."""
   c = resolve(config)
-  c = experiment.settle(c, read_hf=os.path.isdir(c.init.hf))  # a hub id is not downloaded for a printout
+  local = os.path.isdir(c.init.hf) or (c.init.hf.endswith(".gguf") and os.path.isfile(c.init.hf))
+  c = experiment.settle(c, read_hf=local)  # a hub id is not downloaded for a printout
   values = c.to_dict()
   model = values["model"]
   declared = {**KEYS, **SECTIONS, "model": models.keys(model["name"]) if "name" in model else {}}

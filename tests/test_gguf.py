@@ -1,0 +1,216 @@
+"""GGUF files (llama.cpp's) in and out: a real published one, SmolLM2-135M-Instruct.Q4_1.gguf, computes and
+tokenizes here as transformers computes and tokenizes it; tiny files of every tensor type load as transformers
+dequantizes them; what we write, transformers reads back with our logits, tokenizer and chat template."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")
+
+from bigmodel import chat, errors, generate, huggingface, models  # noqa: E402
+from bigmodel.huggingface import gguf as gguf_lib  # noqa: E402
+from hf_checkpoints import smollm2_gguf, text, tiny_llama  # noqa: E402
+from test_huggingface import SAMPLES, relative_error  # noqa: E402
+from test_tokenizers import UNICODE  # noqa: E402
+
+PROMPTS = ["The capital of France is", "Once upon a time, in a land far away, there lived a",
+           "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", "2 + 2 ="]
+
+
+def reference_model(path):
+  return transformers.AutoModelForCausalLM.from_pretrained(
+      os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+
+
+def reference_tokenizer(path):
+  return transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+
+
+def ours(path, x, **overrides):
+  """(our model, its params) for GGUF file `path`, initialised for inputs like `x`."""
+  import flax.linen as nn
+  config = {**huggingface.model_config(path), **overrides}
+  config.setdefault("num_outputs", config["vocab_size"])
+  model = models.build(config)
+  shapes = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), x)))
+  fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  params, _, _ = huggingface.load(path, config, fresh.pop("params"), fresh)
+  return model, params, config
+
+
+def padded(rows):
+  """Right-padded ids: ours marks padding -1; transformers takes an attention mask."""
+  mask = np.arange(max(map(len, rows)))[None] < np.array([len(r) for r in rows])[:, None]
+  ids = np.zeros(mask.shape, np.int32)
+  for i, r in enumerate(rows):
+    ids[i, :len(r)] = r
+  return np.where(mask, ids, -1).astype(np.int32), torch.tensor(ids, dtype=torch.long), torch.tensor(
+      mask.astype(np.int64)), mask
+
+
+@pytest.fixture(scope="module")
+def smol():
+  """SmolLM2-135M-Instruct as we load it (once per module), its tokenizer ours and transformers'."""
+  path = smollm2_gguf()
+  tok = gguf_lib.tokenizer(path)
+  model, params, config = ours(path, np.zeros((1, 8), np.int32), max_len=256)
+  return dict(path=path, tok=tok, model=model, params=params, config=config)
+
+
+@pytest.fixture(scope="module")
+def smol_reference(smol):
+  return reference_model(smol["path"])
+
+
+def test_smollm2s_metadata_gives_its_published_sizes_and_special_tokens(smol):
+  c = smol["config"]
+  assert (c["num_layers"], c["dim"], c["num_heads"], c["num_kv_heads"], c["mlp_dim"], c["vocab_size"]) == \
+      (30, 576, 9, 3, 1536, 49152)
+  assert c["tie_embeddings"] and c["rope_theta"] == 100_000.0 and c["head_dim"] == 64
+  tok = smol["tok"]
+  assert (tok.bos_id, tok.eos_id) == (1, 2)  # <|im_start|> and <|im_end|>, as the file names them
+  assert chat.template(tok).end_of_turn_id == 2
+
+
+def test_smollm2s_token_ids_equal_transformers_on_real_text_a_long_document_and_odd_unicode(smol):
+  reference = reference_tokenizer(smol["path"])
+  long_document = text()[:50_000]  # Shakespeare: names, verse, punctuation, line breaks
+  samples = [long_document, "The capital of France is", UNICODE, *SAMPLES, "In 2024, 12,345 people paid $3.50.",
+             "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n", "  leading spaces\r\n\ttab"]
+  for sample in samples:
+    ids = smol["tok"].encode(sample)
+    assert ids.tolist() == reference(sample)["input_ids"], sample[:40]
+    assert smol["tok"].decode(ids) == reference.decode(ids.tolist()), sample[:40]
+  assert len(smol["tok"].encode(long_document)) > 10_000
+
+
+def test_smollm2_continues_the_capital_of_france_with_paris(smol):
+  prompt = smol["tok"].encode("The capital of France is")[None]
+  out = generate.generate(smol["model"], smol["params"], prompt, 3, temperature=0.0)
+  assert smol["tok"].decode(out[0, prompt.shape[1]:]).startswith(" Paris")
+
+
+@pytest.mark.slow  # transformers loads the file in ~40 s on 2 busy cores
+def test_smollm2s_logits_equal_transformers_on_a_padded_batch_of_real_prompts(smol, smol_reference):
+  ours_ids, ids, attention, mask = padded([smol["tok"].encode(p) for p in PROMPTS])
+  assert len(set(mask.sum(1))) == len(PROMPTS)  # every row a different length
+  logits = np.asarray(smol["model"].apply({"params": smol["params"]}, ours_ids))
+  with torch.no_grad():
+    expected = smol_reference(ids, attention_mask=attention).logits.numpy()
+  assert relative_error(logits[mask], expected[mask]) < 1e-4
+
+
+@pytest.mark.slow  # transformers loads the file in ~40 s on 2 busy cores
+def test_32_greedy_tokens_with_our_kv_cache_equal_transformers_generate(smol, smol_reference):
+  template = chat.template(smol["tok"])
+  prompt = template.encode([{"role": "user", "content": "What is the capital of France?"}])[None]
+  out = generate.generate(smol["model"], smol["params"], prompt, 32, temperature=0.0)
+  with torch.no_grad():
+    ids = torch.tensor(prompt, dtype=torch.long)
+    expected = smol_reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32,
+                                       min_new_tokens=32, do_sample=False, pad_token_id=2).numpy()
+  np.testing.assert_array_equal(out, expected)
+  answer = smol["tok"].decode(generate.text_ids(out[0], prompt.shape[1], template.end_of_turn_id)[prompt.shape[1]:])
+  assert answer == "The capital of France is Paris."
+
+
+# ---- Tiny files of every tensor type ----
+
+def tiny_gguf(path, directory, qtype, tied=False):
+  """The tiny Llama in `directory` (transformers') written as llama.cpp's converter writes one, its 2-D weights
+  of type `qtype`: random blocks for the types the gguf package cannot quantize (K-quants), each byte below
+  0x30 so that every float16 scale in them is finite and small."""
+  from safetensors.numpy import load_file
+  config = json.load(open(os.path.join(directory, "config.json")))
+  tensors = load_file(os.path.join(directory, "model.safetensors"))
+  if tied:
+    tensors.pop("lm_head.weight", None)
+  w = gguf.GGUFWriter(str(path), "llama")
+  w.add_block_count(config["num_hidden_layers"])
+  w.add_context_length(config["max_position_embeddings"])
+  w.add_embedding_length(config["hidden_size"])
+  w.add_feed_forward_length(config["intermediate_size"])
+  w.add_head_count(config["num_attention_heads"])
+  w.add_head_count_kv(config["num_key_value_heads"])
+  w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
+  w.add_layer_norm_rms_eps(config["rms_norm_eps"])
+  w.add_vocab_size(config["vocab_size"])
+  t = gguf.GGMLQuantizationType[qtype]
+  rng = np.random.RandomState(0)
+  names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
+  for name, x in tensors.items():
+    x = np.asarray(x, np.float32)
+    if name.endswith(("q_proj.weight", "k_proj.weight")):  # llama.cpp's rows: (i, i + K/2) -> (2i, 2i + 1)
+      heads = config["num_attention_heads" if "q_proj" in name else "num_key_value_heads"]
+      x = x.reshape(heads, 2, x.shape[0] // heads // 2, x.shape[1]).swapaxes(1, 2).reshape(x.shape)
+    theirs = names.get_name(name, try_suffixes=(".weight",))
+    theirs = theirs if theirs.endswith(".weight") else theirs + ".weight"
+    if x.ndim == 1 or qtype in ("F32", "F16", "BF16") or qtype in ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"):
+      kind = t if x.ndim == 2 else gguf.GGMLQuantizationType.F32
+      w.add_tensor(theirs, gguf.quants.quantize(x, kind), raw_dtype=kind)
+    else:  # K-quants: random blocks
+      block, size = gguf.GGML_QUANT_SIZES[t]
+      raw = rng.randint(0, 0x30, (x.shape[0], x.shape[1] // block * size)).astype(np.uint8)
+      w.add_tensor(theirs, raw, raw_dtype=t)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+  """A 2-layer Llama with rows of 256 (K-quants' blocks), 4 query heads over 2 key/value heads."""
+  return tiny_llama("llama", tmp_path_factory.mktemp("tiny"), hidden_size=256, intermediate_size=256,
+                    attention_bias=False, rope_parameters=dict(rope_type="default", rope_theta=10_000.0))
+
+
+@pytest.mark.parametrize("qtype, tied", [(t, t == "Q4_1") for t in gguf_lib.LOADS])
+def test_each_tensor_type_loads_as_transformers_dequantizes_it_with_llama_cpps_rows_put_back(
+    tiny_dir, tmp_path, qtype, tied):
+  path = tiny_gguf(tmp_path / f"tiny-{qtype}.gguf", tiny_dir, qtype, tied)
+  model, params, config = ours(path, np.zeros((1, 8), np.int32))
+  assert config["tie_embeddings"] == tied
+  reference = reference_model(path)
+  expected = {n: p.detach().numpy() for n, p in reference.state_dict().items()}
+  theirs = huggingface.tensors_of({**models.defaults("llama"), **config}, params)
+  assert set(theirs) == set(expected) - ({"lm_head.weight"} if tied else set())
+  for name, x in theirs.items():
+    np.testing.assert_allclose(x, expected[name], rtol=0, atol=1e-6 * np.abs(expected[name]).max(), err_msg=name)
+  ids = np.random.RandomState(0).randint(0, config["vocab_size"], (2, 10)).astype(np.int32)
+  with torch.no_grad():
+    logits = reference(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+  assert relative_error(model.apply({"params": params}, ids), logits) < 1e-4
+
+
+def test_a_file_of_another_architecture_or_tensor_type_is_refused_naming_it(tiny_dir, tmp_path):
+  path = tiny_gguf(tmp_path / "tiny.gguf", tiny_dir, "F32")
+  other = tmp_path / "falcon.gguf"
+  w = gguf.GGUFWriter(str(other), "falcon")
+  w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+  w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+  with pytest.raises(errors.UserError, match="architecture 'falcon'; bigmodel loads llama GGUF files only"):
+    huggingface.model_config(str(other))
+  reader = gguf.GGUFReader(path)  # the same file, one tensor re-typed TQ1_0 (ternary; no Llama ships it)
+  odd = tmp_path / "odd.gguf"
+  w = gguf.GGUFWriter(str(odd), "llama")
+  for name, field in reader.fields.items():
+    if name.startswith("llama."):
+      w.add_key_value(name, field.contents(), field.types[0])
+  for t in reader.tensors:
+    if t.name == "blk.1.ffn_up.weight":
+      block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.TQ1_0]
+      w.add_tensor(t.name, np.zeros((t.shape[1], t.shape[0] // block * size), np.uint8),
+                   raw_dtype=gguf.GGMLQuantizationType.TQ1_0)
+    else:
+      w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+  w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+  model = {**models.defaults("llama"), **huggingface.model_config(str(odd)), "num_outputs": 299}
+  with pytest.raises(errors.UserError, match=r"blk\.1\.ffn_up\.weight \(TQ1_0\)"):
+    huggingface.load(str(odd), model, {}, {})
