@@ -3,8 +3,8 @@
 A run that has no checkpoint of its own to resume starts from its model's initialisation, or from
   - another run's parameters (`init.checkpoint`: fine-tuning), matched by parameter path, so a new head or
     extra layers start fresh (`merge_by_path`);
-  - a published checkpoint (`init.hf`: Hugging Face, read by bigmodel/huggingface/), tensor by tensor onto
-    each parameter's sharding.
+  - a published checkpoint (`init.hf`: Hugging Face or GGUF, read by bigmodel/huggingface/), tensor by tensor
+    onto each parameter's sharding.
 `init.reinit` names the arrays that start afresh either way. The trainer calls `load` once, from
 train.restore_or_start. Both sources take checkpoints of either layer layout (`model.scan_layers`,
 models/stack.py) into either.
@@ -19,8 +19,9 @@ from bigmodel.registry import Key
 
 INIT_KEYS = dict(
     checkpoint=Key("", "start from this run's parameters: a workdir (newest step) or <workdir>/checkpoints/<step>"),
-    hf=Key("", "or from a Hugging Face checkpoint: a hub id ('gpt2') or a local save_pretrained directory; its "
-               "config.json gives the model (bigmodel/huggingface/), the keys under `model` override it"),
+    hf=Key("", "or from a published checkpoint: a Hugging Face hub id ('gpt2'), a local save_pretrained directory, "
+               "or a Llama-architecture .gguf file; its config (config.json, the GGUF's metadata) gives the model "
+               "(bigmodel/huggingface/), the keys under `model` override it"),
     reinit=Key(("^head/",), "regexes on parameter paths that start afresh instead (the classifier head)"),
 )
 
