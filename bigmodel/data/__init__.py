@@ -4,13 +4,17 @@ Built in: TFDS builders for offline data and your image folders, and the TFDS ca
 other name (builders.py); text corpora and labelled texts, tokenised in memory (text.py); corpora
 tokenized once into shards by `python -m bigmodel.prepare` and read through memory maps (tokens.py). How
 training batches reach the step is feed.py's; evaluation batches, pipeline.py's.
+
+The `data` keys: those every dataset reads are declared here; a family's own keys beside its reader
+(builders.IMAGE_FOLDER_KEYS, text.KEYS, tokens.KEYS), under the same flat names (data.seq_len, data.path).
 """
 import dataclasses
 
 from bigmodel import errors, registry
-from bigmodel.registry import FRACTION, Key, Range, at_least
-from bigmodel.data import augment, builders, pipeline, subset, text, tokens
+# Importing the dataset modules registers their loaders.
+from bigmodel.data import augment, builders, fine_foods, pipeline, shakespeare, subset, text, tokens  # noqa: F401 (registers)
 from bigmodel.data.dataset import DATASETS, Dataset, InMemory, register
+from bigmodel.registry import Key, at_least
 
 KEYS = dict(
     name=Key("mnist1d", "a dataset registered in bigmodel/data/ (data/dataset.py), else a TFDS catalog name"),
@@ -33,21 +37,9 @@ KEYS = dict(
     augment=Key((), "training-time augmentations, in order: random_crop, flip"),
     crop_padding=Key(4, "pixels of zero padding around an image before random_crop", at_least(0)),
     normalize=Key(False, "standardise inputs with the training split's mean and std per channel"),
-    folder=Key("", "image_folder: <folder>/<split>/<class>/<images>"),
-    image_size=Key(0, "image_folder: resize to image_size x image_size; 0 = keep (all must agree)", at_least(0)),
-    channels=Key(3, "image_folder: 1 = grey, 3 = RGB", Range(1, 1, also=(3,))),
-    tokenizer=Key("", "text: byte | char | bpe (built from the training text), a directory with a saved one, or a "
-                      "Hugging Face hub id; empty = init.hf's checkpoint's tokenizer if it is set, else char"),
-    vocab_size=Key(1024, "text: bpe vocabulary size", at_least(1)),
-    seq_len=Key(256, "text: tokens per example (language models: context length)", at_least(1)),
-    path=Key("", "tokens: a directory made by `python -m bigmodel.prepare`, or a list of them (a mixture)"),
-    weights=Key((), "tokens: with several paths, each one's share of every batch; () = equal shares", at_least(0)),
-    files=Key((), "text_files: paths or one glob; text_csv: (train file, test file)"),
-    text_key=Key("text", "text_csv: column of the text"),
-    label_key=Key("label", "text_csv: column of the label"),
-    val_fraction=Key(0.1, "text corpora: the end of each document held out for validation",
-                     Range(0, 1, low_open=True, high_open=True)),
-    mlm_mask_rate=Key(0.0, "text corpora: > 0 turns next-token windows into masked-LM examples (BERT: 0.15)", FRACTION),
+    **builders.IMAGE_FOLDER_KEYS,  # data.name=image_folder's own keys
+    **text.KEYS,  # text datasets': the tokenizer, context, files and splits
+    **tokens.KEYS,  # prepared token shards'
 )
 DEFAULTS = registry.defaults(KEYS)
 

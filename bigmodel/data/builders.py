@@ -10,6 +10,7 @@ import numpy as np
 from etils import epath
 
 from bigmodel import errors
+from bigmodel.registry import Key, Range, at_least
 from bigmodel.data.dataset import Dataset, InMemory, register
 
 # Name -> (module in bigmodel.data, builder class). Imported when used: TFDS takes about 0.3 s to
@@ -45,6 +46,11 @@ def _kwargs(c):
 
 
 CATALOG_EXTRAS = "pip install -r requirements-catalog.txt  (tensorflow-cpu==2.21.0)"
+IMAGE_FOLDER_KEYS = dict(  # data.<key>: see data/__init__.py
+    folder=Key("", "image_folder: <folder>/<split>/<class>/<images>"),
+    image_size=Key(0, "image_folder: resize to image_size x image_size; 0 = keep (all must agree)", at_least(0)),
+    channels=Key(3, "image_folder: 1 = grey, 3 = RGB", Range(1, 1, also=(3,))),
+)
 
 
 def prepare(builder, c):
@@ -82,12 +88,9 @@ def from_builder(builder, c) -> Dataset:
                  example_shape=tuple(info.features[x_key].shape))
 
 
-def _load_offline(c) -> Dataset:
+@register(*OFFLINE)
+def load_offline(c) -> Dataset:
   return from_builder(builder_class(c.name)(**_kwargs(c)), c)
-
-
-for _name in OFFLINE:
-  register(_name)(_load_offline)
 
 
 @register("image_folder")

@@ -1,11 +1,15 @@
 """What every dataset loader returns, and the registry of loaders by name.
 
-A loader takes the config's `data` block and returns a `Dataset`. The built-in ones register
-themselves (builders.py: TFDS builders and image folders; text.py: corpora and labelled texts);
-a new dataset needs one function:
+A loader takes the config's `data` block and returns a `Dataset`. Every dataset module registers its
+loaders beside its reader with this one decorator (several names may share a loader); a new dataset
+needs one function:
 
   @data.register("my_data")
   def load_my_data(c) -> data.Dataset: ...
+
+A split has len() and gather(indices) -> {"x": ..., "y": ...}. One that sets `on_device = True` is a pytree
+of arrays the train step can gather from, so a small one is placed on the accelerator (feed.py); any other
+split (records read from files, memory-mapped shards) is read on the host.
 """
 import dataclasses
 import functools
@@ -18,10 +22,10 @@ KINDS = ("labelled", "targets", "corpus")  # classes to predict, values to regre
 DATASETS = {}  # name -> loader(c) -> Dataset
 
 
-def register(name):
-  """Registers `loader(c) -> Dataset` under `data.name = name`."""
+def register(*names):
+  """Registers `loader(c) -> Dataset` under each `data.name` in `names`."""
   def wrap(loader):
-    DATASETS[name] = loader
+    DATASETS.update(dict.fromkeys(names, loader))
     return loader
   return wrap
 
@@ -52,6 +56,7 @@ class InMemory:
 
   A pytree: on the accelerator (see feed.py) the same `gather` runs inside the train step."""
   arrays: dict  # {"x": x_N..., "y": y_N...}, numpy or jax arrays
+  on_device = True  # a class attribute, not a field
 
   def __len__(self):
     return len(self.arrays["y"])

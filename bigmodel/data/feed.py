@@ -11,9 +11,6 @@ import jax
 import numpy as np
 
 from bigmodel.data import pipeline
-from bigmodel.data.dataset import InMemory
-from bigmodel.data.subset import Subset
-from bigmodel.data.text import Windows
 
 
 def make(dataset, c, seed, sharding):
@@ -22,15 +19,10 @@ def make(dataset, c, seed, sharding):
 
   Augmentations and masked-LM masking run on the host (grain), so those datasets stay host-fed."""
   split = dataset.splits[c.train_split]
-  if (not c.augment and dataset.mask is None and _held_in_memory(split)
+  if (not c.augment and dataset.mask is None and getattr(split, "on_device", False)
       and sum(x.nbytes for x in jax.tree.leaves(split)) <= c.on_device_mb * 2**20):
     return DeviceFeed(split, c, seed, dataset.norm, sharding)
   return HostFeed(split, c, seed, dataset.norm, dataset.mask)
-
-
-def _held_in_memory(split):
-  """Whether `split` is arrays (a pytree the step can gather from), not records read from files."""
-  return isinstance(split, (InMemory, Windows)) or isinstance(split, Subset) and _held_in_memory(split.split)
 
 
 class HostFeed:

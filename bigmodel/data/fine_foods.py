@@ -10,7 +10,8 @@ R is not needed: the package keeps its data in R's lazy-load database, read by r
 import os
 
 from bigmodel import errors
-from bigmodel.data import files, rdata
+from bigmodel.data import files, rdata, text
+from bigmodel.data.dataset import Dataset, register
 
 DIR = "/usr/lib/R/site-library/modeldata/data"
 CLASSES = ["other", "great"]
@@ -29,3 +30,16 @@ def load(directory: str = DIR) -> dict:
     splits[split] = files.Labelled(texts=table["review"], labels=files.label_ids(table["score"], CLASSES, name),
                                    classes=list(CLASSES))
   return splits
+
+
+@register("fine_foods")
+def load_fine_foods(c) -> Dataset:
+  """The labelled reviews: "great" or "other"."""
+  return text.labelled(c, load())
+
+
+@register("fine_foods_text")
+def load_fine_foods_text(c) -> Dataset:
+  """LM pretraining text: the training reviews only, so the test reviews stay unseen."""
+  reviews = "\n\n".join(load()["train"].texts) + "\n\n"
+  return text.corpus(c, dict(zip(("train", "val"), files.split_text(reviews, c.val_fraction))))

@@ -28,7 +28,8 @@ import os
 import re
 
 from bigmodel import errors
-from bigmodel.data import files
+from bigmodel.data import files, text
+from bigmodel.data.dataset import Dataset, register
 
 SPEAKER = re.compile(r"\*\*([^*]+)\*\*")
 CAPS_ONLY = re.compile(r"[A-Z][A-Z' -]+")  # wrapped speaker names and running headers
@@ -98,3 +99,9 @@ def load(val_fraction: float = 0.1) -> dict:
     with open(path, encoding="utf-8") as f:
       texts.append(play_text(f.read()))
   return files.split_all(texts, val_fraction)
+
+
+@register("shakespeare")
+def load_shakespeare(c) -> Dataset:
+  """The plays as a corpus (tiny_shakespeare's form), split per play."""
+  return text.corpus(c, load(c.val_fraction))

@@ -26,6 +26,10 @@ class Subset:
   split: object
   indices_N: object
 
+  @property
+  def on_device(self):
+    return getattr(self.split, "on_device", False)
+
   def __len__(self):
     return len(self.indices_N)
 

@@ -27,10 +27,23 @@ import jax
 import numpy as np
 
 from bigmodel import errors, tokenizers
-from bigmodel.data import builders, fine_foods, files, mlm, shakespeare
+from bigmodel.registry import FRACTION, Key, Range, at_least
+from bigmodel.data import builders, files, mlm
 from bigmodel.data.dataset import Dataset, InMemory, register
 
 TFDS_CORPORA = {"tiny_shakespeare": ("train", "validation"), "lm1b": ("train", "test")}
+KEYS = dict(  # data.<key>, for the text datasets (corpora and labelled texts): see data/__init__.py
+    tokenizer=Key("", "text: byte | char | bpe (built from the training text), a directory with a saved one, or a "
+                      "Hugging Face hub id; empty = init.hf's checkpoint's tokenizer if it is set, else char"),
+    vocab_size=Key(1024, "text: bpe vocabulary size", at_least(1)),
+    seq_len=Key(256, "text: tokens per example (language models: context length)", at_least(1)),
+    files=Key((), "text_files: paths or one glob; text_csv: (train file, test file)"),
+    text_key=Key("text", "text_csv: column of the text"),
+    label_key=Key("label", "text_csv: column of the label"),
+    val_fraction=Key(0.1, "text corpora: the end of each document held out for validation",
+                     Range(0, 1, low_open=True, high_open=True)),
+    mlm_mask_rate=Key(0.0, "text corpora: > 0 turns next-token windows into masked-LM examples (BERT: 0.15)", FRACTION),
+)
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["tokens_N"], meta_fields=["seq_len", "stride"])
@@ -43,6 +56,11 @@ class Windows:
   tokens_N: object  # numpy or jax array
   seq_len: int
   stride: int
+
+  @property
+  def on_device(self):
+    """Token arrays go on the accelerator; memory-mapped shards are read on the host."""
+    return isinstance(self.tokens_N, (np.ndarray, jax.Array))
 
   def __len__(self):
     return (len(self.tokens_N) - self.seq_len - 1) // self.stride + 1
@@ -94,11 +112,6 @@ def lm_dataset(c, tok, splits, bytes_per_token) -> Dataset:
                  tokenizer=tok, bytes_per_token=bytes_per_token, input_dtype="int32", mask=mask)
 
 
-@register("shakespeare")
-def load_shakespeare(c) -> Dataset:
-  return corpus(c, shakespeare.load(c.val_fraction))
-
-
 @register("text_files")
 def load_text_files(c) -> Dataset:
   if not c.files:
@@ -106,13 +119,7 @@ def load_text_files(c) -> Dataset:
   return corpus(c, files.read_text_files(c.files[0] if len(c.files) == 1 else list(c.files), c.val_fraction))
 
 
-@register("fine_foods_text")
-def load_fine_foods_text(c) -> Dataset:
-  # LM pretraining text: the training reviews only, so the test reviews stay unseen.
-  reviews = "\n\n".join(fine_foods.load()["train"].texts) + "\n\n"
-  return corpus(c, dict(zip(("train", "val"), files.split_text(reviews, c.val_fraction))))
-
-
+@register(*TFDS_CORPORA)
 def load_tfds_corpus(c) -> Dataset:
   """A TFDS text dataset (one record per line or document) as a corpus; needs a network on first use."""
   import tensorflow_datasets as tfds
@@ -121,10 +128,6 @@ def load_tfds_corpus(c) -> Dataset:
     source = tfds.data_source(c.name, split=theirs, data_dir=c.data_dir or None)
     text[ours] = "\n".join(r["text"].decode("utf-8") if isinstance(r["text"], bytes) else r["text"] for r in source)
   return corpus(c, text)
-
-
-for _name in TFDS_CORPORA:
-  register(_name)(load_tfds_corpus)
 
 
 def encode_padded(tok, texts, seq_len):
@@ -145,14 +148,10 @@ def labelled(c, raw) -> Dataset:
                  label_names=tuple(map(str, classes)), tokenizer=tok, input_dtype="int32")
 
 
-@register("fine_foods")
-def load_fine_foods(c) -> Dataset:
-  return labelled(c, fine_foods.load())
-
-
 TFDS_LABELLED = ("imdb_reviews",)  # TFDS text classification sets: a text feature, a ClassLabel
 
 
+@register(*TFDS_LABELLED)
 def load_tfds_labelled(c) -> Dataset:
   """A TFDS labelled text dataset (imdb_reviews: 25,000 / 25,000 movie reviews, neg or pos), prepared
   once per data_dir (a network on first use), tokenised like every labelled text."""
@@ -170,10 +169,6 @@ def load_tfds_labelled(c) -> Dataset:
     raw[split] = files.Labelled([r[x_key].decode("utf-8") if isinstance(r[x_key], bytes) else r[x_key]
                                  for r in records], np.array([r[y_key] for r in records], np.int32), classes)
   return labelled(c, raw)
-
-
-for _name in TFDS_LABELLED:
-  register(_name)(load_tfds_labelled)
 
 
 @register("text_csv")

@@ -29,11 +29,16 @@ import sys
 import numpy as np
 
 from bigmodel import errors, tokenizers
+from bigmodel.registry import Key, at_least
 from bigmodel.data.dataset import Dataset, register
 
 MANIFEST = "manifest.json"
 FORMAT = 1  # the manifest's "format": bumped when a reader could misread an older layout
 SPLITS = ("train", "val")
+KEYS = dict(  # data.<key>, for data.name=tokens: see data/__init__.py
+    path=Key("", "tokens: a directory made by `python -m bigmodel.prepare`, or a list of them (a mixture)"),
+    weights=Key((), "tokens: with several paths, each one's share of every batch; () = equal shares", at_least(0)),
+)
 FINGERPRINT_BYTES = 1 << 20  # a shard's fingerprint: its size and sha256 of its first and last MiB
 
 
