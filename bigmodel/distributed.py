@@ -90,8 +90,8 @@ def _running(pid):
     os.kill(pid, 0)
   except ProcessLookupError:
     return False
-  except PermissionError:  # someone else's process now has that id
-    return False
+  except PermissionError:  # another user's: the launcher ran the command as someone else
+    pass
   return True
 
 
