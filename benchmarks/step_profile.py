@@ -38,7 +38,7 @@ import optax
 from absl import app, flags, logging
 
 from bigmodel import config as config_lib, experiment, sharding
-from bigmodel.models import attention, gpt
+from bigmodel.models import attention, layers
 from bigmodel.train import Trainer
 
 flags.DEFINE_string("config", "configs/shakespeare/gpt_char.py", "Config file (a GPT).")
@@ -143,14 +143,14 @@ def pieces(trainer, steps_per_call):
   class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x):
-      h = nn.gelu(gpt.dense(4 * D, ("embed", "mlp"), nn.initializers.normal(0.02), m.dtype, "mlp_in")(x))
-      return gpt.dense(D, ("mlp", "embed"), nn.initializers.normal(0.02), m.dtype, "mlp_out")(h)
+      h = nn.gelu(layers.dense(4 * D, ("embed", "mlp"), nn.initializers.normal(0.02), m.dtype, "mlp_in")(x))
+      return layers.dense(D, ("mlp", "embed"), nn.initializers.normal(0.02), m.dtype, "mlp_out")(h)
 
   class Projections(nn.Module):  # attention's qkv and output projections, attention itself left out
     @nn.compact
     def __call__(self, x):
-      qkv = gpt.dense(3 * D, ("embed", "heads"), nn.initializers.normal(0.02), m.dtype, "qkv")(x)
-      return gpt.dense(D, ("heads", "embed"), nn.initializers.normal(0.02), m.dtype, "out")(qkv[..., :D])
+      qkv = layers.dense(3 * D, ("embed", "heads"), nn.initializers.normal(0.02), m.dtype, "qkv")(x)
+      return layers.dense(D, ("heads", "embed"), nn.initializers.normal(0.02), m.dtype, "out")(qkv[..., :D])
 
   class EmbedAndLogits(nn.Module):  # token + position embedding in, tied logits and the loss out
     @nn.compact

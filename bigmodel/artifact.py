@@ -5,8 +5,8 @@
     ids = model.generate([model.encode("ROMEO:")], 50, temperature=0.8, top_k=40)
     print(model.decode(ids[0]))
 
-A model dir holds model.json (task, input spec, labels, the weights' paths, shapes and dtypes; a
-language model's input spec gives its end-of-text token, `eos_id`, where generation stops),
+A model dir holds model.json (bigmodel/model_json.py: task, input spec, labels, the weights' paths,
+shapes and dtypes; a language model's input spec gives its end-of-text token, `eos_id`, where generation stops),
 the functions serialised by jax.export (StableHLO with a symbolic batch size): a classifier's
 forward.jax, a language model's prefill.jax and decode.jax (its KV-cache path, the cache an explicit
 input and output, see bigmodel/export.py), weights.npz (one array per parameter path: the
@@ -27,12 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigmodel import errors
-from bigmodel import decoding, tokenizers  # jax and numpy (and a tokenizer library): no model code
+from bigmodel import decoding, kv_cache, tokenizers  # jax and numpy (and a tokenizer library): no model code
+from bigmodel.model_json import ModelJson
 
-FORMAT = "bigmodel.export/3"  # 2: language models export prefill and decode with their KV cache; 3: of any length
 SPEC, FUNCTION, WEIGHTS = "model.json", "forward.jax", "weights.npz"
 PREFILL, DECODE = "prefill.jax", "decode.jax"
-TASKS = ("classify", "generate")
 
 
 class ArtifactError(errors.UserError):
@@ -58,14 +57,10 @@ def _read_spec(model_dir):
       spec = json.load(f)
   except (ValueError, UnicodeDecodeError) as e:
     raise ArtifactError(f"{path} is corrupt ({e}). Export the model again.") from None
-  if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-    found = spec.get("format") if isinstance(spec, dict) else None
-    raise ArtifactError(f"{path} has format {found!r}; this loader reads {FORMAT!r}. Export the model again "
-                        "with this version of bigmodel.")
-  missing = [k for k in ("task", "input", "weights") if k not in spec]
-  if missing or spec["task"] not in TASKS:
-    raise ArtifactError(f"{path} is incomplete: missing {missing or 'a known task'}. Export the model again.")
-  return spec
+  try:
+    return ModelJson.from_json(spec)
+  except ValueError as e:
+    raise ArtifactError(f"{path} {e}. Export the model again with this version of bigmodel.") from None
 
 
 def _read_function(model_dir, spec, name):
@@ -77,7 +72,7 @@ def _read_function(model_dir, spec, name):
     raise ArtifactError(f"{path} is missing: the model dir is incomplete. Export the model again.") from None
   except Exception as e:  # flatbuffers and jax raise many kinds on bad bytes
     raise ArtifactError(f"{path} could not be read ({type(e).__name__}: {e}). It is corrupt, or was written by "
-                        f"another jax (exported with {spec.get('jax_version')}, this is {jax.__version__}). "
+                        f"another jax (exported with {spec.jax_version}, this is {jax.__version__}). "
                         "Export the model again.") from None
   platform = jax.default_backend()
   if platform not in exported.platforms and not (platform == "gpu" and "cuda" in exported.platforms):
@@ -96,12 +91,12 @@ def _read_weights(model_dir, spec, exported):
   except Exception as e:
     raise ArtifactError(f"{path} is corrupt ({type(e).__name__}: {e}). Export the model again.") from None
   wanted = exported.in_avals[:-1]  # the last argument is the input
-  if len(spec["weights"]) != len(wanted):
-    raise ArtifactError(f"{model_dir}/{SPEC} lists {len(spec['weights'])} weights; {FUNCTION} takes "
+  if len(spec.weights) != len(wanted):
+    raise ArtifactError(f"{model_dir}/{SPEC} lists {len(spec.weights)} weights; {FUNCTION} takes "
                         f"{len(wanted)}. The files come from different exports: export the model again.")
   weights = []
   with stored:
-    for w, aval in zip(spec["weights"], wanted):
+    for w, aval in zip(spec.weights, wanted):
       if w["path"] not in stored.files:
         raise ArtifactError(f"{path} has no array {w['path']!r}. Export the model again.")
       try:
@@ -128,8 +123,9 @@ class Artifact:
   """An exported model: `forward`, and `classify`, or `generate` (and its `decoder` for decoding.Slots), by its task."""
 
   def __init__(self, model_dir, batch_sizes=(1, 8, 32), lengths=()):
-    self.spec = spec = _read_spec(model_dir)
-    self.task, self.input, self.labels = spec["task"], spec["input"], spec.get("labels")
+    spec = _read_spec(model_dir)
+    self.spec = spec.to_json()  # as model.json holds it (the server shows it)
+    self.task, self.input, self.labels, self.output = spec.task, spec.input, spec.labels, spec.output
     # A classifier's forward function; a language model's prefill (logits and cache), its forward too.
     self.exported = _read_function(model_dir, spec, FUNCTION if self.task == "classify" else PREFILL)
     self.weights = jax.device_put(_read_weights(model_dir, spec, self.exported))
@@ -144,7 +140,7 @@ class Artifact:
       return
     self.context, self.eos_id = self.input["context"], self.input.get("eos_id")  # eos_id None: the tokenizer has none
     decode = _read_function(model_dir, spec, DECODE)
-    cache_avals = [jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in decode.in_avals[len(self.weights):-2]]
+    cache_avals = kv_cache.rows_in_decode_args(decode.in_avals, len(self.weights))
     self.decoder = decoding.Decoder(self.exported.call, decode.call, self.weights, cache_avals, self.context,
                                     self.batch_sizes, lengths)
     self.lengths = self.decoder.lengths
@@ -174,7 +170,7 @@ class Artifact:
   def classify(self, x):
     """Class probabilities_BxC for a batch of raw inputs (softmax, or one sigmoid per class)."""
     logits_BxC = self.forward(x).astype(np.float64)
-    if self.spec.get("output") == "sigmoid":
+    if self.output == "sigmoid":
       p = 1 / (1 + np.exp(-logits_BxC))
       return np.concatenate([1 - p, p], -1) if p.shape[-1] == 1 else p  # one output: P(class 1)
     e = np.exp(logits_BxC - logits_BxC.max(-1, keepdims=True))

@@ -3,7 +3,7 @@ that cache, and what happens at the end of the context. bigmodel.generate (a tra
 the artifact (the same functions, exported) and the server (through batching.Generator) all decode here.
 
 A language model decodes through two functions of its weights (a list of arrays), the cache their
-explicit input and output (a list of arrays, rows x ... x positions x heads x head size):
+explicit input and output (a list of arrays, rows x ... x positions x heads x head size: bigmodel/kv_cache.py):
 
     prefill(weights, ids_BxL) -> (logits_BxLxV, cache)   every row from position 0; -1 pads on the right
     decode(weights, cache, token_B, position_B) -> (logits_BxV, cache)   one token per row, at its position
@@ -23,7 +23,6 @@ further token, which is what recomputing the window without a cache gives.
 """
 import collections
 import functools
-import inspect
 import threading
 import traceback
 
@@ -31,14 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigmodel import errors, sampling
+from bigmodel import errors, kv_cache, sampling
 
 Token = collections.namedtuple("Token", "id logprob top_ids top_logprobs")  # top_*: sampling.TOP_LOGPROBS
-
-
-def has_cache(model):
-  """Whether a flax language model decodes with a KV cache (takes `decode=True`)."""
-  return "decode" in inspect.signature(type(model).__call__).parameters
 
 
 @functools.lru_cache(maxsize=16)  # the same functions for the same model, so that jit compiles them once
@@ -50,20 +44,20 @@ def functions(model, treedef, use_cache=True):
   The model's cache keeps one position for its whole batch, so each row runs alone under vmap: rows
   at different positions decode together. A right pad's keys land beyond the prompt, where decoding
   overwrites them before any query can see them."""
-  if not (use_cache and has_cache(model)):
+  if not (use_cache and kv_cache.decodes(model)):
     return lambda weights, ids_BxL: (model.apply(jax.tree.unflatten(treedef, weights), ids_BxL), []), None, ()
-  blank = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32), decode=True))["cache"]
-  # The cache minus "index" (the model's one position for its batch: decode takes one per row instead).
-  cache_avals, cache_def = jax.tree.flatten({k: v for k, v in blank.items() if k != "index"})
+  blank = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32), decode=True))
+  # The model's one position for its batch is left out: decode takes one per row instead.
+  cache_avals, cache_def = kv_cache.flatten(blank[kv_cache.COLLECTION])
 
   def run(weights, cache, position, ids_1xL):
-    variables = {**jax.tree.unflatten(treedef, weights), "cache": {**jax.tree.unflatten(cache_def, cache),
-                                                                   "index": position}}
-    logits_1xLxV, variables = model.apply(variables, ids_1xL, decode=True, mutable=["cache"])
-    return logits_1xLxV[0], jax.tree.leaves({k: v for k, v in variables["cache"].items() if k != "index"})
+    variables = {**jax.tree.unflatten(treedef, weights),
+                 kv_cache.COLLECTION: kv_cache.unflatten(cache_def, cache, position)}
+    logits_1xLxV, variables = model.apply(variables, ids_1xL, decode=True, mutable=[kv_cache.COLLECTION])
+    return logits_1xLxV[0], kv_cache.flatten(variables[kv_cache.COLLECTION])[0]
 
   def prefill(weights, ids_BxL):
-    empty = [jnp.zeros(positions(a.shape, ids_BxL.shape[1]), a.dtype) for a in cache_avals]
+    empty = [jnp.zeros(kv_cache.with_positions(a.shape, ids_BxL.shape[1]), a.dtype) for a in cache_avals]
     return jax.vmap(lambda ids_L: run(weights, empty, jnp.int32(0), ids_L[None]))(ids_BxL)
 
   def decode(weights, cache, token_B, position_B):
@@ -71,12 +65,6 @@ def functions(model, treedef, use_cache=True):
     return logits_Bx1xV[:, 0], cache
 
   return prefill, decode, tuple(cache_avals)
-
-
-def positions(shape, n):
-  """A cache array's shape holding `n` positions: they are its third axis from the end (gpt.py's
-  batch x positions x heads x head size, after a layer axis if the layers are scanned)."""
-  return (*shape[:-3], n, *shape[-2:])
 
 
 def bucket(n, sizes):
@@ -125,10 +113,10 @@ def _start(prefill, weights, cache, slot, ids_1xL, last, seed, step, temperature
 
 def _step(decode, weights, cache, token_B, position_B, seed_B, step_B, temperature_B, top_k_B, top_p_B, *, length):
   """The first B rows fed their tokens at their positions (< length), and the next drawn: (cache,
-  token_B, its logprobs). Decode sees those rows' first `length` positions (a cache array's third
-  axis from the end), so it costs what B rows of that length do; only the new position is written
-  back, a scatter into the donated cache (in place: writing the whole view back, XLA copied the
-  whole cache when B was 1)."""
+  token_B, its logprobs). Decode sees those rows' first `length` positions (kv_cache.POSITIONS_AXIS: a
+  cache array's third axis from the end), so it costs what B rows of that length do; only the new
+  position is written back, a scatter into the donated cache (in place: writing the whole view back,
+  XLA copied the whole cache when B was 1)."""
   B = jnp.arange(len(token_B))
   view = [c[:len(B), ..., :length, :, :] for c in cache]
   logits_BxV, view = decode(weights, view, token_B, position_B)
@@ -160,8 +148,8 @@ class Slots:
     d, n = self.decoder, self.n
     # Committed to the device, as the cache that start and step return is: otherwise their first
     # calls after warmup would compile again, for the other kind of argument.
-    self.cache = jax.device_put([jnp.zeros((n, *positions(a.shape, d.context)), a.dtype) for a in d.cache_avals],
-                                jax.devices()[0])
+    self.cache = jax.device_put([jnp.zeros((n, *kv_cache.with_positions(a.shape, d.context)), a.dtype)
+                                 for a in d.cache_avals], jax.devices()[0])
     self._cache_avals = [jax.ShapeDtypeStruct(c.shape, c.dtype, sharding=c.sharding) for c in self.cache]
     self.token_N, self.position_N, self.step_N, self.top_k_N = (np.zeros(n, np.int32) for _ in range(4))
     self.seed_N, self.temperature_N, self.top_p_N = np.zeros(n, np.uint32), np.zeros(n, np.float32), np.ones(n, np.float32)

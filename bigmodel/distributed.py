@@ -7,6 +7,10 @@ After that the processes form one mesh over all their devices, and the trainer's
 same as for one process: each process feeds its own rows of every global batch (data/pipeline.py),
 orbax writes each process's shards, and only process 0 writes the config and the logs.
 
+Under SLURM, `initialize` gives each process the GPUs docs/scale.md promises: JAX's own detection
+gives a process GPU SLURM_LOCALID alone, right for one task per GPU, wrong for one task per node
+(it would use GPU 0 of each node) and for `--gpus-per-task` (the task sees only its own GPUs).
+
 A process that dies is noticed by JAX's coordination service (missed heartbeats), which stops
 the others with a message naming it. SIGTERM on any process (a preemption notice) is passed to
 all by JAX's preemption service; `stop_requested` turns true on every process at the same call.
@@ -15,14 +19,18 @@ import hashlib
 import json
 import os
 import signal
+import threading
+import time
 
 import jax
+from jax._src.clusters import SlurmCluster  # JAX's own reading of SLURM's variables (jax is pinned)
 import numpy as np
 
 from bigmodel import errors
 
 # Set by bigmodel.launch (and usable by any scheduler without JAX's own cluster detection).
 COORDINATOR, PROCESSES, PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "BIGMODEL_PROCESSES", "BIGMODEL_PROCESS_ID"
+LAUNCHER = "BIGMODEL_LAUNCHER_PID"  # set by bigmodel.launch: its process id, which its processes must not outlive
 
 
 def wanted(config) -> bool:
@@ -39,7 +47,52 @@ def initialize(heartbeat_timeout=30):
   given = {}
   if PROCESSES in os.environ:
     given = dict(num_processes=int(os.environ[PROCESSES]), process_id=int(os.environ[PROCESS_ID]))
+  elif SlurmCluster.is_env_present() and slurm_task_takes_all_its_gpus():
+    # JAX's detection would pick GPU SLURM_LOCALID alone: the same values, without that choice.
+    address = os.environ.get(COORDINATOR) or SlurmCluster.get_coordinator_address(
+        None, os.environ.get("JAX_COORDINATOR_PORT"))
+    given = dict(coordinator_address=address, num_processes=SlurmCluster.get_process_count(),
+                 process_id=SlurmCluster.get_process_id(), cluster_detection_method="deactivate")
   jax.distributed.initialize(heartbeat_timeout_seconds=int(heartbeat_timeout), **given)
+  watch_launcher()
+
+
+def slurm_task_takes_all_its_gpus():
+  """Whether a SLURM task uses every GPU it sees: when it is its node's only task (`--ntasks-per-node=1`:
+  as many tasks as nodes, since every node of a step runs one at least), or SLURM gave each task its own
+  GPUs (`--gpus-per-task`: the task sees only those). Otherwise several tasks share the node's GPUs and
+  each takes GPU SLURM_LOCALID, JAX's rule (`--ntasks-per-node` = GPUs per node)."""
+  nodes = os.environ.get("SLURM_STEP_NUM_NODES") or os.environ.get("SLURM_NNODES")
+  one_per_node = nodes is not None and int(nodes) == SlurmCluster.get_process_count()
+  return one_per_node or "SLURM_GPUS_PER_TASK" in os.environ
+
+
+def watch_launcher(every=0.5):
+  """Under bigmodel.launch, ends this process (SIGKILL) within `every` seconds of the launcher's end, however
+  that came (kill -9, the OOM killer): each process has its own session, so nothing else would stop it, and
+  it would go on holding the workdir. On Linux the launcher's parent-death signal already kills the process
+  it started; this covers other platforms, and a process behind a shell that did not `exec` it."""
+  if LAUNCHER not in os.environ:
+    return
+  launcher, parent = int(os.environ[LAUNCHER]), os.getppid()
+
+  def watch():
+    while True:
+      time.sleep(every)
+      if os.getppid() != parent or not _running(launcher):  # a parent that ends hands its children on
+        os.kill(os.getpid(), signal.SIGKILL)
+
+  threading.Thread(target=watch, name="launcher watch", daemon=True).start()
+
+
+def _running(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's: the launcher ran the command as someone else
+    pass
+  return True
 
 
 def check_same_config(config, workdir):

@@ -28,9 +28,11 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from bigmodel import artifact, decoding, errors, huggingface, paths as paths_lib, runs, tasks, workdir as workdir_lib
+from bigmodel import (artifact, decoding, errors, huggingface, kv_cache, paths as paths_lib, runs, tasks,
+                      workdir as workdir_lib)
 from bigmodel.data import pipeline
 from bigmodel.huggingface import gguf
+from bigmodel.model_json import ModelJson
 
 
 def export(workdir, out, platforms=("cpu", "cuda")):
@@ -69,11 +71,11 @@ def export(workdir, out, platforms=("cpu", "cuda")):
 
     functions = {artifact.FUNCTION: jax.export.export(jax.jit(forward), platforms=platforms)(
         weight_avals, jax.ShapeDtypeStruct(x_shape, x_dtype))}
-  spec = dict(format=artifact.FORMAT, **spec,
-              weights=[dict(path=p, shape=list(w.shape), dtype=str(w.dtype)) for p, w in zip(paths, weights)],
-              source=dict(workdir=os.path.abspath(workdir), step=run.step, data=config.data.name,
-                          model=config.model.to_dict()),
-              platforms=list(next(iter(functions.values())).platforms), jax_version=jax.__version__)
+  spec = ModelJson(**spec,
+                   weights=[dict(path=p, shape=list(w.shape), dtype=str(w.dtype)) for p, w in zip(paths, weights)],
+                   source=dict(workdir=os.path.abspath(workdir), step=run.step, data=config.data.name,
+                               model=config.model.to_dict()),
+                   platforms=list(next(iter(functions.values())).platforms), jax_version=jax.__version__).to_json()
 
   tmp = _fresh_tmp(out)
   for name, exported in functions.items():
@@ -93,7 +95,7 @@ def _lm_functions(model, treedef, weight_avals, context, platforms):
   the cache their explicit input and output), exported. The positions S of decode's cache are
   symbolic (up to the context): decode attends over the S positions it is given, so a caller
   holding short rows passes the first S positions of its cache and pays for those alone."""
-  if not decoding.has_cache(model):
+  if not kv_cache.decodes(model):
     raise errors.UserError(f"A {type(model).__name__} has no KV cache to decode with; the server serves models "
                            "that have one (model.name=gpt and its sizes).")
   prefill, decode, cache_avals = decoding.functions(model, treedef)
@@ -102,7 +104,7 @@ def _lm_functions(model, treedef, weight_avals, context, platforms):
   tokens = lambda *shape: jax.ShapeDtypeStruct(shape, np.int32)
   return {artifact.PREFILL: jax.export.export(jax.jit(prefill), platforms=platforms)(weight_avals, tokens(b, l)),
           artifact.DECODE: jax.export.export(jax.jit(decode), platforms=platforms)(
-              weight_avals, [jax.ShapeDtypeStruct((rows, *decoding.positions(a.shape, s)), a.dtype)
+              weight_avals, [jax.ShapeDtypeStruct((rows, *kv_cache.with_positions(a.shape, s)), a.dtype)
                              for a in cache_avals], tokens(rows), tokens(rows))}
 
 
@@ -119,7 +121,7 @@ def export_hf(workdir, out):
 def export_gguf(workdir, out, dtype="f32"):
   """Writes `workdir`'s newest weights (a LoRA run's merged in) into the file `out` as GGUF (llama.cpp,
   Ollama), its 2-D weights in `dtype` (huggingface/gguf.py); returns the Hugging Face config it stands for."""
-  run = workdir_lib.load(workdir)
+  run = runs.load(workdir)
   config = huggingface.hf_config(run.config.model)  # refuses a model with no Llama equivalent before any work
   if config["architectures"][0] != "LlamaForCausalLM":
     raise errors.UserError(f"model.name={run.config.model.name!r} exports to GGUF only as a Llama (model.name=llama, "

@@ -8,9 +8,12 @@ starts the command N times, each process with K simulated CPU devices and the va
 output is streamed line by line behind `[i]`. The first process to fail stops the rest (SIGKILL,
 after --grace seconds: they would only wait on it) and its status is this command's; SIGTERM and Ctrl-C are passed to
 every process (as SIGTERM), which then save a checkpoint at the same step (a rehearsed preemption); this
-command then exits with status 75 (errors.RESUMABLE) after a SIGTERM, 0 after Ctrl-C.
+command then exits with status 75 (errors.RESUMABLE) after a SIGTERM, 0 after Ctrl-C. If this command is
+itself killed (kill -9, the OOM killer), the processes die with it (SIGKILL: a parent-death signal on Linux,
+and bigmodel.distributed's watch on it), and the rerun resumes from the last checkpoint.
 This is not a scheduler: on a cluster, SLURM or the TPU runtime starts the processes (docs/scale.md).
 """
+import ctypes
 import os
 import re
 import signal
@@ -52,6 +55,7 @@ def process_env(i, processes, devices, port, collective_timeout=120, base=None):
       distributed.COORDINATOR: f"127.0.0.1:{port}",
       distributed.PROCESSES: str(processes),
       distributed.PROCESS_ID: str(i),
+      distributed.LAUNCHER: str(os.getpid()),
       "PYTHONUNBUFFERED": "1",  # lines arrive as they are printed, in order with the other processes'
   })
   return env
@@ -62,10 +66,29 @@ def start(command, processes, devices, collective_timeout=120, env=None, **popen
   port = free_port()
   # Their own session: Ctrl-C at a terminal signals the whole foreground group, and a process that took
   # SIGINT itself would die mid-step (KeyboardInterrupt); the launcher passes it on as SIGTERM instead.
+  # That also shields them from a lost terminal: they must be told to die with the launcher.
   return [subprocess.Popen(command, env=process_env(i, processes, devices, port, collective_timeout, env),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                           start_new_session=True, **popen)
+                           start_new_session=True, preexec_fn=_dies_with_this_thread(), **popen)
           for i in range(processes)]
+
+
+PR_SET_DEATHSIG = 1  # linux/prctl.h
+
+
+def _dies_with_this_thread():
+  """A preexec_fn that has the kernel SIGKILL the child when the thread starting it ends (the launcher's
+  main thread: the launcher), however it ends; None off Linux (bigmodel.distributed watches the launcher)."""
+  if not sys.platform.startswith("linux"):
+    return None
+  prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
+  parent = os.getpid()
+
+  def preexec():
+    prctl(PR_SET_DEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent:  # the launcher ended before the prctl: the signal will never come
+      os._exit(1)
+  return preexec
 
 
 def _stream(i, proc, out):

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigmodel import config as config_lib, export, generate, models, sampling, starting_weights, workdir as workdir_lib
+from bigmodel import (config as config_lib, export, generate, kv_cache, models, sampling, starting_weights,
+                      workdir as workdir_lib)
 from bigmodel.data import mlm
 from bigmodel.train import train_and_evaluate
 from conftest import run_cli, tiny_config, make_trainer
@@ -56,6 +57,23 @@ def test_kv_cache_decoding_gives_the_same_tokens_as_recomputing_the_context(posi
   assert cached.shape == (2, 25)
   np.testing.assert_array_equal(cached, uncached)
   assert len(np.unique(cached[:, 5:])) > 3  # not one token repeated: the check has teeth
+
+
+@pytest.mark.parametrize("name, scan_layers, kv_heads", [("gpt", False, 2), ("gpt", True, 2), ("llama", False, 1)])
+def test_a_model_that_decodes_says_so_and_its_cache_has_the_layout_of_kv_cache_py(name, scan_layers, kv_heads):
+  """The contract decoding, export and artifact rely on: the class declares it; the cache holds INDEX and, per
+  layer, keys and values of batch x positions x heads x head size (a layer axis first when scanned)."""
+  model = models.build({"name": name, "num_outputs": 50, **TINY, "scan_layers": scan_layers,
+                        **({"num_kv_heads": kv_heads} if name == "llama" else {})})
+  assert kv_cache.decodes(model) and not kv_cache.decodes(models.build({"name": "lstm_lm", "num_outputs": 50}))
+  cache = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((3, 1), jnp.int32), decode=True))[
+      kv_cache.COLLECTION]
+  arrays, _ = kv_cache.flatten(cache)
+  assert cache[kv_cache.INDEX].shape == () and len(arrays) == (2 if scan_layers else 2 * TINY["num_layers"])
+  layers = (TINY["num_layers"],) if scan_layers else ()
+  head = TINY["dim"] // TINY["num_heads"]
+  assert all(a.shape == (*layers, 3, TINY["max_len"], kv_heads, head) for a in arrays), [a.shape for a in arrays]
+  assert kv_cache.with_positions(arrays[0].shape, 5)[kv_cache.POSITIONS_AXIS] == 5
 
 
 @pytest.mark.parametrize("use_cache", [True, False])

@@ -8,7 +8,9 @@ tests/multihost_worker.py), so jax starts and compiles once per process for all 
 import io
 import json
 import os
+import shlex
 import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -275,6 +277,70 @@ def test_a_killed_process_stops_the_others_ctrl_c_and_sigterm_stop_all_at_one_st
   jax.tree.map(np.testing.assert_array_equal, final(workdir), final(runs / "two" / "gpt_data"))
 
 
+def descendants(pid):
+  """The ids of the processes below `pid` (children, theirs, ...), read from /proc."""
+  parents = {}
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        stat = open(f"/proc/{entry}/stat").read()
+      except OSError:
+        continue
+      parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+  below, todo = [], [pid]
+  while todo:
+    children = parents.get(todo.pop(), [])
+    below += children
+    todo += children
+  return below
+
+
+def alive(pid):
+  """Running: neither gone nor a zombie (one nobody reaps still has an id)."""
+  try:
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the processes through /proc")
+def test_the_processes_die_with_a_sigkilled_launcher_and_the_rerun_ends_bit_identical(runs, data_dir, tmp_path):
+  """kill -9 (or the OOM killer) on bigmodel.launch: its processes, each in its own session, must not go on
+  training and holding the workdir. Started directly (Linux's parent-death signal), then behind a shell that
+  does not exec them (bigmodel.distributed's watch on the launcher); each time none is left 5 s later."""
+  workdir = tmp_path / "run"
+  launcher = [sys.executable, "-m", "bigmodel.launch", f"--processes={PROCESSES}", f"--devices_per_process={DEVICES}",
+              "--"]
+  train = cli(workdir, data_dir)
+  wrapped = ["sh", "-c", f"{shlex.join(train)}; exit $?"]  # the shell waits for python instead of becoming it
+  saved = lambda step: (workdir / "checkpoints" / str(step) / "commit_success.txt").exists()  # noqa: E731
+  for command, ready in ((train, lambda out: saved(10)), (wrapped, lambda out: "Resumed from step" in out.text())):
+    proc = subprocess.Popen(launcher + command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = Output(proc)
+    try:
+      wait_for(lambda: ready(out) or proc.poll() is not None, TIMEOUT, "training to start")
+      assert proc.poll() is None, out.text()[-3000:]
+      workers = [pid for pid in descendants(proc.pid) if alive(pid)]
+      assert len(workers) >= PROCESSES, workers
+      proc.kill()
+      proc.wait()
+      end = time.monotonic() + 5
+      while any(map(alive, workers)) and time.monotonic() < end:
+        time.sleep(0.05)
+      left = [pid for pid in workers if alive(pid)]
+    finally:
+      proc.kill()
+      for pid in descendants(proc.pid) + workers:  # the old behaviour's survivors: stop them
+        if alive(pid):
+          os.kill(pid, signal.SIGKILL)
+    assert not left, (command[0], left, out.text()[-3000:])
+  # The rerun is not refused (no process holds the workdir) and ends as the uninterrupted run did.
+  proc = subprocess.run(launcher + train, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+  assert proc.returncode == 0 and "Resumed from step " in proc.stdout, proc.stdout[-4000:]
+  import jax
+  jax.tree.map(np.testing.assert_array_equal, final(workdir), final(runs / "two" / "gpt_data"))
+
+
 def test_a_process_started_with_another_config_fails_at_start_on_every_process(data_dir, tmp_path):
   train = " ".join(cli(tmp_path / "run", data_dir))
   command = ["sh", "-c", f'if [ "$BIGMODEL_PROCESS_ID" = 1 ]; then extra=--config.data.batch_size=32; fi; '
@@ -286,3 +352,56 @@ def test_a_process_started_with_another_config_fails_at_start_on_every_process(d
   assert "[1] error: Process 1 started with a different config from process 0's: data.batch_size=32 " \
          "(process 0: 16)" in text, text[-3000:]
   assert "[0] error: Process(es) 1 of 2 started with a different config or workdir" in text, text[-3000:]
+
+
+SLURM_PROBE = """
+import json, jax, numpy as np
+from jax._src import xla_bridge
+from jax.experimental import multihost_utils
+from bigmodel import distributed
+distributed.initialize(10)
+ids = np.asarray(multihost_utils.process_allgather(np.int32(jax.process_index()))).tolist()
+print(json.dumps({"count": jax.process_count(), "ids": ids, "gpus": xla_bridge.CUDA_VISIBLE_DEVICES.value}))
+"""
+
+
+def slurm_job_id():
+  """A job id whose coordinator port (JAX: 61440 + id % 4096) is free here."""
+  for port in np.random.default_rng().permutation(np.arange(61440, 65536))[:100]:
+    with socket.socket() as s:
+      try:
+        s.bind(("127.0.0.1", int(port)))
+      except OSError:
+        continue
+    return 4096 * 250 + int(port) - 61440
+  raise AssertionError("no free port in 61440-65535")
+
+
+@pytest.mark.parametrize("layout, nodes, extra, gpus", [
+    ("one task per node", 2, {}, ["all", "all"]),  # srun --nodes=2 --ntasks-per-node=1 --gpus-per-node=N
+    ("one task per GPU", 1, {}, ["0", "1"]),  # srun --nodes=1 --ntasks-per-node=2 --gpus-per-node=2
+    ("--gpus-per-task", 1, {"SLURM_GPUS_PER_TASK": "1"}, ["all", "all"]),  # each task sees its own GPU alone
+])
+def test_slurm_variables_alone_join_the_processes_and_each_takes_the_gpus_docs_scale_md_says(
+    layout, nodes, extra, gpus):
+  """Two processes started as srun starts them (SLURM's variables, no launcher, no JAX_COORDINATOR_ADDRESS)
+  join as one run; each process restricts CUDA to the GPUs docs/scale.md says (all it sees, or SLURM_LOCALID)."""
+  job = slurm_job_id()
+  procs = []
+  for i in range(2):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORDINATOR", "BIGMODEL_"))}
+    node = i if nodes == 2 else 0
+    env.update({"JAX_PLATFORMS": "cpu", "SLURM_JOB_ID": str(job), "SLURM_STEP_ID": "0", "SLURM_NTASKS": "2",
+                "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i - node), "SLURM_NODEID": str(node),
+                "SLURM_STEP_NODELIST": "localhost", "SLURM_NODELIST": "localhost", "SLURM_JOB_NODELIST": "localhost",
+                "SLURM_STEP_NUM_NODES": str(nodes), "SLURM_NNODES": str(nodes), "SLURM_STEP_NUM_TASKS": "2",
+                "SLURM_STEP_TASKS_PER_NODE": "1(x2)" if nodes == 2 else "2", **extra})
+    procs.append(subprocess.Popen([sys.executable, "-c", SLURM_PROBE], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  results = []
+  for p in procs:
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 0, stderr[-3000:]
+    results.append(json.loads(stdout.strip().splitlines()[-1]))
+  assert [r["count"] for r in results] == [2, 2] and [r["ids"] for r in results] == [[0, 1], [0, 1]], results
+  assert [r["gpus"] for r in results] == gpus, (layout, results)

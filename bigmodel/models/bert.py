@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from bigmodel import errors
 from bigmodel.models import register, stack
 from bigmodel.models.attention import attend
-from bigmodel.models.gpt import dense, named
+from bigmodel.models.layers import dense, named
 from bigmodel.registry import FRACTION, above, at_least, field
 
 

@@ -9,7 +9,7 @@ long-context rescaling of the frequencies (`rope_scaling="llama3"`); the SwiGLU 
 down(silu(gate(x)) * up(x)); grouped-query attention (Ainslie et al. 2023): `num_kv_heads` key/value
 heads shared by the `num_heads` query heads; no biases, or q/k/v biases only (Qwen2: `qkv_bias`).
 
-Token id -1 is padding, `decode=True` keeps a KV cache (of the key/value heads only), and `pool`
+Token id -1 is padding, `decode=True` keeps a KV cache (of the key/value heads only; bigmodel/kv_cache.py), and `pool`
 makes a sequence classifier, all as in the GPT; the blocks stack as every Transformer's do
 (models/stack.py). Hugging Face checkpoints load through bigmodel/huggingface/llama.py.
 """
@@ -17,10 +17,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from bigmodel import errors
+from bigmodel import errors, kv_cache
 from bigmodel.models import register, stack
 from bigmodel.models.attention import attend
-from bigmodel.models.gpt import cached, check_choices, dense, named, outputs, positions, rope
+from bigmodel.models.layers import check_choices, dense, named, outputs, rope
 from bigmodel.registry import FRACTION, above, at_least, field
 
 ROPE_SCALINGS = ("none", "linear", "llama3")
@@ -76,7 +76,7 @@ class Attention(nn.Module):
     v_BxLxGxK = split(v, G)
     masks = dict(keys_BxS=valid_BxL, causal=True)
     if decode:
-      k_BxLxGxK, v_BxLxGxK, masks = cached(self, k_BxLxGxK, v_BxLxGxK, positions_L, self.max_len, True)
+      k_BxLxGxK, v_BxLxGxK, masks = kv_cache.write(self, k_BxLxGxK, v_BxLxGxK, positions_L, self.max_len, True)
     out_BxLxHxK = attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, implementation=self.attention, **masks)
     return dense(x_BxLxD.shape[-1], ("heads", "embed"), self.out_init, self.dtype, "out", self.out_bias)(
         out_BxLxHxK.reshape(*out_BxLxHxK.shape[:2], H * K))
@@ -145,6 +145,7 @@ class Llama(nn.Module):
   remat: str = field("none", "none | full | dots, as the GPT's (models/stack.py)")
   scan_layers: bool = field(False, "one nn.scan over the blocks, as the GPT's (models/stack.py)")
   attention: str = field("auto", "auto | xla | cudnn | einsum (models/attention.py)")
+  decodes = True  # takes decode=True: keeps a KV cache (bigmodel/kv_cache.py). Not a field.
 
   @nn.compact
   def __call__(self, tokens_BxL, train: bool = False, decode: bool = False):
@@ -161,7 +162,7 @@ class Llama(nn.Module):
                              "model.head_dim).")
     if K % 2:
       raise errors.UserError(f"The head size {K} must be even: rotary positions turn channel pairs.")
-    positions_L = positions(self, L, self.max_len, decode)
+    positions_L = kv_cache.positions(self, L, self.max_len, decode)
     valid_BxL = tokens_BxL >= 0
     embed = nn.Embed(V, self.dim, embedding_init=named(nn.initializers.normal(0.02), "vocab", "embed"), name="embed")
     h_BxLxD = (embed(jnp.maximum(tokens_BxL, 0)) * valid_BxL[..., None]).astype(self.dtype)
