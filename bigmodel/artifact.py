@@ -17,7 +17,7 @@ through bigmodel/tokenizers.py: numpy, sentencepiece for BPE, tokenizers for a H
 Inputs are padded up to a few batch sizes (and, for token ids, lengths), so a function compiles
 once per bucket; `warmup()` compiles them all. A language model's prefill and decode functions
 decode through bigmodel/decoding.py (`Artifact.decoder`), as bigmodel.generate's flax model does:
-`generate` here, and `decoding.Slots` for the server (bigmodel/batching.py schedules them).
+`generate` here, and `decoding.Slots` for the server (bigmodel/serving/batching.py schedules them).
 """
 import json
 import os

@@ -18,7 +18,10 @@ import numpy as np
 import openai
 import pytest
 
-from bigmodel import artifact, endpoints, export, generate, http_server, models, workdir as workdir_lib
+from bigmodel import artifact, export, generate, models, workdir as workdir_lib
+from bigmodel.serving.app import App
+from bigmodel.serving.http import make_server
+from bigmodel.serving.options import Options
 from bigmodel.train import train_and_evaluate
 from conftest import ROOT, XLA_TEST_FLAGS, run_cli, tiny_config
 
@@ -478,10 +481,10 @@ def in_process_server(model_dir, **limits):
   """The server's App and HTTP server for `model_dir` in this process (so a test can inject a fault into
   its worker), on a free loopback port, as the lm_server fixture serves it; `limits`: App's timeouts.
   Every bucket is compiled first, so that no step's time in a test is a compilation's."""
-  app_ = endpoints.App(artifact.load(str(model_dir), [1, 8, 32], [16]), "song", max_new_tokens=CONTEXT, slots=4,
-                       max_queue=32, **limits)
+  app_ = App(artifact.load(str(model_dir), [1, 8, 32], [16]),
+             Options(model_name="song", max_new_tokens=CONTEXT, slots=4, max_queue=32, **limits))
   app_.warmup(background=False)
-  httpd = http_server.make_server(app_, port=0)
+  httpd = make_server(app_.routes(), port=0)
   threading.Thread(target=httpd.serve_forever, name="test-server", daemon=True).start()
   try:
     yield app_, httpd.server_address[1]
@@ -627,14 +630,14 @@ def test_healthz_answers_before_every_bucket_is_compiled_and_each_bucket_gives_t
   with in_process_server(served["root"] / "lm_model") as (_, port):
     want = [texts(port, body) for body in phases]
 
-  app_ = endpoints.App(artifact.load(str(served["root"] / "lm_model"), [1, 8, 32], [16]), "song",
-                       max_new_tokens=CONTEXT, slots=4, max_queue=32)
+  app_ = App(artifact.load(str(served["root"] / "lm_model"), [1, 8, 32], [16]),
+             Options(model_name="song", max_new_tokens=CONTEXT, slots=4, max_queue=32))
   slots, release = app_.worker.slots, threading.Event()
   compile_now = slots.compile
   slots.compile = lambda bucket: (threading.current_thread().name != "compile buckets" or release.wait(),
                                   compile_now(bucket))[1]
   background = app_.warmup()
-  httpd = http_server.make_server(app_, port=0)
+  httpd = make_server(app_.routes(), port=0)
   threading.Thread(target=httpd.serve_forever, name="test-server", daemon=True).start()
   port = httpd.server_address[1]
   try:
@@ -652,3 +655,4 @@ def test_healthz_answers_before_every_bucket_is_compiled_and_each_bucket_gives_t
     release.set()
     httpd.shutdown()
     httpd.server_close()
+

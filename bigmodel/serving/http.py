@@ -1,7 +1,13 @@
-"""The HTTP transport of bigmodel/endpoints.py's App: routes, keep-alive connections (a thread
-each), request bodies (a Content-Length, the size limit, JSON), JSON replies, and server-sent
-events written as chunks as they come. A client that has gone (a failed write, or a closed connection
-seen while its request waits: `Handler.client_gone`) frees its sequences' rows and queue places."""
+"""The HTTP transport: a route table, keep-alive connections (a thread each), request bodies (a
+Content-Length, the size limit, JSON), JSON replies and server-sent events written as chunks as they
+come. It knows nothing of models: `make_server` takes the table {path: (method, function)}; a GET's
+function takes no argument, a POST's takes the parsed body and `client_gone`.
+
+It owns the server's error shape, OpenAI's {"error": {"message", "type", "param", "code"}}: a function
+raises HTTPError for the client's mistakes, and what the transport refuses itself (no route, a bad
+body) comes back in it too. A client that has gone (a failed write, or a closed connection seen while
+its request waits: `Handler.client_gone`, which raises ClientGone through the function) frees its
+sequences' rows and queue places."""
 import http.server
 import json
 import select
@@ -9,17 +15,44 @@ import socket
 import traceback
 import urllib.parse
 
-from bigmodel import errors
-from bigmodel.endpoints import ClientGone, HTTPError, internal_error
+
+class HTTPError(Exception):
+  """A reply other than 200, in OpenAI's error shape; `param` names the request's field at fault."""
+
+  def __init__(self, status, message, param=None, code=None):
+    super().__init__(message)
+    self.status, self.param, self.code = status, param, code
+
+  def body(self):
+    kind = "invalid_request_error" if self.status < 500 else "server_error"
+    return {"error": {"message": str(self), "type": kind, "param": self.param, "code": self.code}}
+
+
+class ClientGone(Exception):
+  """The client closed its connection while its request waited: there is no one to answer."""
+
+
+def internal_error(e):
+  """The 500 of a bug (ours, not the client's), naming it."""
+  return HTTPError(500, f"Internal error: {type(e).__name__}: {e}")
+
+
+def parse_json(data):
+  """A request body's JSON; HTTPError 400 if it is not UTF-8 JSON."""
+  try:
+    return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+  except (UnicodeDecodeError, ValueError) as e:
+    raise HTTPError(400, f"The body is not valid JSON: {e}.") from None
+
+
+def _reject_constant(name):
+  raise ValueError(f"{name} is not a JSON number")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-  """Routes, size limit, JSON and server-sent events in and out; `self.server.app` does the work."""
+  """Routes, size limit, JSON and server-sent events in and out; the server's table does the work."""
   protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
   timeout = 60  # seconds an idle connection is kept
-  routes = {"/healthz": ("GET", "health"), "/v1/model": ("GET", "info"), "/v1/models": ("GET", "models"),
-            "/v1/classify": ("POST", "classify"), "/v1/completions": ("POST", "completions"),
-            "/v1/generate": ("POST", "generate")}
 
   def setup(self):
     super().setup()
@@ -40,20 +73,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
     self._handle("DELETE")
 
   def _handle(self, method):
-    app_ = self.server.app
     self.body_read = False
     try:
       path = urllib.parse.urlsplit(self.path).path
-      if path not in self.routes:
+      routes = self.server.routes
+      if path not in routes:
         raise HTTPError(404, f"No endpoint {path}. Endpoints: " +
-                        ", ".join(f"{m} {p}" for p, (m, _) in self.routes.items()) + ".")
-      allowed, action = self.routes[path]
+                        ", ".join(f"{m} {p}" for p, (m, _) in routes.items()) + ".")
+      allowed, function = routes[path]
       if method != allowed:
         raise HTTPError(405, f"{path} takes {allowed}, not {method}.")
       if method == "GET":
-        result = getattr(app_, action)()
+        result = function()
       else:
-        result = getattr(app_, action)(self._read_json(app_.max_body_bytes), self.client_gone)
+        result = function(parse_json(self._read_body()), self.client_gone)
       if isinstance(result, dict):
         self._reply(200, result)
       else:
@@ -80,7 +113,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     except OSError:  # reset by the peer
       return True
 
-  def _read_json(self, limit):
+  def _read_body(self):
     if "chunked" in self.headers.get("Transfer-Encoding", ""):
       raise HTTPError(411, "Chunked bodies are not accepted: send a Content-Length.")
     try:
@@ -89,6 +122,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
       raise HTTPError(411, "A POST needs a Content-Length header.") from None
     if length < 0:
       raise HTTPError(400, f"Content-Length {length} is negative.")
+    limit = self.server.max_body_bytes
     if length > limit:
       if length <= 64 * limit:  # read it anyway: a client still sending would miss the answer
         for start in range(0, length, 1 << 16):
@@ -97,10 +131,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
       raise HTTPError(413, f"The body is {length:,} bytes; the limit is {limit:,} (serve --max_body_bytes).")
     body = self.rfile.read(length)
     self.body_read = True
-    try:
-      return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as e:
-      raise HTTPError(400, f"The body is not valid JSON: {e}.") from None
+    return body
 
   def _reply(self, status, obj):
     if self.command != "GET" and not self.body_read:
@@ -110,7 +141,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     self.send_header("Content-Type", "application/json")
     self.send_header("Content-Length", str(len(data)))
     if status == 405:
-      self.send_header("Allow", self.routes[urllib.parse.urlsplit(self.path).path][0])
+      self.send_header("Allow", self.server.routes[urllib.parse.urlsplit(self.path).path][0])
     if self.close_connection:
       self.send_header("Connection", "close")
     self.end_headers()
@@ -140,18 +171,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
       super().log_message(format, *args)
 
 
-def _reject_constant(name):
-  raise errors.UserError(f"{name} is not a JSON number")
-
-
 class Server(http.server.ThreadingHTTPServer):
   """One thread per connection: a slow client holds up its own thread only."""
   daemon_threads = True
   request_queue_size = 128  # connections waiting to be accepted; beyond it clients are refused
 
 
-def make_server(app_, host="127.0.0.1", port=8000, log_requests=False):
-  """The server of `app_`, bound to host:port (0 = a free port)."""
+def make_server(routes, host="127.0.0.1", port=8000, max_body_bytes=1_000_000, log_requests=False):
+  """A server of `routes` ({path: (method, function)}), bound to host:port (0 = a free port)."""
   httpd = Server((host, port), Handler)
-  httpd.app, httpd.log_requests = app_, log_requests
+  httpd.routes, httpd.max_body_bytes, httpd.log_requests = routes, max_body_bytes, log_requests
   return httpd

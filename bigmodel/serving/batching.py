@@ -4,8 +4,8 @@
 as one batch. `Generator` (language models): continuous batching over a fixed set of KV-cache
 rows (decoding.Slots). Between two decode steps, waiting sequences join free rows (each prompt
 prefilled on its own) and finished ones leave, so a short request never waits for a long one.
-A sequence finishes at its max_tokens, at a stop string or the model's end-of-text token (whose text
-it leaves out, as OpenAI's API does), at the end of the context, or when its request gives up on it
+A sequence finishes at its max_tokens, at a stop string (stops.py) or the model's end-of-text token
+(whose text it leaves out, as OpenAI's API does), at the end of the context, or when its request gives up on it
 (`Generator.cancel`: its client has gone, or a limit has passed): one still waiting leaves the queue
 at once, freeing its place for the next request, and one decoding frees its row at the next token.
 """
@@ -17,6 +17,7 @@ import time
 import traceback
 
 from bigmodel import decoding
+from bigmodel.serving import stops
 
 
 class Busy(Exception):
@@ -82,12 +83,12 @@ Prompt = collections.namedtuple("Prompt", "index tokens")  # the prompt's tokens
 class Sequence:
   """One completion: its prompt ids and settings, the tokens drawn so far, and the queue of Events
   its request reads (shared by the request's sequences; `index` tells them apart). It stops at
-  `eos_id` (None: at no token)."""
+  `eos_id` (None: at no token) and at its request's stop strings (stops.Stops)."""
 
-  def __init__(self, index, ids, events, *, max_tokens, temperature=1.0, top_k=0, top_p=1.0, seed=0, stop=(),
-               eos_id=None, decode):
+  def __init__(self, index, ids, events, *, max_tokens, temperature=1.0, top_k=0, top_p=1.0, seed=0,
+               stop=stops.Stops(), eos_id=None, decode):
     self.index, self.ids, self.events, self.decode = index, ids, events, decode
-    self.max_tokens, self.stop, self.eos_id = max_tokens, tuple(stop), eos_id
+    self.max_tokens, self.eos_id, self.watch = max_tokens, eos_id, stops.Watch(stop)
     self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     self.tokens, self.text, self.sent = [], "", 0  # sent: characters of `text` already in Events
     self.cancelled = False  # set by Generator.cancel
@@ -96,11 +97,12 @@ class Sequence:
     """Records a drawn Token and tells the request; returns whether the sequence has finished."""
     self.tokens.append(token.id)
     offset, text = len(self.text), self.decode(self.text_tokens())
-    cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
-    stopped = cut >= 0 or token.id == self.eos_id
-    finish = "stop" if stopped else "length" if len(self.tokens) >= self.max_tokens or end_of_context else None
-    self.text = text[:cut] if cut >= 0 else text
-    end = len(self.text) if finish else len(self.text) - _held_back(self.text, self.stop)
+    last = token.id == self.eos_id or len(self.tokens) >= self.max_tokens or end_of_context
+    cut, held = self.watch.update(text, final=last)
+    stopped = cut is not None or token.id == self.eos_id
+    finish = "stop" if stopped else "length" if last else None
+    self.text = text if cut is None else cut
+    end = len(self.text) if finish else len(self.text) - held
     self.events.put(Event(self.index, token, self.text[self.sent:end], offset, finish))
     self.sent = max(self.sent, end)
     return finish is not None
@@ -108,13 +110,6 @@ class Sequence:
   def text_tokens(self):
     """The tokens drawn whose text the request gets: all but the end-of-text token that ended it."""
     return self.tokens[:-1] if self.tokens[-1:] == [self.eos_id] else self.tokens
-
-
-def _held_back(text, stops):
-  """How many characters at the end of `text` may still change: the start of a stop string, or an
-  incomplete character (a byte-level tokenizer decodes a cut UTF-8 sequence as U+FFFD)."""
-  n = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-  return max(n, len(text) - len(text.rstrip("\ufffd")))
 
 
 class Generator:

@@ -1,0 +1,203 @@
+"""The server's parts in-process, without a server or an exported model: request parsing (requests.py),
+the transport's JSON reading (http.parse_json), stop strings (stops.py) against a brute-force reference,
+the options' flags, and decoding.Slots' buckets on a toy model whose tokens are known."""
+import json
+import random
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl import flags
+
+from bigmodel import decoding, errors, tokenizers
+from bigmodel.serving import options as options_lib
+from bigmodel.serving import requests, stops
+from bigmodel.serving.http import HTTPError, parse_json
+
+SONG = "ten green bottles hanging on the wall\n"
+TOK = tokenizers.build("char", SONG)
+LIMITS = requests.Limits(name="song", max_new_tokens=64, max_queue=32, context=16, vocab_size=TOK.vocab_size,
+                         encode=TOK.encode, decode=TOK.decode)
+
+
+def refused(request_type, body, limits=LIMITS):
+  """The HTTPError that parsing `body` raises."""
+  with pytest.raises(HTTPError) as e:
+    requests.parse(request_type, body, limits)
+  return e.value
+
+
+def test_a_completion_request_gets_its_declared_defaults_and_encoded_prompts():
+  r = requests.parse(requests.Completion, {"model": "song", "prompt": "ten", "seed": None}, LIMITS)
+  assert (r.max_tokens, r.temperature, r.top_p, r.n, r.seed, r.logprobs, r.echo, r.stream) == (
+      16, 1.0, 1.0, 1, None, None, False, False)
+  assert r.prompt == (("ten", TOK.encode("ten").tolist()),) and r.stop.strings == ()
+  ids = TOK.encode("wall").tolist()
+  r = requests.parse(requests.Completion, {"model": "song", "prompt": [ids, "on"], "n": 2, "stop": "\n",
+                                           "max_tokens": 64, "logprobs": 0, "presence_penalty": 0}, LIMITS)
+  assert r.prompt == (("wall", ids), ("on", TOK.encode("on").tolist())) and r.n == 2 and r.max_tokens == 64
+  assert r.stop.strings == ("\n",) and r.logprobs == 0
+  g = requests.parse(requests.Generate, {"prompt": "ten"}, LIMITS)
+  assert (g.max_new_tokens, g.top_k, g.seed) == (64, 0, 0)  # min(64, --max_new_tokens)
+  assert requests.parse(requests.Generate, {"prompt": "ten"}, requests.Limits(**{
+      **LIMITS.__dict__, "max_new_tokens": 10})).max_new_tokens == 10
+
+
+@pytest.mark.parametrize("request_type,body,status,param,message", [
+    (requests.Completion, [1], 400, None, "must be a JSON object"),
+    (requests.Completion, {"prompt": "ten"}, 400, "model", "Missing field(s): model"),
+    (requests.Completion, {"model": "song", "prompt": "ten", "beams": 2}, 400, "beams", "Unknown field(s): beams"),
+    (requests.Completion, {"model": "gpt-4", "prompt": "ten"}, 404, "model", "this server serves 'song'"),
+    (requests.Completion, {"model": "song", "prompt": "TEN"}, 400, "prompt", "cannot be encoded"),
+    (requests.Completion, {"model": "song", "prompt": SONG}, 400, "prompt", "The prompt is 38 tokens"),
+    (requests.Completion, {"model": "song", "prompt": [[]]}, 400, "prompt", "prompt must be a string, a list"),
+    (requests.Completion, {"model": "song", "prompt": [0, 99]}, 400, "prompt", "Token ids must be in [0, "),
+    (requests.Completion, {"model": "song", "prompt": "ten", "max_tokens": 65}, 400, "max_tokens", "[0, 64]"),
+    (requests.Completion, {"model": "song", "prompt": "ten", "temperature": True}, 400, "temperature", "a number"),
+    (requests.Completion, {"model": "song", "prompt": "ten", "n": 17}, 400, "n", "an integer in [1, 16]"),
+    (requests.Completion, {"model": "song", "prompt": ["ten"] * 3, "n": 11}, 400, "n", "more sequences than"),
+    (requests.Completion, {"model": "song", "prompt": "ten", "stop": ["a"] * 5}, 400, "stop", "up to 4 of them"),
+    (requests.Completion, {"model": "song", "prompt": "ten", "echo": 1}, 400, "echo", "true or false"),
+    (requests.Completion, {"model": "song", "prompt": "ten", "best_of": 2}, 400, "best_of", "not supported"),
+    (requests.Generate, {"prompt": "ten", "top_k": -1}, 400, "top_k", "top_k must be an integer"),
+    (requests.Generate, {"prompt": 5}, 400, "prompt", "prompt must be a string"),
+    (requests.ClassifyText, {"text": ["ten"]}, 400, "text", "text must be a string"),
+])
+def test_a_bad_request_is_refused_naming_its_field(request_type, body, status, param, message):
+  e = refused(request_type, body)
+  assert (e.status, e.param) == (status, param) and message in str(e), (e.status, e.param, str(e))
+  assert set(e.body()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_a_classifier_input_is_checked_against_the_models_shape_and_dtype():
+  limits = requests.Limits(name="m", input={"shape": [2, 3], "dtype": "uint8"})
+  x = requests.parse(requests.ClassifyInput, {"input": [[0, 1, 2], [3, 4, 255]]}, limits).input
+  assert x.dtype == np.uint8 and x.tolist() == [[0, 1, 2], [3, 4, 255]]
+  for value, message in [([[0, 1, 2]], "has shape [1, 3]"), ([[0, 1, 2], [3, 4]], "unequal lengths"),
+                         ([[0, 1, 2], [3, 4, 256]], "0..255"), ([[0, 1, "a"], [3, 4, 5]], "holds strings"),
+                         ([[0, 1, 2], [3, 4, 1e999]], "infinite")]:
+    assert message in str(refused(requests.ClassifyInput, {"input": value}, limits))
+
+
+def test_every_field_of_a_request_is_declared_with_its_meaning_and_described_from_it():
+  described = requests.describe(requests.Completion, LIMITS)
+  assert described["max_tokens"] == "tokens to draw; an integer in [0, 64]; default 16"
+  assert described["model"].endswith("required") and "up to 4" in described["stop"]
+  assert list(requests.describe(requests.Generate, LIMITS)) == [
+      "prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "ignore_eos"]
+
+
+def test_the_transport_reads_utf8_json_and_refuses_anything_else_with_a_400():
+  assert parse_json(b'{"a": [[1]], "b": "\\ud83d\\ude00"}') == {"a": [[1]], "b": "\U0001F600"}
+  for body in (b"{", b"\xff", b'{"a": NaN}'):
+    with pytest.raises(HTTPError, match="not valid JSON") as e:
+      parse_json(body)
+    assert e.value.status == 400
+
+
+def brute_force(text, strings, final):
+  """stops.Watch.update's answer the slow way: the earliest stop string in the text, else the longest end
+  of the text that starts one, and the incomplete last characters (U+FFFD) held back too."""
+  whole = len(text) if final else len(text.rstrip("\ufffd"))
+  starts = [i for i in (text[:whole].find(s) for s in strings) if i >= 0]
+  if starts:
+    return text[:min(starts)], 0
+  prefix = max((k for s in strings for k in range(1, len(s)) if text[:whole].endswith(s[:k])), default=0)
+  return None, prefix + len(text) - whole
+
+
+def test_stop_strings_found_as_text_grows_equal_a_brute_force_search_of_the_whole_text():
+  rng = random.Random(0)
+  for trial in range(400):
+    strings = ["".join(rng.choice("ab") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 4))]
+    text, watch = "", stops.Watch(stops.Stops(strings))
+    for step in range(30):
+      text += "".join(rng.choice("ab") for _ in range(rng.randint(0, 3)))
+      final = step == 29
+      got, want = watch.update(text, final), brute_force(text, strings, final)
+      assert got == want, (strings, text, got, want)
+      if got[0] is not None:
+        break
+
+
+def test_options_are_flags_with_their_declared_defaults_and_ranges():
+  values = flags.FlagValues()
+  fields = [f for f in options_lib.dataclasses.fields(options_lib.Options)]
+  for f in fields:
+    options_lib._DEFINE[f.type](f.name, [str(v) for v in f.default] if f.type is tuple else f.default,
+                                f.metadata["meaning"], flag_values=values)
+  values(["serve", "--model=m", "--slots=4", "--batch_sizes=1,2"])
+  o = options_lib.from_flags(values)
+  assert (o.slots, o.batch_sizes, o.max_queue, o.name) == (4, (1, 2), 256, "m")
+  with pytest.raises(errors.UserError, match="--slots must be >= 1, got 0"):
+    options_lib.Options(slots=0)
+  with pytest.raises(errors.UserError, match="--lengths must be >= 1"):
+    options_lib.Options(lengths=(16, 0))
+
+
+V = 7  # the toy model's vocabulary
+
+
+def toy_decoder(context, batch_sizes, lengths):
+  """A language model whose next token is the sum of the row's tokens so far, mod V (greedy): its cache
+  holds the tokens, so a step that saw a position it should not (another row's, or one past the row's
+  end) draws a different token."""
+  onehot = lambda t: 10.0 * (jnp.arange(V) == t[..., None] % V)
+
+  def prefill(weights, ids_BxL):
+    ids = jnp.maximum(ids_BxL, 0).astype(jnp.float32)
+    return onehot(jnp.cumsum(ids, 1).astype(jnp.int32)), [ids[:, :, None, None]]
+
+  def decode(weights, cache, token_B, position_B):
+    (keys,) = cache
+    B, L = keys.shape[:2]
+    keys = keys.at[jnp.arange(B), position_B, 0, 0].set(token_B.astype(jnp.float32))
+    seen = jnp.where(jnp.arange(L)[None] <= position_B[:, None], keys[:, :, 0, 0], 0.0)
+    return onehot(seen.sum(1).astype(jnp.int32)), [keys]
+
+  avals = (jnp.zeros((context, 1, 1), jnp.float32),)
+  return decoding.Decoder(prefill, decode, [], avals, context, batch_sizes, lengths)
+
+
+def toy_tokens(prompt, n):
+  out = list(prompt)
+  for _ in range(n):
+    out.append(sum(out) % V)
+  return out[len(prompt):]
+
+
+def test_slots_bucket_each_step_by_the_rows_in_use_and_their_lengths_and_draw_the_same_tokens():
+  slots = decoding.Slots(toy_decoder(32, (1, 2), (8, 16)), 4)
+  assert slots.batch_sizes == [1, 2, 4] and slots.decoder.lengths == [8, 16, 32]
+  assert slots.buckets()[:3] == [("start", 1, 8), ("step", 1, 8), ("start", 1, 16)]  # cheapest first
+  ran, step = [], slots.decoder.step
+  slots.decoder.step = lambda *args, length: (ran.append((len(args[2]), length)), step(*args, length=length))[1]
+  prompts = {0: [1, 2, 3], 2: [4] * 9}
+  drawn = {row: [slots.start(row, p, temperature=0.0, echo=False)[0].id] for row, p in prompts.items()}
+  for _ in range(10):
+    rows = sorted(drawn)
+    for row, token in zip(rows, slots.step(rows)):
+      drawn[row].append(token.id)
+  # Row 2 in use: 3 rows (up to the next batch size, 4); its 10 + 9 positions: up to 16, then 32.
+  assert ran[0] == (4, 16) and ran[-1] == (4, 32)
+  for row, p in prompts.items():
+    assert drawn[row] == toy_tokens(p, 11), row
+  # Row 0 alone: one row, short.
+  slots.reset()
+  slots.start(0, [1], temperature=0.0, echo=False)
+  slots.step([0])
+  assert ran[-1] == (1, 8)
+
+
+def test_once_buckets_are_compiled_ahead_a_step_runs_in_the_smallest_that_holds_it():
+  slots = decoding.Slots(toy_decoder(32, (1, 2), (8, 16)), 4)
+  slots.decoder.warming = True
+  slots.decoder.compiled.update({(4, "step", 4, 16), (4, "step", 2, 32), (4, "start", 1, 32)})
+  assert slots._compiled_bucket(("step", 1, 8)) == ("step", 4, 16)  # 64 row-positions, fewer than 2 x 32
+  assert slots._compiled_bucket(("step", 2, 8)) == ("step", 4, 16)
+  assert slots._compiled_bucket(("step", 1, 32)) == ("step", 2, 32)
+  assert slots._compiled_bucket(("start", 1, 8)) == ("start", 1, 32)
+  drawn = [slots.start(1, [3, 3], temperature=0.0, echo=False)[0].id]
+  for _ in range(5):
+    drawn.append(slots.step([1])[0].id)
+  assert drawn == toy_tokens([3, 3], 6)
