@@ -22,7 +22,7 @@ import re
 import jax
 import numpy as np
 
-from bigmodel import errors, paths
+from bigmodel import errors, models, paths
 from bigmodel.huggingface import bert, files as files_lib, gguf, gpt2, llama, resnet, vit
 from bigmodel.huggingface.files import FILES, local_dir, read_config  # noqa: F401 (the API)
 from bigmodel.models import stack
@@ -66,11 +66,16 @@ def model_config(name):
   return family.model_config(hf, require)
 
 
+def _model_class(model):
+  """The flax class our `model` config section builds (None for a name no model registers)."""
+  return models.MODELS[model["name"]][0] if model["name"] in models.MODELS else None
+
+
 def _ours(model):
-  """The family our `model` config section maps onto, or a UserError for a model no checkpoint maps onto."""
-  from bigmodel.models import MODELS
-  cls = MODELS[model["name"]][0] if model["name"] in MODELS else None
-  family = next((f for f in FAMILIES.values() if f.MODEL is cls), None)
+  """The family an export of our `model` config section is written as: the first in FAMILIES whose files load
+  into its class (a checkpoint is read by its own model_type: `_family`), or a UserError for a model no
+  checkpoint maps onto."""
+  family = next((f for f in FAMILIES.values() if f.MODEL is _model_class(model)), None)
   if family is None:
     raise errors.UserError(f"model.name={model['name']!r} maps onto no Hugging Face checkpoint: GPT-2, BERT, ViT, "
                            "ResNet and Llama-shaped ones load into models gpt, bert, vit, resnet and llama.")
@@ -92,8 +97,8 @@ def load(name, model, params, model_state=None, reinit=()):
     directory = files_lib.local_dir(name)
     hf, files, read = files_lib.read_config(directory), files_lib.tensor_files(directory), files_lib.read
   kind = hf.get("model_type")
-  family = _family(hf)
-  if _ours(model) is not family:
+  family = _family(hf)  # chosen by the checkpoint's model_type: several families may load into one class
+  if family.MODEL is not _model_class(model):
     raise errors.UserError(f"init.hf={name!r} is a {kind} checkpoint; model.name={model['name']!r} cannot "
                            "take it. Leave model.name out: the checkpoint's config.json chooses the model.")
   table = family.table(model)
