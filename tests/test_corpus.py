@@ -3,6 +3,7 @@ from them. Killed preparations and killed trainings end as uninterrupted ones; d
 tokenizer that is not the corpus's are named; the window order needs no permutation of the corpus."""
 import glob
 import gzip
+import importlib
 import json
 import os
 import re
@@ -235,3 +236,43 @@ def test_prepare_train_sigkill_resume_is_bit_identical_to_an_uninterrupted_run(t
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert json.loads(whole.stdout.strip().splitlines()[-1]) == json.loads(resumed.stdout.strip().splitlines()[-1])
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["configs/openwebtext/gpt2_small.py", "configs/mixture/gpt_plays_reviews.py"])
+def test_the_corpus_recipes_train_on_corpora_prepared_the_way_their_docstrings_say(path, gpt2_dir, tmp_path):
+  """The recipes, shrunk (a one-layer model, two steps), on small corpora prepared with the same commands."""
+  from bigmodel.train import train_and_evaluate
+  c = importlib.import_module(path[:-3].replace("/", ".")).get_config()
+  dirs = []
+  for seed in range(len(c.data.path) if isinstance(c.data.path, tuple) else 1):
+    write_docs(str(tmp_path / f"docs{seed}.jsonl"), seed=seed)
+    dirs.append(str(tmp_path / f"corpus{seed}"))
+    prepare([str(tmp_path / f"docs{seed}.jsonl")], gpt2_dir if "openwebtext" in path else "byte", dirs[-1],
+            workers=1, progress=False)
+  c.data.path = tuple(dirs) if isinstance(c.data.path, tuple) else dirs[0]
+  c.model.update(num_layers=1, dim=32, num_heads=2)
+  c.data.update(seq_len=16, batch_size=8, eval_batch_size=64)
+  c.micro_batches, c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 1, 2, 1, 2, 2
+  c.optimizer.warmup_steps = 1
+  final = train_and_evaluate(c, str(tmp_path / "run"))
+  assert np.isfinite(final["loss"]) and final["loss"] < 8, final
+
+
+@pytest.mark.slow
+def test_two_processes_of_one_device_give_the_losses_of_one_process_of_two_on_a_prepared_corpus(prepared, tmp_path):
+  args = train_args(prepared, tmp_path / "two", "--config.total_steps=10", "--config.log_every=1",
+                    "--config.eval_every=10", "--config.checkpoint_every=10")
+  env = dict(os.environ, XLA_FLAGS=XLA_TEST_FLAGS)
+  proc = subprocess.run([sys.executable, "-m", "bigmodel.launch", "--processes=2", "--devices_per_process=1", "--",
+                         sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  one = train_args(prepared, tmp_path / "one", "--config.total_steps=10", "--config.log_every=1",
+                   "--config.eval_every=10", "--config.checkpoint_every=10")
+  run_cli(*one, devices=2)
+  losses = {}
+  for name in ("two", "one"):
+    rows = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
+    losses[name] = [r["loss"] for r in rows if r["split"] == "train"]
+  assert len(losses["one"]) == 10 and len(set(losses["one"])) > 1
+  np.testing.assert_allclose(losses["two"], losses["one"], rtol=2e-4)
