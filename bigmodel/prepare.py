@@ -270,7 +270,7 @@ def prepare(inputs, tokenizer, out, text_key="text", workers=0, shard_tokens=100
   old = tokens.read_manifest(out) if os.path.exists(manifest_path) else None
   tok_dir = tempfile.mkdtemp(dir=out, prefix=".tokenizer")
   try:
-    sample = _sample(sources, args) if tokenizer in ("char", "bpe") else ""
+    sample = _sample(sources, args) + separator if tokenizer in ("char", "bpe") else ""  # separator: encodable
     tok = make_tokenizer(tokenizer, sample, vocab_size)
     tok.save(tok_dir)
     identity = _identity(sources, args, tokenizer, tokens.tokenizer_hash(tok_dir))

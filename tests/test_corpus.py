@@ -112,6 +112,31 @@ def test_jsonl_gz_gives_the_same_shards_and_other_workers_counts_too(docs_file, 
   out = str(tmp_path / "gz")
   prepare([str(tmp_path / "docs.jsonl.gz")], "byte", out, workers=1, shard_tokens=5000, task_mb=0.01, progress=False)
   assert shard_bytes(out) == shard_bytes(prepared)
+  pq = pytest.importorskip("pyarrow.parquet")
+  import pyarrow as pa
+  pq.write_table(pa.table({"text": docs_file[1]}), str(tmp_path / "docs.parquet"), row_group_size=37)
+  prepare([str(tmp_path / "docs.parquet")], "byte", str(tmp_path / "pq"), workers=1, shard_tokens=5000,
+          progress=False)
+  assert shard_bytes(str(tmp_path / "pq")) == shard_bytes(prepared)
+
+
+def test_text_files_are_documents_cut_where_no_token_spans_and_char_and_bpe_learn_from_them(tmp_path):
+  plays = tmp_path / "plays"
+  plays.mkdir()
+  texts = [f"KING:\nNo, my lord {i}.\n  Nay, stay.\n\n" * 300 for i in range(20)]
+  for i, t in enumerate(texts):
+    (plays / f"{i:02d}.txt").write_text(t)
+  for name in ("char", "bpe"):
+    out = str(tmp_path / name)
+    prepare([str(plays / "*.txt")], name, out, workers=1, vocab_size=300, piece_mb=0.002, separator="|",
+            progress=False)
+    tok, prepared = tokenizers.load(out), tokens.Prepared.open(out)
+    split = {s: tok.decode(prepared.tokens(s)[np.arange(len(prepared.tokens(s)))]).split("|")[:-1]
+             for s in ("train", "val")}
+    assert len(split["train"]) > 3 * len(texts) * 0.9  # each file in several pieces, each piece a document
+    docs = [(split["val"] if k % 10 == 9 else split["train"]).pop(0) for k in range(sum(map(len, split.values())))]
+    assert "".join(docs) == "".join(texts)
+    assert all(len(d) <= 0.002 * 2**20 and d[0] in "KN" for d in docs)  # cut before a line that starts with a letter
 
 
 def test_a_hugging_face_tokenizer_ends_documents_with_its_end_of_text_id(gpt2_dir, docs_file, tmp_path):
