@@ -165,7 +165,7 @@ def measure(corpus, workdir):
   code = ("import json, resource, sys\n"
           "from absl import flags\n"
           "from benchmarks import corpus as b\n"
-          "flags.FLAGS(['x', f'--steps={}'.format(sys.argv[3])])\n"
+          "flags.FLAGS(['x', '--steps=' + sys.argv[3]])\n"
           "first, sps = b.train_once(sys.argv[1], sys.argv[2])\n"
           "print(json.dumps([resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, first, sps]))\n")
   proc = subprocess.run([sys.executable, "-c", code, corpus, workdir, str(FLAGS.steps)], cwd=ROOT, check=True,
