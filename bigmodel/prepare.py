@@ -153,6 +153,7 @@ def _sample(sources, args):
 
 def _init_worker(directory):
   global _tokenizer
+  os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread a worker: the workers are the parallelism
   _tokenizer = tokenizers.load(directory)
 
 
@@ -270,7 +271,7 @@ def prepare(inputs, tokenizer, out, text_key="text", workers=0, shard_tokens=100
   old = tokens.read_manifest(out) if os.path.exists(manifest_path) else None
   tok_dir = tempfile.mkdtemp(dir=out, prefix=".tokenizer")
   try:
-    sample = _sample(sources, args) if tokenizer in ("char", "bpe") else ""
+    sample = _sample(sources, args) + separator if tokenizer in ("char", "bpe") else ""  # separator: encodable
     tok = make_tokenizer(tokenizer, sample, vocab_size)
     tok.save(tok_dir)
     identity = _identity(sources, args, tokenizer, tokens.tokenizer_hash(tok_dir))
@@ -305,12 +306,15 @@ def prepare(inputs, tokenizer, out, text_key="text", workers=0, shard_tokens=100
   save = lambda: write_json(manifest_path, {**manifest, "counted": counted})
   save()  # from now on a rerun with other inputs or another tokenizer is refused
   total = sum(s for kind, _, s in sources if kind != "tfds") or None
-  from tqdm import tqdm
-  bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="prepare", disable=not progress,
-             dynamic_ncols=True)
-  written, t0 = 0, time.perf_counter()
-  ctx = multiprocessing.get_context("spawn")  # no forked copies of a parent's threads (tokenizers' own pool)
-  with ctx.Pool(workers or os.cpu_count(), initializer=_init_worker, initargs=(out,)) as pool:
+  # Forked workers start at once (spawned ones would import jax again, ~1 s and 150 MB each); forked before
+  # tqdm starts its monitor thread, and from a process that has run no tokenizer's thread pool.
+  method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+  with multiprocessing.get_context(method).Pool(workers or os.cpu_count(), initializer=_init_worker,
+                                                initargs=(out,)) as pool:
+    from tqdm import tqdm
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="prepare", disable=not progress,
+               dynamic_ncols=True)
+    written, t0 = 0, time.perf_counter()
     pending = collections.deque()
 
     def drain(block):

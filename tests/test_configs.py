@@ -53,7 +53,9 @@ TRAINED_THERE.update({"configs/fine_foods/bilstm.py": "test_text_classifiers.py"
                       "configs/fine_foods/bert_mlm.py": "test_transfer.py",
                       "configs/fine_foods/bert_finetune.py": "test_transfer.py",
                       "configs/digits/cnn_finetune.py": "test_transfer.py",
-                      "configs/shakespeare/llama_lora.py": "test_llama.py"})
+                      "configs/shakespeare/llama_lora.py": "test_llama.py",
+                      "configs/openwebtext/gpt2_small.py": "test_corpus.py",  # on corpora it prepares
+                      "configs/mixture/gpt_plays_reviews.py": "test_corpus.py"})
 SMOKED = [p for p in CONFIGS if os.path.relpath(p, ROOT) not in TRAINED_THERE]
 
 

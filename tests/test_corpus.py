@@ -3,6 +3,7 @@ from them. Killed preparations and killed trainings end as uninterrupted ones; d
 tokenizer that is not the corpus's are named; the window order needs no permutation of the corpus."""
 import glob
 import gzip
+import importlib
 import json
 import os
 import re
@@ -111,6 +112,31 @@ def test_jsonl_gz_gives_the_same_shards_and_other_workers_counts_too(docs_file, 
   out = str(tmp_path / "gz")
   prepare([str(tmp_path / "docs.jsonl.gz")], "byte", out, workers=1, shard_tokens=5000, task_mb=0.01, progress=False)
   assert shard_bytes(out) == shard_bytes(prepared)
+  pq = pytest.importorskip("pyarrow.parquet")
+  import pyarrow as pa
+  pq.write_table(pa.table({"text": docs_file[1]}), str(tmp_path / "docs.parquet"), row_group_size=37)
+  prepare([str(tmp_path / "docs.parquet")], "byte", str(tmp_path / "pq"), workers=1, shard_tokens=5000,
+          progress=False)
+  assert shard_bytes(str(tmp_path / "pq")) == shard_bytes(prepared)
+
+
+def test_text_files_are_documents_cut_where_no_token_spans_and_char_and_bpe_learn_from_them(tmp_path):
+  plays = tmp_path / "plays"
+  plays.mkdir()
+  texts = [f"KING:\nNo, my lord {i}.\n  Nay, stay.\n\n" * 300 for i in range(20)]
+  for i, t in enumerate(texts):
+    (plays / f"{i:02d}.txt").write_text(t)
+  for name in ("char", "bpe"):
+    out = str(tmp_path / name)
+    prepare([str(plays / "*.txt")], name, out, workers=1, vocab_size=300, piece_mb=0.002, separator="|",
+            progress=False)
+    tok, prepared = tokenizers.load(out), tokens.Prepared.open(out)
+    split = {s: tok.decode(prepared.tokens(s)[np.arange(len(prepared.tokens(s)))]).split("|")[:-1]
+             for s in ("train", "val")}
+    assert len(split["train"]) > 3 * len(texts) * 0.9  # each file in several pieces, each piece a document
+    docs = [(split["val"] if k % 10 == 9 else split["train"]).pop(0) for k in range(sum(map(len, split.values())))]
+    assert "".join(docs) == "".join(texts)
+    assert all(len(d) <= 0.002 * 2**20 and d[0] in "KN" for d in docs)  # cut before a line that starts with a letter
 
 
 def test_a_hugging_face_tokenizer_ends_documents_with_its_end_of_text_id(gpt2_dir, docs_file, tmp_path):
@@ -235,3 +261,43 @@ def test_prepare_train_sigkill_resume_is_bit_identical_to_an_uninterrupted_run(t
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert json.loads(whole.stdout.strip().splitlines()[-1]) == json.loads(resumed.stdout.strip().splitlines()[-1])
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["configs/openwebtext/gpt2_small.py", "configs/mixture/gpt_plays_reviews.py"])
+def test_the_corpus_recipes_train_on_corpora_prepared_the_way_their_docstrings_say(path, gpt2_dir, tmp_path):
+  """The recipes, shrunk (a one-layer model, two steps), on small corpora prepared with the same commands."""
+  from bigmodel.train import train_and_evaluate
+  c = importlib.import_module(path[:-3].replace("/", ".")).get_config()
+  dirs = []
+  for seed in range(len(c.data.path) if isinstance(c.data.path, tuple) else 1):
+    write_docs(str(tmp_path / f"docs{seed}.jsonl"), seed=seed)
+    dirs.append(str(tmp_path / f"corpus{seed}"))
+    prepare([str(tmp_path / f"docs{seed}.jsonl")], gpt2_dir if "openwebtext" in path else "byte", dirs[-1],
+            workers=1, progress=False)
+  c.data.path = tuple(dirs) if isinstance(c.data.path, tuple) else dirs[0]
+  c.model.update(num_layers=1, dim=32, num_heads=2)
+  c.data.update(seq_len=16, batch_size=8, eval_batch_size=64)
+  c.micro_batches, c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 1, 2, 1, 2, 2
+  c.optimizer.warmup_steps = 1
+  final = train_and_evaluate(c, str(tmp_path / "run"))
+  assert np.isfinite(final["loss"]) and final["loss"] < 8, final
+
+
+@pytest.mark.slow
+def test_two_processes_of_one_device_give_the_losses_of_one_process_of_two_on_a_prepared_corpus(prepared, tmp_path):
+  args = train_args(prepared, tmp_path / "two", "--config.total_steps=10", "--config.log_every=1",
+                    "--config.eval_every=10", "--config.checkpoint_every=10")
+  env = dict(os.environ, XLA_FLAGS=XLA_TEST_FLAGS)
+  proc = subprocess.run([sys.executable, "-m", "bigmodel.launch", "--processes=2", "--devices_per_process=1", "--",
+                         sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  one = train_args(prepared, tmp_path / "one", "--config.total_steps=10", "--config.log_every=1",
+                   "--config.eval_every=10", "--config.checkpoint_every=10")
+  run_cli(*one, devices=2)
+  losses = {}
+  for name in ("two", "one"):
+    rows = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
+    losses[name] = [r["loss"] for r in rows if r["split"] == "train"]
+  assert len(losses["one"]) == 10 and len(set(losses["one"])) > 1
+  np.testing.assert_allclose(losses["two"], losses["one"], rtol=2e-4)
