@@ -19,7 +19,7 @@ from test_huggingface import SAMPLES, relative_error  # noqa: E402
 from test_tokenizers import UNICODE  # noqa: E402
 
 PROMPTS = ["The capital of France is", "Once upon a time, in a land far away, there lived a",
-           "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", "2 + 2 ="]
+           "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", "2 + 2 = 4, and 3 + 3 ="]
 
 
 def reference_model(path):
@@ -108,15 +108,22 @@ def test_smollm2s_logits_equal_transformers_on_a_padded_batch_of_real_prompts(sm
 @pytest.mark.slow  # transformers loads the file in ~40 s on 2 busy cores
 def test_32_greedy_tokens_with_our_kv_cache_equal_transformers_generate(smol, smol_reference):
   template = chat.template(smol["tok"])
-  prompt = template.encode([{"role": "user", "content": "What is the capital of France?"}])[None]
-  out = generate.generate(smol["model"], smol["params"], prompt, 32, temperature=0.0)
-  with torch.no_grad():
-    ids = torch.tensor(prompt, dtype=torch.long)
-    expected = smol_reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32,
-                                       min_new_tokens=32, do_sample=False, pad_token_id=2).numpy()
-  np.testing.assert_array_equal(out, expected)
-  answer = smol["tok"].decode(generate.text_ids(out[0], prompt.shape[1], template.end_of_turn_id)[prompt.shape[1]:])
-  assert answer == "The capital of France is Paris."
+  for question, new in (("Write a short story about a dragon who learns to read.", 32),
+                        ("What is the capital of France?", 16)):
+    prompt = template.encode([{"role": "user", "content": question}])[None]
+    out = generate.generate(smol["model"], smol["params"], prompt, new, temperature=0.0,
+                            eos_id=template.end_of_turn_id)
+    with torch.no_grad():  # it stops at <|im_end|> (its generation config's EOS), as ours does with eos_id
+      ids = torch.tensor(prompt, dtype=torch.long)
+      expected = smol_reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                                         do_sample=False, pad_token_id=-1).numpy()
+    kept = generate.text_ids(out[0], prompt.shape[1], template.end_of_turn_id)
+    np.testing.assert_array_equal(out[0, :expected.shape[1]], expected[0])
+    answer = smol["tok"].decode(kept[prompt.shape[1]:])
+    if new == 32:
+      assert len(kept) == prompt.shape[1] + 32, answer  # 32 tokens compared, no end of turn among them
+    else:
+      assert answer == "The capital of France is Paris."
 
 
 # ---- Tiny files of every tensor type ----
@@ -214,3 +221,84 @@ def test_a_file_of_another_architecture_or_tensor_type_is_refused_naming_it(tiny
   model = {**models.defaults("llama"), **huggingface.model_config(str(odd)), "num_outputs": 299}
   with pytest.raises(errors.UserError, match=r"blk\.1\.ffn_up\.weight \(TQ1_0\)"):
     huggingface.load(str(odd), model, {}, {})
+
+
+# ---- Out ----
+
+# The logits' largest error relative to their scale, transformers on the file against ours on the model written
+# (f32: the two libraries' float32 arithmetic only; its tensors are compared exactly). Q8_0 rounds each weight
+# to 1/254 of its block's largest (0.4 %, measured on every tensor here); through this random tiny Llama that
+# moves the logits by 4.4 % of their scale (measured), f16 by 0.02 %.
+QUANTISATION_ERROR = {"f32": 1e-5, "f16": 2e-3, "q8_0": 8e-2}
+
+
+def with_template(directory, out):
+  """The tiny checkpoint's tokenizer with SmolLM2's ChatML template in its tokenizer_config.json."""
+  import shutil
+  from bigmodel import tokenizers
+  shutil.copytree(directory, out)
+  config = json.load(open(os.path.join(out, "tokenizer_config.json")))
+  config["chat_template"] = chat.template(gguf_lib.tokenizer(smollm2_gguf())).source
+  json.dump(config, open(os.path.join(out, "tokenizer_config.json"), "w"))
+  return tokenizers.load(str(out))
+
+
+@pytest.mark.parametrize("dtype", sorted(QUANTISATION_ERROR))
+def test_the_export_reads_back_into_transformers_with_our_logits_tokenizer_and_chat_template(tiny_dir, tmp_path,
+                                                                                             dtype):
+  from test_huggingface import ours as ours_hf
+  tok = with_template(tiny_dir, tmp_path / "source")
+  ids = np.random.RandomState(0).randint(0, 299, (2, 12)).astype(np.int32)
+  model, variables = ours_hf(tiny_dir, ids, num_outputs=299)
+  config = {**models.defaults("llama"), **huggingface.model_config(tiny_dir), "num_outputs": 299}
+  path = str(tmp_path / f"tiny-{dtype}.gguf")
+  gguf_lib.write(path, config, huggingface.tensors_of(config, variables["params"]), tok, dtype)
+  logits = np.asarray(model.apply(variables, ids))
+  reference = reference_model(path)
+  if dtype == "f32":
+    written = huggingface.tensors_of(config, variables["params"])
+    for name, x in reference.state_dict().items():
+      np.testing.assert_array_equal(x.numpy(), written[name], err_msg=name)
+  with torch.no_grad():
+    theirs = reference(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+  error = relative_error(theirs, logits)
+  assert error < QUANTISATION_ERROR[dtype], error
+  if dtype != "f32":
+    assert error > 1e-7  # the weights were rounded: this is the file's, not a copy of ours
+  back, params, _ = ours(path, ids)  # and we read back what transformers reads
+  assert relative_error(back.apply({"params": params}, ids), theirs) < 1e-5
+  reference = reference_tokenizer(path)
+  for sample in [text()[:2000], UNICODE, *SAMPLES]:
+    assert reference(sample)["input_ids"] == tok.encode(sample).tolist() == \
+        gguf_lib.tokenizer(path).encode(sample).tolist(), sample[:40]
+  messages = [{"role": "user", "content": "ROMEO: What light?"}]
+  assert reference.chat_template == chat.template(tok).source
+  assert chat.template(gguf_lib.tokenizer(path)).encode(messages).tolist() == chat.template(tok).encode(messages).tolist()
+
+
+def test_a_model_gguf_cannot_hold_is_refused_before_writing(tiny_dir, tmp_path):
+  from bigmodel import tokenizers
+  config = {**models.defaults("llama"), **huggingface.model_config(tiny_dir), "num_outputs": 299, "qkv_bias": True}
+  with pytest.raises(errors.UserError, match="biases"):
+    gguf_lib.write(str(tmp_path / "x.gguf"), config, {}, tokenizers.load(tiny_dir))
+  config["qkv_bias"] = False
+  with pytest.raises(errors.UserError, match="bigmodel's 'byte'"):
+    gguf_lib.write(str(tmp_path / "x.gguf"), config, {}, tokenizers.build("byte"))
+  assert not os.path.exists(tmp_path / "x.gguf")
+
+
+@pytest.mark.slow  # transformers reads the 540 MB float32 file in ~1 min on 2 busy cores
+def test_smollm2_goes_out_as_f32_gguf_and_transformers_reads_our_logits_tokenizer_and_template(smol, tmp_path):
+  path = str(tmp_path / "smollm2-f32.gguf")
+  config = {**models.defaults("llama"), **smol["config"]}
+  gguf_lib.write(path, config, huggingface.tensors_of(config, smol["params"]), smol["tok"], "f32")
+  ours_ids, ids, attention, mask = padded([smol["tok"].encode(p) for p in PROMPTS])
+  logits = np.asarray(smol["model"].apply({"params": smol["params"]}, ours_ids))
+  with torch.no_grad():
+    theirs = reference_model(path)(ids, attention_mask=attention).logits.numpy()
+  assert relative_error(logits[mask], theirs[mask]) < 1e-4
+  reference = reference_tokenizer(path)
+  for sample in [text()[:5000], UNICODE, "<|im_start|>user\nHi<|im_end|>\n"]:
+    assert reference(sample)["input_ids"] == smol["tok"].encode(sample).tolist()
+  assert reference.chat_template == chat.template(smol["tok"]).source
+  assert chat.template(gguf_lib.tokenizer(path)).end_of_turn_id == 2
