@@ -72,8 +72,9 @@ def _disk_errors(mngr, step):
 
 INIT_DEFAULTS = dict(
     checkpoint="",  # start from this run's parameters: a workdir (newest step) or <workdir>/checkpoints/<step>
-    hf="",  # or from a Hugging Face checkpoint: a hub id ("gpt2") or a local save_pretrained directory; its
-            # config.json gives the model (bigmodel/huggingface/), the keys under `model` override it
+    hf="",  # or from a Hugging Face checkpoint: a hub id ("gpt2"), a local save_pretrained directory or a
+            # llama.cpp .gguf file; its config.json (a GGUF's metadata) gives the model (bigmodel/huggingface/),
+            # the keys under `model` override it
     reinit=("^head/",),  # regexes on parameter paths that start afresh instead (the classifier head)
 )
 

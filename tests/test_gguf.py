@@ -302,3 +302,32 @@ def test_smollm2_goes_out_as_f32_gguf_and_transformers_reads_our_logits_tokenize
     assert reference(sample)["input_ids"] == smol["tok"].encode(sample).tolist()
   assert reference.chat_template == chat.template(smol["tok"]).source
   assert chat.template(gguf_lib.tokenizer(path)).end_of_turn_id == 2
+
+
+@pytest.mark.slow  # a LoRA training (compiles) and an export through the CLI
+def test_a_lora_run_started_from_a_gguf_file_exports_a_gguf_that_transformers_reads_with_the_runs_logits(
+    tiny_dir, data_dir, tmp_path):
+  from conftest import run_cli
+  from test_huggingface import ours as ours_hf, readme_config
+  from bigmodel import workdir as workdir_lib
+  from bigmodel.train import train_and_evaluate
+  tok = with_template(tiny_dir, tmp_path / "source")
+  ids = np.zeros((1, 8), np.int32)
+  _, variables = ours_hf(tiny_dir, ids, num_outputs=299)
+  config = {**models.defaults("llama"), **huggingface.model_config(tiny_dir), "num_outputs": 299}
+  source = str(tmp_path / "source.gguf")
+  gguf_lib.write(source, config, huggingface.tensors_of(config, variables["params"]), tok, "f32")
+  c = readme_config("configs/shakespeare/llama_lora.py", **{
+      "init.hf": source, "data.data_dir": data_dir, "data.seq_len": 32, "data.eval_batch_size": 8, "model.max_len": 64})
+  c.optimizer.learning_rate = 1e-2
+  train_and_evaluate(c, str(tmp_path / "run"))
+  run = workdir_lib.load(str(tmp_path / "run"))
+  assert np.abs(run.params["block0"]["attn"]["q"]["kernel"] - variables["params"]["block0"]["attn"]["q"]["kernel"]).max() > 0
+  assert chat.template(run.tokenizer).source == chat.template(tok).source  # the file's template came into the run
+  out = tmp_path / "tuned.gguf"
+  run_cli("bigmodel.export", f"--workdir={tmp_path / 'run'}", f"--out={out}", "--format=gguf", "--dtype=f32")
+  ids = run.tokenizer.encode(text()[:300])[None, :32]
+  with torch.no_grad():
+    theirs = reference_model(str(out))(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+  assert relative_error(run.model.apply({"params": run.params}, ids), theirs) < 1e-5
+  assert reference_tokenizer(str(out)).chat_template == chat.template(tok).source

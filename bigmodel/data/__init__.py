@@ -31,8 +31,8 @@ DEFAULTS = dict(
     folder="",  # image_folder: <folder>/<split>/<class>/<images>
     image_size=0,  # image_folder: resize to image_size x image_size; 0 = keep (all must agree)
     channels=3,  # image_folder: 1 = grey, 3 = RGB
-    tokenizer="",  # text: byte | char | bpe (built from the training text), a directory with a saved one, or a
-                   # Hugging Face hub id; "" = init.hf's checkpoint's tokenizer if it is set, else char
+    tokenizer="",  # text: byte | char | bpe (built from the training text), a directory with a saved one, a
+                   # Hugging Face hub id or a .gguf file; "" = init.hf's checkpoint's tokenizer if it is set, else char
     vocab_size=1024,  # text: bpe vocabulary size
     seq_len=256,  # text: tokens per example (language models: context length)
     files=(),  # text_files: paths or one glob; text_csv: (train file, test file)
