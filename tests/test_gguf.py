@@ -331,3 +331,36 @@ def test_a_lora_run_started_from_a_gguf_file_exports_a_gguf_that_transformers_re
     theirs = reference_model(str(out))(torch.tensor(ids, dtype=torch.long)).logits.numpy()
   assert relative_error(run.model.apply({"params": run.params}, ids), theirs) < 1e-5
   assert reference_tokenizer(str(out)).chat_template == chat.template(tok).source
+
+
+def test_a_sentencepiece_vocabulary_in_gguf_tokenizes_as_transformers_and_sentencepiece_do(tmp_path):
+  """tokenizer.ggml.model=llama (Llama 2's, TinyLlama's, Mistral's): pieces, scores and types as llama.cpp's
+  converter writes them from a SentencePiece BPE model (trained here with Llama's settings), no merges."""
+  import io
+  import sentencepiece as spm
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(text()[:200_000].splitlines()), model_writer=model, model_type="bpe", vocab_size=600,
+      byte_fallback=True, split_digits=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+      allow_whitespace_only_pieces=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, minloglevel=2)
+  sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+  n = sp.get_piece_size()
+  types = [gguf.TokenType.UNKNOWN if sp.is_unknown(i) else gguf.TokenType.CONTROL if sp.is_control(i) else
+           gguf.TokenType.BYTE if sp.is_byte(i) else gguf.TokenType.NORMAL for i in range(n)]
+  path = str(tmp_path / "spm.gguf")
+  w = gguf.GGUFWriter(path, "llama")
+  w.add_tokenizer_model("llama")
+  w.add_token_list([sp.id_to_piece(i) for i in range(n)])
+  w.add_token_scores([sp.get_score(i) for i in range(n)])
+  w.add_token_types([int(t) for t in types])
+  w.add_bos_token_id(1), w.add_eos_token_id(2), w.add_unk_token_id(0)
+  w.add_tensor("token_embd.weight", np.zeros((n, 8), np.float32))
+  w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+  ours_ = gguf_lib.tokenizer(path)
+  reference = reference_tokenizer(path)
+  assert (ours_.bos_id, ours_.eos_id) == (1, 2)
+  for sample in [text()[200_000:203_000], "ROMEO: What light", "In 2024, 12 ships", UNICODE, *SAMPLES]:
+    ids = ours_.encode(sample).tolist()
+    assert ids == reference(sample)["input_ids"], sample[:40]
+    assert ids == [1, *sp.encode(sample)], sample[:40]  # llama.cpp adds BOS to a SentencePiece vocabulary
+    assert ours_.decode(ids[1:]) == reference.decode(ids[1:]), sample[:40]
