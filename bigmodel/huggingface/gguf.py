@@ -40,6 +40,10 @@ PRE_TOKENIZERS = {"gpt-2": None, "default": None, "gpt2": None, "smollm": "digit
                   "llama3": _LLAMA3, "llama-v3": _LLAMA3, "qwen2": _QWEN2}
 
 
+SPECIAL_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
+               "pad_token": "padding_token_id"}  # tokenizer_config.json's names -> tokenizer.ggml.*'s
+
+
 def is_gguf(name):
   return isinstance(name, str) and name.endswith(SUFFIX)
 
@@ -177,16 +181,14 @@ def tokenizer(path):
   tok = builders[kind](meta, tokens, types, path)
   _add_special_tokens(tok, tokens, types)
   config = {"tokenizer_class": "PreTrainedTokenizerFast"}
-  for role in ("bos", "eos", "unk", "pad"):
-    i = meta.get(f"tokenizer.ggml.{role}_token_id" if role != "unk" else "tokenizer.ggml.unknown_token_id")
-    if role == "pad" and i is None:
-      i = meta.get("tokenizer.ggml.padding_token_id")
+  for role, key in SPECIAL_IDS.items():
+    i = meta.get(f"tokenizer.ggml.{key}")
     if i is not None and 0 <= i < len(tokens):
-      config[f"{role}_token"] = tokens[i]
-  add_bos = meta.get("tokenizer.ggml.add_bos_token", kind == "llama")  # llama.cpp adds BOS to SentencePiece's
-  add_eos = meta.get("tokenizer.ggml.add_eos_token", False)
-  config |= dict(add_bos_token=bool(add_bos), add_eos_token=bool(add_eos))
-  _post_processor(tok, config if add_bos else {}, config if add_eos else {})
+      config[role] = tokens[i]
+  add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", kind == "llama"))  # llama.cpp adds SentencePiece's BOS
+  add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False))
+  config |= dict(add_bos_token=add_bos, add_eos_token=add_eos)
+  _post_processor(tok, config.get("bos_token") if add_bos else None, config.get("eos_token") if add_eos else None)
   if meta.get("tokenizer.chat_template"):
     config["chat_template"] = meta["tokenizer.chat_template"]
   return tokenizers.HfTokenizer(tok, {"tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False)})
@@ -247,9 +249,9 @@ def _add_special_tokens(tok, tokens, types):
 
 
 def _post_processor(tok, bos, eos):
+  """BOS before and EOS after every text, where the file says to add them (None: not added)."""
   from tokenizers import processors
-  first = [bos["bos_token"]] if bos.get("bos_token") else []
-  last = [eos["eos_token"]] if eos.get("eos_token") else []
+  first, last = [bos] if bos else [], [eos] if eos else []
   if first or last:
     tok.post_processor = processors.TemplateProcessing(
         single=" ".join([*first, "$A", *last]), pair=" ".join([*first, "$A", *last, *first, "$B", *last]),
@@ -337,12 +339,11 @@ def _write_tokenizer(w, tokenizer, vocab_size):
   w.add_token_types([int(t) for t in types])
   w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model["merges"]])
   config = json.loads(tokenizer.companions.get("tokenizer_config.json") or "{}")
-  for role, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("unk", w.add_unk_token_id),
-                    ("pad", w.add_pad_token_id)):
-    token = config.get(f"{role}_token")
+  for role, key in SPECIAL_IDS.items():
+    token = config.get(role)
     token = token.get("content") if isinstance(token, dict) else token
     if token is not None and tok.token_to_id(token) is not None:
-      add(tok.token_to_id(token))
+      w.add_uint32(f"tokenizer.ggml.{key}", tok.token_to_id(token))
   bos = tokenizer.bos_id
   w.add_add_bos_token(bos is not None and tokenizer.encode("a")[:1].tolist() == [bos])
   template = chat.template(tokenizer)
