@@ -221,6 +221,11 @@ def test_a_file_of_another_architecture_or_tensor_type_is_refused_naming_it(tiny
   model = {**models.defaults("llama"), **huggingface.model_config(str(odd)), "num_outputs": 299}
   with pytest.raises(errors.UserError, match=r"blk\.1\.ffn_up\.weight \(TQ1_0\)"):
     huggingface.load(str(odd), model, {}, {})
+  from conftest import run_cli  # what a person sees: one error line, exit 2
+  proc = run_cli("bigmodel.train", "--config=configs/shakespeare/llama_lora.py", f"--config.init.hf={other}",
+                 "--print_config", check=False)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "'falcon'" in proc.stderr
 
 
 # ---- Out ----
