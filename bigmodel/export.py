@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from bigmodel import artifact, decoding, errors, huggingface, paths as paths_lib, tasks, workdir as workdir_lib
+from bigmodel import artifact, chat, decoding, errors, huggingface, paths as paths_lib, tasks, workdir as workdir_lib
 from bigmodel.data import pipeline
 from bigmodel.huggingface import gguf
 
@@ -49,9 +49,12 @@ def export(workdir, out, platforms=("cpu", "cuda")):
   weight_avals = [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights]
   if task.serves == "generate":
     context = getattr(model, "max_len", 0) or config.data.seq_len
-    # The end-of-text token, recorded so that serving stops there without asking the tokenizer (None: none).
+    # The end-of-text token, recorded so that serving stops there without asking the tokenizer (None: none);
+    # with a chat template (in the tokenizer's files), the token that ends a reply (bigmodel/chat.py).
+    template = chat.template(tok)
     spec = dict(task="generate", input=dict(kind="tokens", context=context, vocab_size=tok.vocab_size,
-                                            eos_id=tok.eos_id))
+                                            eos_id=tok.eos_id,
+                                            end_of_turn_id=None if template is None else template.end_of_turn_id))
     functions = _lm_functions(model, treedef, weight_avals, context, platforms)
   else:  # the run's data spec (workdir.DATA_SPEC): what raw inputs look like, how training preprocessed them
     data = workdir_lib.read_data_spec(workdir, config)

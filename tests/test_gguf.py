@@ -338,6 +338,12 @@ def test_a_lora_run_started_from_a_gguf_file_exports_a_gguf_that_transformers_re
     theirs = reference_model(str(out))(torch.tensor(ids, dtype=torch.long)).logits.numpy()
   assert relative_error(run.model.apply({"params": run.params}, ids), theirs) < 1e-5
   assert reference_tokenizer(str(out)).chat_template == chat.template(tok).source
+  from bigmodel import export, tokenizers  # the server's export carries the template and its end of turn
+  spec = export.export(str(tmp_path / "run"), str(tmp_path / "served"), platforms=("cpu",))
+  served = chat.template(tokenizers.load(str(tmp_path / "served")))
+  assert served.source == chat.template(tok).source
+  # This tokenizer has no <|im_end|> token: the template's end of turn is its end of text, </s>.
+  assert spec["input"]["end_of_turn_id"] == served.end_of_turn_id == tok.eos_id == 1
 
 
 def test_a_sentencepiece_vocabulary_in_gguf_tokenizes_as_transformers_and_sentencepiece_do(tmp_path):
