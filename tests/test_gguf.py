@@ -128,6 +128,26 @@ def test_32_greedy_tokens_with_our_kv_cache_equal_transformers_generate(smol, sm
 
 # ---- Tiny files of every tensor type ----
 
+def llama_cpp_rope_factors(config):
+  """What llama.cpp's convert_hf_to_gguf.py writes as rope_freqs.weight for a Llama 3 rope_parameters: per
+  frequency, 1 (high), factor (low) or the blend between (written again here from its loop)."""
+  import math
+  rope, dim = config["rope_parameters"], config["head_dim"]
+  freqs = 1.0 / (rope["rope_theta"] ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+  old, low, high = rope["original_max_position_embeddings"], rope["low_freq_factor"], rope["high_freq_factor"]
+  out = []
+  for freq in freqs:
+    wavelen = 2 * math.pi / freq
+    if wavelen < old / high:
+      out.append(1)
+    elif wavelen > old / low:
+      out.append(rope["factor"])
+    else:
+      smooth = (old / wavelen - low) / (high - low)
+      out.append(1 / ((1 - smooth) / rope["factor"] + smooth))
+  return np.asarray(out, np.float32)
+
+
 def tiny_gguf(path, directory, qtype, tied=False):
   """The tiny Llama in `directory` (transformers') written as llama.cpp's converter writes one, its 2-D weights
   of type `qtype`: random blocks for the types the gguf package cannot quantize (K-quants), each byte below
@@ -147,6 +167,8 @@ def tiny_gguf(path, directory, qtype, tied=False):
   w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
   w.add_layer_norm_rms_eps(config["rms_norm_eps"])
   w.add_vocab_size(config["vocab_size"])
+  if config["rope_parameters"].get("rope_type") == "llama3":
+    w.add_tensor("rope_freqs.weight", llama_cpp_rope_factors(config))
   t = gguf.GGMLQuantizationType[qtype]
   rng = np.random.RandomState(0)
   names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
@@ -194,6 +216,26 @@ def test_each_tensor_type_loads_as_transformers_dequantizes_it_with_llama_cpps_r
   with torch.no_grad():
     logits = reference(torch.tensor(ids, dtype=torch.long)).logits.numpy()
   assert relative_error(model.apply({"params": params}, ids), logits) < 1e-4
+
+
+def test_llama_3s_rescaled_rotary_frequencies_load_from_rope_freqs_as_transformers_computes_them(tmp_path):
+  """Llama 3.1/3.2 GGUF files hold rope_freqs.weight instead of rope_parameters: the settings found from it
+  give transformers' logits on the Hugging Face checkpoint it was converted from."""
+  directory = tiny_llama("llama", tmp_path / "llama3", hidden_size=256, intermediate_size=256, attention_bias=False,
+                         head_dim=64)  # rope_type llama3, factor 8, original 16: three frequencies in the blend
+  config = json.load(open(os.path.join(directory, "config.json")))
+  path = tiny_gguf(tmp_path / "llama3.gguf", directory, "F32")
+  rope = huggingface.model_config(path)
+  assert (rope["rope_scaling"], rope["rope_factor"], rope["rope_original_max_len"]) == ("llama3", 8.0, 16)
+  assert rope["rope_high_freq_factor"] == pytest.approx(4.0)
+  ids = np.random.RandomState(0).randint(0, config["vocab_size"], (2, 40)).astype(np.int32)
+  model, params, _ = ours(path, ids)
+  with torch.no_grad():
+    expected = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()(
+        torch.tensor(ids, dtype=torch.long)).logits.numpy()
+  assert relative_error(model.apply({"params": params}, ids), expected) < 1e-4
+  unscaled = models.build({**huggingface.model_config(path), "rope_scaling": "none", "num_outputs": 299})
+  assert relative_error(unscaled.apply({"params": params}, ids), expected) > 1e-3  # the scaling shows
 
 
 def test_a_file_of_another_architecture_or_tensor_type_is_refused_naming_it(tiny_dir, tmp_path):

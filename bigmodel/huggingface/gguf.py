@@ -90,21 +90,50 @@ def hf_config(path):
   names = {t.name for t in reader.tensors}
   vocab = get("vocab_size") or len(meta.get("tokenizer.ggml.tokens") or ()) or _embedding_rows(reader)
   scaling = get("rope.scaling.type", "none")
-  if scaling not in ("none", "linear") or "rope_freqs.weight" in names:
-    what = "rope_freqs.weight (Llama 3.1's rescaled frequencies)" if scaling == "none" else f"rope scaling {scaling!r}"
-    raise errors.UserError(f"{path} scales its rotary positions with {what}; bigmodel reads GGUF files without "
-                           "rotary scaling or with linear scaling only. Load the Hugging Face checkpoint instead.")
+  if scaling not in ("none", "linear"):
+    raise errors.UserError(f"{path} scales its rotary positions with {scaling!r}; bigmodel reads GGUF files "
+                           "without rotary scaling, with linear scaling or Llama 3's. Load the Hugging Face "
+                           "checkpoint instead.")
+  head_dim = get("attention.key_length") or get("rope.dimension_count") or dim // heads
   rope = dict(rope_type="default", rope_theta=float(get("rope.freq_base", 10_000.0)))
   if scaling == "linear":
     rope = dict(rope, rope_type="linear", factor=float(get("rope.scaling.factor")))
+  if "rope_freqs.weight" in names:  # Llama 3.1's: a divisor per frequency instead of its four settings
+    rope = _llama3_rope(path, next(t for t in reader.tensors if t.name == "rope_freqs.weight"), head_dim, rope)
   special = {f"{role}_token_id": meta.get(f"tokenizer.ggml.{role}_token_id") for role in ("bos", "eos")}
   return dict(architectures=["LlamaForCausalLM"], model_type="llama", num_hidden_layers=get("block_count"),
               num_attention_heads=heads, num_key_value_heads=get("attention.head_count_kv") or heads,
-              hidden_size=dim, head_dim=get("attention.key_length") or get("rope.dimension_count") or dim // heads,
+              hidden_size=dim, head_dim=head_dim,
               intermediate_size=get("feed_forward_length"), max_position_embeddings=get("context_length"),
               vocab_size=vocab, rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
               hidden_act="silu", tie_word_embeddings="output.weight" not in names, rope_parameters=rope,
               attention_bias="blk.0.attn_q.bias" in names, **special)
+
+
+def _llama3_rope(path, tensor, head_dim, rope):
+  """Llama 3's rotary settings from the divisors llama.cpp's converter wrote in their place (rope_freqs):
+  1 for the high frequencies, `factor` for the low ones, 1 / ((1 - s) / factor + s) between, where s is
+  linear in 1 / wavelength. Only the ratios original_max_len : low : high_freq_factor show in them, so
+  low_freq_factor is taken as 1 (Llama 3.1's and 3.2's own); settings that do not give the divisors back
+  exactly are refused."""
+  from gguf import quants
+  from bigmodel.models import llama
+  divisors = np.asarray(quants.dequantize(tensor.data, tensor.tensor_type), np.float64).reshape(-1)
+  factor, theta = float(divisors.max()), rope["rope_theta"]
+  inverse_wavelength = llama.frequencies(head_dim, theta).astype(np.float64) / (2 * np.pi)
+  between = (divisors > 1 + 1e-6) & (divisors < factor - 1e-6)
+  high, original = 4.0, 8192  # Llama 3.1's, where the blend has too few points to fit
+  if between.sum() >= 2:  # s = (original / wavelength - 1) / (high - 1): a line in 1 / wavelength
+    s = (1 / divisors[between] - 1 / factor) / (1 - 1 / factor)
+    slope, intercept = np.polyfit(inverse_wavelength[between], s, 1)
+    high, original = 1 - 1 / intercept, round(-slope / intercept)
+  found = dict(rope_type="llama3", rope_theta=theta, factor=factor, low_freq_factor=1.0, high_freq_factor=float(high),
+               original_max_position_embeddings=int(original))
+  ours = llama.frequencies(head_dim, theta, "llama3", factor, 1.0, float(high), int(original))
+  if len(divisors) != head_dim // 2 or not np.allclose(llama.frequencies(head_dim, theta) / ours, divisors, rtol=1e-4):
+    raise errors.UserError(f"{path} rescales its rotary frequencies (rope_freqs.weight) in a way Llama 3's settings do "
+                           "not reproduce; bigmodel does not load it. Load the Hugging Face checkpoint instead.")
+  return found
 
 
 def _embedding_rows(reader):
