@@ -236,6 +236,14 @@ def test_llama_3s_rescaled_rotary_frequencies_load_from_rope_freqs_as_transforme
   assert relative_error(model.apply({"params": params}, ids), expected) < 1e-4
   unscaled = models.build({**huggingface.model_config(path), "rope_scaling": "none", "num_outputs": 299})
   assert relative_error(unscaled.apply({"params": params}, ids), expected) > 1e-3  # the scaling shows
+  # and our export writes them back as llama.cpp does
+  from bigmodel import tokenizers
+  written = {**models.defaults("llama"), **rope, "num_outputs": 299}
+  gguf_lib.write(str(tmp_path / "out.gguf"), written, huggingface.tensors_of(written, params),
+                 tokenizers.load(directory))
+  tensors = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(tmp_path / "out.gguf")).tensors}
+  factors = tensors["rope_freqs.weight"]
+  np.testing.assert_allclose(factors, llama_cpp_rope_factors(config), rtol=1e-5)
 
 
 def test_a_file_of_another_architecture_or_tensor_type_is_refused_naming_it(tiny_dir, tmp_path):

@@ -299,9 +299,9 @@ def write(path, model, tensors, tokenizer, dtype="f32"):
   hf = llama.hf_config(model)
   if dtype not in WRITES:
     raise errors.UserError(f"--dtype={dtype!r}: bigmodel writes GGUF as {', '.join(WRITES)}.")
-  if model["qkv_bias"] or model["out_bias"] or model["mlp_bias"] or model["rope_scaling"] == "llama3":
-    raise errors.UserError("This Llama has biases or Llama 3's rotary rescaling (model.qkv_bias, out_bias, mlp_bias, "
-                           "rope_scaling=llama3): bigmodel writes GGUF for Llamas without them; use --format=hf.")
+  if model["qkv_bias"] or model["out_bias"] or model["mlp_bias"]:
+    raise errors.UserError("This Llama has biases (model.qkv_bias, out_bias, mlp_bias): bigmodel writes GGUF for "
+                           "Llamas without them; use --format=hf.")
   qtype = gguf.GGMLQuantizationType[WRITES[dtype]]
   w = gguf.GGUFWriter(path, "llama")
   heads, kv_heads = hf["num_attention_heads"], hf["num_key_value_heads"]
@@ -322,6 +322,12 @@ def write(path, model, tensors, tokenizer, dtype="f32"):
   w.add_vocab_size(hf["vocab_size"])
   w.add_file_type(gguf.LlamaFileType[FILE_TYPES[WRITES[dtype]]])
   _write_tokenizer(w, tokenizer, hf["vocab_size"])
+  if model["rope_scaling"] == "llama3":  # as llama.cpp's converter writes it: a divisor per frequency
+    from bigmodel.models import llama as llama_model
+    K = hf["head_dim"]
+    w.add_tensor("rope_freqs.weight", llama_model.frequencies(K, model["rope_theta"]) / llama_model.frequencies(
+        K, model["rope_theta"], "llama3", model["rope_factor"], model["rope_low_freq_factor"],
+        model["rope_high_freq_factor"], model["rope_original_max_len"]))
   to_gguf = _names(hf["num_hidden_layers"])
   for name, x in tensors.items():
     kind = name.split(".")[-2]
