@@ -122,15 +122,21 @@ def export_hf(workdir, out):
 def export_gguf(workdir, out, dtype="f32"):
   """Writes `workdir`'s newest weights (a LoRA run's merged in) into the file `out` as GGUF (llama.cpp,
   Ollama), its 2-D weights in `dtype` (huggingface/gguf.py); returns the Hugging Face config it stands for."""
+  if not out.endswith(gguf.SUFFIX) or os.path.isdir(out):
+    raise errors.UserError(f"--out={out}: a GGUF export is one file; name it <something>.gguf.")
   run = workdir_lib.load(workdir)
   config = huggingface.hf_config(run.config.model)  # refuses a model with no Llama equivalent before any work
   if config["architectures"][0] != "LlamaForCausalLM":
     raise errors.UserError(f"model.name={run.config.model.name!r} exports to GGUF only as a Llama (model.name=llama, "
                            "without biases); use --format=hf.")
   tmp = out + ".tmp"
-  gguf.write(tmp, run.config.model, huggingface.tensors_of(run.config.model, jax.device_get(run.params)),
-             run.tokenizer, dtype)
-  os.replace(tmp, out)
+  try:  # written whole beside `out`, then moved into place: an earlier export stays until the new one is complete
+    gguf.write(tmp, run.config.model, huggingface.tensors_of(run.config.model, jax.device_get(run.params)),
+               run.tokenizer, dtype)
+    os.replace(tmp, out)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return config
 
 
