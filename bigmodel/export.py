@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from bigmodel import (artifact, decoding, errors, huggingface, kv_cache, paths as paths_lib, runs, tasks,
+from bigmodel import (artifact, chat, decoding, errors, huggingface, kv_cache, paths as paths_lib, runs, tasks,
                       workdir as workdir_lib)
 from bigmodel.data import pipeline
 from bigmodel.huggingface import gguf
@@ -51,9 +51,12 @@ def export(workdir, out, platforms=("cpu", "cuda")):
   weight_avals = [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights]
   if task.serves == "generate":
     context = getattr(model, "max_len", 0) or config.data.seq_len
-    # The end-of-text token, recorded so that serving stops there without asking the tokenizer (None: none).
+    # The end-of-text token, recorded so that serving stops there without asking the tokenizer (None: none);
+    # with a chat template (in the tokenizer's files), the token that ends a reply (bigmodel/chat.py).
+    template = chat.template(tok)
     spec = dict(task="generate", input=dict(kind="tokens", context=context, vocab_size=tok.vocab_size,
-                                            eos_id=tok.eos_id))
+                                            eos_id=tok.eos_id,
+                                            end_of_turn_id=None if template is None else template.end_of_turn_id))
     functions = _lm_functions(model, treedef, weight_avals, context, platforms)
   else:  # the run's data spec (workdir.DATA_SPEC): what raw inputs look like, how training preprocessed them
     data = workdir_lib.read_data_spec(workdir)
@@ -121,15 +124,21 @@ def export_hf(workdir, out):
 def export_gguf(workdir, out, dtype="f32"):
   """Writes `workdir`'s newest weights (a LoRA run's merged in) into the file `out` as GGUF (llama.cpp,
   Ollama), its 2-D weights in `dtype` (huggingface/gguf.py); returns the Hugging Face config it stands for."""
+  if not out.endswith(gguf.SUFFIX) or os.path.isdir(out):
+    raise errors.UserError(f"--out={out}: a GGUF export is one file; name it <something>.gguf.")
   run = runs.load(workdir)
   config = huggingface.hf_config(run.config.model)  # refuses a model with no Llama equivalent before any work
   if config["architectures"][0] != "LlamaForCausalLM":
     raise errors.UserError(f"model.name={run.config.model.name!r} exports to GGUF only as a Llama (model.name=llama, "
                            "without biases); use --format=hf.")
   tmp = out + ".tmp"
-  gguf.write(tmp, run.config.model, huggingface.tensors_of(run.config.model, jax.device_get(run.params)),
-             run.tokenizer, dtype)
-  os.replace(tmp, out)
+  try:  # written whole beside `out`, then moved into place: an earlier export stays until the new one is complete
+    gguf.write(tmp, run.config.model, huggingface.tensors_of(run.config.model, jax.device_get(run.params)),
+               run.tokenizer, dtype)
+    os.replace(tmp, out)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return config
 
 

