@@ -365,7 +365,7 @@ def test_a_lora_run_started_from_a_gguf_file_exports_a_gguf_that_transformers_re
     tiny_dir, data_dir, tmp_path):
   from conftest import run_cli
   from test_huggingface import ours as ours_hf, readme_config
-  from bigmodel import workdir as workdir_lib
+  from bigmodel import runs
   from bigmodel.train import train_and_evaluate
   tok = with_template(tiny_dir, tmp_path / "source")
   ids = np.zeros((1, 8), np.int32)
@@ -377,7 +377,7 @@ def test_a_lora_run_started_from_a_gguf_file_exports_a_gguf_that_transformers_re
       "init.hf": source, "data.data_dir": data_dir, "data.seq_len": 32, "data.eval_batch_size": 8, "model.max_len": 64})
   c.optimizer.learning_rate = 1e-2
   train_and_evaluate(c, str(tmp_path / "run"))
-  run = workdir_lib.load(str(tmp_path / "run"))
+  run = runs.load(str(tmp_path / "run"))
   q = lambda params: np.asarray(params["block0"]["attn"]["q"]["kernel"])
   assert np.abs(q(run.params) - q(variables["params"])).max() > 0  # LoRA's factors, merged in
   assert chat.template(run.tokenizer).source == chat.template(tok).source  # the file's template came into the run
