@@ -61,15 +61,21 @@ def process_env(i, processes, devices, port, collective_timeout=120, base=None):
   return env
 
 
-def start(command, processes, devices, collective_timeout=120, env=None, **popen):
-  """The N processes of `command`, started; their output is piped (merged stdout and stderr)."""
+def start(command, processes, devices, collective_timeout=120, env=None, death_signal=False, **popen):
+  """The N processes of `command`, started; their output is piped (merged stdout and stderr).
+
+  They die with this process, however it ends: bigmodel.distributed watches it from each process, and
+  with `death_signal` (Linux) the kernel SIGKILLs them as soon as this thread ends. That one runs Python
+  between fork and exec, which can deadlock a process that has other threads (JAX's): the command line
+  asks for it, before any; a caller inside a JAX program relies on the watch."""
   port = free_port()
   # Their own session: Ctrl-C at a terminal signals the whole foreground group, and a process that took
   # SIGINT itself would die mid-step (KeyboardInterrupt); the launcher passes it on as SIGTERM instead.
   # That also shields them from a lost terminal: they must be told to die with the launcher.
+  preexec = _dies_with_this_thread() if death_signal else None
   return [subprocess.Popen(command, env=process_env(i, processes, devices, port, collective_timeout, env),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                           start_new_session=True, preexec_fn=_dies_with_this_thread(), **popen)
+                           start_new_session=True, preexec_fn=preexec, **popen)
           for i in range(processes)]
 
 
@@ -155,7 +161,7 @@ def main(argv):
   if not command:
     raise errors.UserError("No command given: python -m bigmodel.launch --processes=2 -- python -m bigmodel.train ...")
   f = flags.FLAGS
-  procs = start(command, f.processes, f.devices_per_process, f.collective_timeout)
+  procs = start(command, f.processes, f.devices_per_process, f.collective_timeout, death_signal=True)
   print(f"launch: {f.processes} process(es) x {f.devices_per_process} device(s), pids "
         f"{', '.join(str(p.pid) for p in procs)}", flush=True)
   sys.exit(supervise(procs, grace=f.grace))
