@@ -22,6 +22,7 @@ from bigmodel import artifact, export, generate, models, workdir as workdir_lib
 from bigmodel.serving.app import App
 from bigmodel.serving.http import make_server
 from bigmodel.serving.options import Options
+from bigmodel.serving.stops import MAX_STOP_CHARS
 from bigmodel.train import train_and_evaluate
 from conftest import ROOT, XLA_TEST_FLAGS, run_cli, tiny_config
 
@@ -656,3 +657,65 @@ def test_healthz_answers_before_every_bucket_is_compiled_and_each_bucket_gives_t
     httpd.shutdown()
     httpd.server_close()
 
+
+# Issue 44: hostile requests and clients that leave; every reply in OpenAI's error shape, the server up.
+
+def port_of(server):
+  if server.port is None:
+    server.wait()
+  return server.port
+
+
+def timed_request(port, body, timeout):
+  """(status, reply, seconds) of a POST /v1/completions; socket.timeout past `timeout` s."""
+  conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+  start = time.monotonic()
+  try:
+    conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read()), time.monotonic() - start
+  finally:
+    conn.close()
+
+
+SMALL_REQUEST_BOUND_S = 5.0  # an 8-token request takes ~0.01-0.15 s here; beside another client's, at most this
+STOP_COST_BOUND_S = 1.0  # what another client's longest stop strings may add to it
+
+
+def test_one_clients_long_stop_strings_cannot_slow_another_clients_request(served):
+  """Issue 44 item 1. The issue's request (n=16, four 240,000-character stop strings; the old server held
+  an 8-token request 39 s on it) is refused with a 400 that names the cap, and an 8-token request takes at
+  most STOP_COST_BOUND_S longer beside a request with the longest stop strings the server takes, crafted to
+  keep matching the song (so that its text is held back), than beside the same request without them."""
+  server = served["lm_server"]
+  port = port_of(server)
+  small = {**COMPLETE, "max_tokens": 8, "temperature": 0}
+  alone = timed_request(port, small, 60)
+  assert alone[0] == 200, alone
+
+  def beside(heavy, rows):
+    """(seconds the small request took while `heavy` decoded on `rows` rows, heavy's status and reply)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      other = pool.submit(timed_request, port, heavy, 120)
+      deadline = time.monotonic() + 30
+      while request_at(port, "GET", "/healthz")[1]["active"] < rows and not other.done():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+      status, reply, seconds = timed_request(port, small, SMALL_REQUEST_BOUND_S)
+      assert status == 200 and reply["choices"][0]["text"] == alone[1]["choices"][0]["text"], reply
+      return seconds, *other.result(timeout=120)[:2]
+
+  issues = {**COMPLETE, "n": 16, "max_tokens": 2, "stop": [c * 240_000 for c in "abcd"]}
+  seconds, status, reply = beside(issues, 0)
+  assert status == 400 and f"at most {MAX_STOP_CHARS:,} characters" in reply["error"]["message"], reply
+  assert seconds < SMALL_REQUEST_BOUND_S
+  healthz_once(port, lambda c: c["buckets_compiled"] == c["buckets"], 180)  # no step's time is a compilation's
+  longest = [(SONG[3:] * 40)[:MAX_STOP_CHARS - 1] + "X", (SONG[3:] * 40)[:MAX_STOP_CHARS],
+             (" green bottles" * 100)[:MAX_STOP_CHARS], "e" * MAX_STOP_CHARS]
+  heavy = {**COMPLETE, "n": 3, "max_tokens": CONTEXT - 3, "temperature": 0}
+  times = {}
+  for what, stop in [("without", None), ("with", longest)] * 3:  # interleaved, medians compared
+    seconds, status, reply = beside({**heavy, "stop": stop}, 3)
+    assert status == 200 and all(c["finish_reason"] == "length" for c in reply["choices"]), reply
+    times.setdefault(what, []).append(seconds)
+  assert np.median(times["with"]) < np.median(times["without"]) + STOP_COST_BOUND_S, times
