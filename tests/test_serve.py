@@ -719,3 +719,45 @@ def test_one_clients_long_stop_strings_cannot_slow_another_clients_request(serve
     assert status == 200 and all(c["finish_reason"] == "length" for c in reply["choices"]), reply
     times.setdefault(what, []).append(seconds)
   assert np.median(times["with"]) < np.median(times["without"]) + STOP_COST_BOUND_S, times
+
+
+def nested(depth):
+  return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("server,path,body", [
+    ("cnn", "/v1/classify", nested(990)), ("cnn", "/v1/classify", '{"input": %s}' % nested(990)),
+    ("lm", "/v1/completions", nested(990)),
+    ("lm", "/v1/completions", '{"model": "song", "prompt": %s}' % nested(990)),
+    ("lm", "/v1/generate", '{"prompt": "ten", "seed": %s}' % nested(990)),
+    ("lm", "/v1/completions", '{"model": "song", "prompt": "ten", "logit_bias": %s}' % ('{"a": ' * 990 + "1" + "}" * 990))])
+def test_deeply_nested_json_gets_a_400_not_a_500(served, server, path, body):
+  """Issue 44 item 2: about 990 levels in 2 KB."""
+  server = served[f"{server}_server"]
+  status, reply = server.request("POST", path, raw=body.encode())
+  assert status == 400 and "nests too deeply" in reply["error"]["message"], reply
+  assert server.request("GET", "/healthz")[0] == 200
+
+
+LONE = "\ud800"  # a lone surrogate: JSON can carry it ("\ud800"), UTF-8 cannot
+
+
+@pytest.mark.parametrize("server,path,body", [
+    ("lm", "/v1/completions", {LONE: 1, **COMPLETE}), ("lm", "/v1/completions", {**COMPLETE, "model": LONE}),
+    ("lm", "/v1/completions", {**COMPLETE, "prompt": LONE}),
+    ("lm", "/v1/completions", {**COMPLETE, "prompt": ["ten", "a" + LONE]}),
+    ("lm", "/v1/completions", {**COMPLETE, "stop": LONE}), ("lm", "/v1/completions", {**COMPLETE, "stop": ["x", LONE]}),
+    ("lm", "/v1/completions", {**COMPLETE, "user": "\udfff"}),
+    ("lm", "/v1/generate", {"prompt": LONE}), ("lm", "/v1/generate", {"prompt": "ten", LONE + "x": 2}),
+    ("cnn", "/v1/classify", {LONE: [0.5] * 40}), ("cnn", "/v1/classify", {"input": [LONE] * 40}),
+    ("cnn", "/v1/classify", {**CLASSIFY_40, "x": {LONE: 1}})])
+def test_strings_that_are_not_valid_unicode_get_a_400_in_every_position(served, server, path, body):
+  """Issue 44 item 3: a lone surrogate as a field's name, a value, a prompt, a stop string: a 400 that
+  can be written (UTF-8), never a dropped connection."""
+  server = served[f"{server}_server"]
+  raw = json.dumps(body).encode()
+  assert b"\\ud800" in raw or b"\\udfff" in raw
+  status, reply = server.request("POST", path, raw=raw)
+  assert status == 400 and "not valid Unicode" in reply["error"]["message"], reply
+  assert server.request("GET", "/healthz")[0] == 200
+

@@ -12,7 +12,7 @@ from absl import flags
 from bigmodel import decoding, errors, tokenizers
 from bigmodel.serving import options as options_lib
 from bigmodel.serving import requests, stops
-from bigmodel.serving.http import HTTPError, parse_json
+from bigmodel.serving.http import MAX_DEPTH, HTTPError, parse_json
 
 SONG = "ten green bottles hanging on the wall\n"
 TOK = tokenizers.build("char", SONG)
@@ -88,12 +88,24 @@ def test_every_field_of_a_request_is_declared_with_its_meaning_and_described_fro
       "prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "ignore_eos"]
 
 
-def test_the_transport_reads_utf8_json_and_refuses_anything_else_with_a_400():
-  assert parse_json(b'{"a": [[1]], "b": "\\ud83d\\ude00"}') == {"a": [[1]], "b": "\U0001F600"}
-  for body in (b"{", b"\xff", b'{"a": NaN}'):
-    with pytest.raises(HTTPError, match="not valid JSON") as e:
+def test_the_transport_refuses_json_too_deep_or_not_valid_unicode_with_a_400():
+  assert parse_json(b'{"a": [[1]], "b": "\\ud83d\\ude00"}') == {"a": [[1]], "b": "\U0001F600"}  # a pair is fine
+  deep = lambda n: ("[" * n + "]" * n).encode()
+  assert parse_json(deep(MAX_DEPTH)) is not None
+  for body in (deep(MAX_DEPTH + 1), deep(990), deep(100_000), b'{"a": ' + deep(990) + b"}"):
+    with pytest.raises(HTTPError, match="nests too deeply") as e:
       parse_json(body)
     assert e.value.status == 400
+  for body, param in [(b'{"\\ud800": 1}', None), (b'{"prompt": "a\\udfffb"}', "prompt"),
+                      (b'{"stop": ["x", "\\ud800"]}', "stop"), (b'{"p": [{"\\udc00": 1}]}', "p"),
+                      (b'"\\ud800"', None)]:
+    with pytest.raises(HTTPError, match="not valid Unicode") as e:
+      parse_json(body)
+    assert e.value.status == 400 and e.value.param == param
+    json.dumps(e.value.body(), ensure_ascii=False).encode("utf-8")  # the reply can be written
+  for body in (b"{", b"\xff", b'{"a": NaN}'):
+    with pytest.raises(HTTPError, match="not valid JSON"):
+      parse_json(body)
 
 
 def brute_force(text, strings, final):

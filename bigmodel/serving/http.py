@@ -4,16 +4,21 @@ come. It knows nothing of models: `make_server` takes the table {path: (method, 
 function takes no argument, a POST's takes the parsed body and `client_gone`.
 
 It owns the server's error shape, OpenAI's {"error": {"message", "type", "param", "code"}}: a function
-raises HTTPError for the client's mistakes, and what the transport refuses itself (no route, a bad
-body) comes back in it too. A client that has gone (a failed write, or a closed connection seen while
-its request waits: `Handler.client_gone`, which raises ClientGone through the function) frees its
-sequences' rows and queue places."""
+raises HTTPError for the client's mistakes, and what the transport refuses itself (no route, a body
+that is not JSON, nests too deeply or holds a string that is not valid Unicode) comes back in it too.
+A client that has gone (a failed write, or a closed connection seen while its request waits:
+`Handler.client_gone`, which raises ClientGone through the function) frees its sequences' rows and
+queue places."""
 import http.server
+import itertools
 import json
+import re
 import select
 import socket
 import traceback
 import urllib.parse
+
+MAX_DEPTH = 64  # JSON nesting a body may have: deeper bodies get 400 (Python's parser recurses)
 
 
 class HTTPError(Exception):
@@ -37,12 +42,62 @@ def internal_error(e):
   return HTTPError(500, f"Internal error: {type(e).__name__}: {e}")
 
 
-def parse_json(data):
-  """A request body's JSON; HTTPError 400 if it is not UTF-8 JSON."""
+def to_json(obj):
+  """`obj` as UTF-8 JSON bytes. A string that is not valid Unicode (a lone surrogate) is written as its
+  JSON escape rather than failing the reply."""
   try:
-    return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+  except UnicodeEncodeError:
+    return json.dumps(obj).encode("ascii")
+
+
+def parse_json(data):
+  """A request body's JSON; HTTPError 400 if it is not UTF-8 JSON, nests deeper than MAX_DEPTH, or holds a
+  string (a field's name or a value) that is not valid Unicode (a lone surrogate escape, "\\ud800"). The
+  checks run at C speed unless the body could fail them (they hold the lock every thread shares)."""
+  too_deep = f"The body nests too deeply: at most {MAX_DEPTH} levels of arrays and objects."
+  try:
+    text = data.decode("utf-8")
+    body = json.loads(text, parse_constant=_reject_constant)
+  except RecursionError:
+    raise HTTPError(400, too_deep) from None
   except (UnicodeDecodeError, ValueError) as e:
     raise HTTPError(400, f"The body is not valid JSON: {e}.") from None
+  fields = body.items() if isinstance(body, dict) else [(None, body)]
+  if text.count("[") + text.count("{") > MAX_DEPTH:  # else it cannot nest that deep
+    for name, value in fields:
+      if _depth(value) + (name is not None) > MAX_DEPTH:
+        raise HTTPError(400, too_deep, name)
+  if re.search(r"\\u[dD][89a-fA-F]", text):  # a surrogate escape: only a pair of them makes a character
+    for name, value in fields:
+      try:
+        json.dumps([name, value], ensure_ascii=False).encode("utf-8")
+      except UnicodeEncodeError:
+        raise HTTPError(400, "A string in the body" + (f", in its field {name[:40]!a}," if _valid(name) else "") +
+                        " is not valid Unicode (a lone surrogate such as \\ud800); send text as UTF-8.",
+                        name if _valid(name) else None) from None
+  return body
+
+
+def _depth(value):
+  """How deep lists and objects nest in `value` (0: not one), a level at a time: a loop, not recursion, whose
+  work per element is a C loop's."""
+  level, depth = [value], 0
+  while level := [v for v in level if type(v) is list or type(v) is dict]:
+    depth += 1
+    if depth > MAX_DEPTH:
+      break
+    level = itertools.chain(itertools.chain.from_iterable(v for v in level if type(v) is list),
+                            itertools.chain.from_iterable(v.values() for v in level if type(v) is dict))
+  return depth
+
+
+def _valid(name):
+  """Whether `name` is a string that UTF-8 can carry."""
+  try:
+    return isinstance(name, str) and bool(name.encode("utf-8"))
+  except UnicodeEncodeError:
+    return False
 
 
 def _reject_constant(name):
@@ -136,7 +191,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
   def _reply(self, status, obj):
     if self.command != "GET" and not self.body_read:
       self.close_connection = True  # an unread body would be read as the next request
-    data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    data = to_json(obj)
     self.send_response(status)
     self.send_header("Content-Type", "application/json")
     self.send_header("Content-Length", str(len(data)))
