@@ -761,3 +761,61 @@ def test_strings_that_are_not_valid_unicode_get_a_400_in_every_position(served, 
   assert status == 400 and "not valid Unicode" in reply["error"]["message"], reply
   assert server.request("GET", "/healthz")[0] == 200
 
+
+def raw_exchange(port, data):
+  """(status, headers, body) of the reply to bytes sent as they are, read to the end of the connection."""
+  sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+  received = b""
+  try:
+    sock.sendall(data)
+    while True:
+      try:
+        chunk = sock.recv(65536)
+      except ConnectionResetError:  # the server closed with part of a refused request unread
+        break
+      if not chunk:
+        break
+      received += chunk
+  finally:
+    sock.close()
+  head, _, body = received.partition(b"\r\n\r\n")
+  status_line, *headers = head.decode("latin-1").split("\r\n")
+  assert re.fullmatch(r"HTTP/1\.[01] \d{3} .*", status_line), received[:300]
+  return int(status_line.split()[1]), {k.lower(): v for k, v in (h.split(": ", 1) for h in headers)}, body
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"GARBAGE\r\n\r\n", 400), (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 x y z\r\n\r\n", 400),
+    (b"GET /healthz\r\n\r\n", 400),  # HTTP/0.9: the standard library answers without a status line
+    (b"GET /healthz HTTP/3.0\r\n\r\n", 505), (b"PATCH /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    (b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
+    (b"POST /v1/classify HTTP/1.1\r\nContent-Length: 12abc\r\n\r\n{}", 400),
+    (b"POST /v1/classify HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}", 400)])
+def test_errors_of_the_http_layer_itself_come_back_as_json_in_openais_shape(served, data, status):
+  """Issue 44 item 4: the standard library's own refusals, in the server's error shape with their status."""
+  got, headers, body = raw_exchange(port_of(served["cnn_server"]), data)
+  assert got == status and headers["content-type"] == "application/json", (got, headers, body[:200])
+  error = json.loads(body)["error"]
+  assert set(error) == {"message", "type", "param", "code"}, error
+  assert error["type"] == ("server_error" if status >= 500 else "invalid_request_error"), error
+  assert served["cnn_server"].request("GET", "/healthz")[0] == 200
+
+
+def test_a_get_with_a_body_does_not_take_its_body_for_the_next_request(served):
+  """Issue 44 item 4: a GET's body (with a Content-Length) is read and left, not parsed as a request line."""
+  port = port_of(served["cnn_server"])
+  sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+  try:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                 b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    assert response.status == 200 and json.loads(response.read())["status"] == "ok"
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    assert response.status == 200 and json.loads(response.read())["object"] == "list"
+  finally:
+    sock.close()
+

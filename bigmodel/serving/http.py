@@ -4,8 +4,9 @@ come. It knows nothing of models: `make_server` takes the table {path: (method, 
 function takes no argument, a POST's takes the parsed body and `client_gone`.
 
 It owns the server's error shape, OpenAI's {"error": {"message", "type", "param", "code"}}: a function
-raises HTTPError for the client's mistakes, and what the transport refuses itself (no route, a body
-that is not JSON, nests too deeply or holds a string that is not valid Unicode) comes back in it too.
+raises HTTPError for the client's mistakes, and everything the transport refuses itself (no route, a bad
+request line, headers too large, a bad Content-Length, a body that is not JSON, nests too deeply or
+holds a string that is not valid Unicode) comes back in it too, with its status.
 A client that has gone (a failed write, or a closed connection seen while its request waits:
 `Handler.client_gone`, which raises ClientGone through the function) frees its sequences' rows and
 queue places."""
@@ -127,8 +128,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
   def do_DELETE(self):
     self._handle("DELETE")
 
+  def parse_request(self):
+    if not super().parse_request():
+      return False
+    if self.request_version == "HTTP/0.9":  # "GET /path" alone: its reply would have no status line
+      self.send_error(400, "A request line needs its HTTP version, as in 'GET /healthz HTTP/1.1'.")
+      return False
+    return True
+
+  def send_error(self, code, message=None, explain=None):
+    """The standard library's own refusals (a bad request line, headers too large, an unknown method) in
+    the server's error shape, with a status line, and the connection closed."""
+    del explain
+    self.log_error("code %d, message %s", code, message)
+    if self.request_version in ("", "HTTP/0.9"):
+      self.request_version = "HTTP/1.0"  # so that the status line is written
+    self.close_connection = True
+    self._reply(code, HTTPError(code, message or self.responses.get(code, ("Error",))[0]).body())
+
   def _handle(self, method):
-    self.body_read = False
+    self.body_read = "Content-Length" not in self.headers and "Transfer-Encoding" not in self.headers  # no body
     try:
       path = urllib.parse.urlsplit(self.path).path
       routes = self.server.routes
@@ -138,10 +157,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
       allowed, function = routes[path]
       if method != allowed:
         raise HTTPError(405, f"{path} takes {allowed}, not {method}.")
+      body = self._read_body()
       if method == "GET":
         result = function()
       else:
-        result = function(parse_json(self._read_body()), self.client_gone)
+        result = function(parse_json(body), self.client_gone)
       if isinstance(result, dict):
         self._reply(200, result)
       else:
@@ -169,15 +189,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
       return True
 
   def _read_body(self):
+    """The request's body (b"" if it has none): a GET's is read too, so that it is not taken for the next request."""
     if "chunked" in self.headers.get("Transfer-Encoding", ""):
       raise HTTPError(411, "Chunked bodies are not accepted: send a Content-Length.")
-    try:
-      length = int(self.headers.get("Content-Length", ""))
-    except ValueError:
-      raise HTTPError(411, "A POST needs a Content-Length header.") from None
-    if length < 0:
-      raise HTTPError(400, f"Content-Length {length} is negative.")
-    limit = self.server.max_body_bytes
+    lengths = self.headers.get_all("Content-Length") or []
+    if len(set(lengths)) > 1:
+      raise HTTPError(400, f"The request has {len(lengths)} different Content-Length headers; send one.")
+    if not lengths:
+      if self.command == "GET":
+        return b""
+      raise HTTPError(411, "A POST needs a Content-Length header.")
+    if not re.fullmatch(r"[0-9]{1,18}", lengths[0].strip()):
+      raise HTTPError(400, f"Content-Length {lengths[0][:40]!r} is not a number of bytes.")
+    length, limit = int(lengths[0]), self.server.max_body_bytes
     if length > limit:
       if length <= 64 * limit:  # read it anyway: a client still sending would miss the answer
         for start in range(0, length, 1 << 16):
@@ -189,7 +213,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     return body
 
   def _reply(self, status, obj):
-    if self.command != "GET" and not self.body_read:
+    if not getattr(self, "body_read", False):
       self.close_connection = True  # an unread body would be read as the next request
     data = to_json(obj)
     self.send_response(status)
