@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -819,3 +820,23 @@ def test_a_get_with_a_body_does_not_take_its_body_for_the_next_request(served):
   finally:
     sock.close()
 
+
+def test_a_client_that_has_gone_is_logged_in_one_line_without_a_traceback_or_a_reply(served):
+  """Issue 44 item 5: clients that send a request and reset their connection at once. The server used to
+  log two tracebacks each (the failed write of the reply, then of a 500 written to the dead socket)."""
+  server = served["cnn_server"]
+  port, start = port_of(server), os.path.getsize(server.log_path)
+  data = json.dumps(CLASSIFY_40).encode()
+  for _ in range(20):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+    sock.close()
+  deadline = time.monotonic() + 10
+  while (log := open(server.log_path).read()[start:]).count("\n") < 20 and time.monotonic() < deadline:
+    time.sleep(0.05)
+  assert server.request("GET", "/healthz")[0] == 200
+  log = open(server.log_path).read()[start:]
+  assert "Traceback" not in log and "Internal error" not in log, log[:3000]
+  lines = log.splitlines()
+  assert len(lines) == 20 and all("the client left before its re" in line for line in lines), log[:3000]

@@ -7,15 +7,16 @@ It owns the server's error shape, OpenAI's {"error": {"message", "type", "param"
 raises HTTPError for the client's mistakes, and everything the transport refuses itself (no route, a bad
 request line, headers too large, a bad Content-Length, a body that is not JSON, nests too deeply or
 holds a string that is not valid Unicode) comes back in it too, with its status.
-A client that has gone (a failed write, or a closed connection seen while its request waits:
-`Handler.client_gone`, which raises ClientGone through the function) frees its sequences' rows and
-queue places."""
+A client that has gone (a failed read or write, or a closed connection seen while its request waits:
+`Handler.client_gone`, which raises ClientGone through the function) is logged in one line and not
+written to; its sequences' rows and queue places are freed."""
 import http.server
 import itertools
 import json
 import re
 import select
 import socket
+import sys
 import traceback
 import urllib.parse
 
@@ -144,35 +145,48 @@ class Handler(http.server.BaseHTTPRequestHandler):
     if self.request_version in ("", "HTTP/0.9"):
       self.request_version = "HTTP/1.0"  # so that the status line is written
     self.close_connection = True
-    self._reply(code, HTTPError(code, message or self.responses.get(code, ("Error",))[0]).body())
+    try:
+      self._reply(code, HTTPError(code, message or self.responses.get(code, ("Error",))[0]).body())
+    except ConnectionError as e:
+      self._gone(e)
 
   def _handle(self, method):
     self.body_read = "Content-Length" not in self.headers and "Transfer-Encoding" not in self.headers  # no body
     try:
-      path = urllib.parse.urlsplit(self.path).path
-      routes = self.server.routes
-      if path not in routes:
-        raise HTTPError(404, f"No endpoint {path}. Endpoints: " +
-                        ", ".join(f"{m} {p}" for p, (m, _) in routes.items()) + ".")
-      allowed, function = routes[path]
-      if method != allowed:
-        raise HTTPError(405, f"{path} takes {allowed}, not {method}.")
-      body = self._read_body()
-      if method == "GET":
-        result = function()
-      else:
-        result = function(parse_json(body), self.client_gone)
-      if isinstance(result, dict):
-        self._reply(200, result)
-      else:
-        self._stream(result)
-    except ClientGone:
-      self.close_connection = True
-    except HTTPError as e:
-      self._reply(e.status, e.body())
-    except Exception as e:  # a bug, not the client's fault: say so and stay up
-      traceback.print_exc()
-      self._reply(500, internal_error(e).body())
+      try:
+        path = urllib.parse.urlsplit(self.path).path
+        routes = self.server.routes
+        if path not in routes:
+          raise HTTPError(404, f"No endpoint {path}. Endpoints: " +
+                          ", ".join(f"{m} {p}" for p, (m, _) in routes.items()) + ".")
+        allowed, function = routes[path]
+        if method != allowed:
+          raise HTTPError(405, f"{path} takes {allowed}, not {method}.")
+        body = self._read_body()
+        if method == "GET":
+          result = function()
+        else:
+          result = function(parse_json(body), self.client_gone)
+        if isinstance(result, dict):
+          self._reply(200, result)
+        else:
+          self._stream(result)
+      except HTTPError as e:
+        self._reply(e.status, e.body())
+      except (ClientGone, ConnectionError):
+        raise
+      except Exception as e:  # a bug, not the client's fault: say so and stay up
+        traceback.print_exc()
+        self._reply(500, internal_error(e).body())
+    except (ClientGone, ConnectionError) as e:  # ConnectionError: a read or a write failed
+      self._gone(e)
+
+  def _gone(self, e):
+    """One line for a client that left before its reply; nothing more is written to it."""
+    self.close_connection = True
+    reason = "it closed its connection" if isinstance(e, ClientGone) else type(e).__name__
+    sys.stderr.write(f"{self.address_string()} - {self.command} {self.path[:100]}: the client left before its "
+                     f"reply ({reason}).\n")
 
   def client_gone(self):
     """Whether the client has closed its connection, seen without reading from it: the socket is readable
@@ -209,6 +223,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.body_read = True
       raise HTTPError(413, f"The body is {length:,} bytes; the limit is {limit:,} (serve --max_body_bytes).")
     body = self.rfile.read(length)
+    if len(body) < length:  # the client closed its connection part way
+      raise ConnectionResetError("the body ended early")
     self.body_read = True
     return body
 
@@ -237,11 +253,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     self.end_headers()
     try:
       for data in events:
-        message = f"data: {data}\n\n".encode("utf-8")
+        message = b"data: %s\n\n" % data.encode("utf-8", "backslashreplace")
         self.wfile.write(b"%x\r\n%s\r\n" % (len(message), message))
       self.wfile.write(b"0\r\n\r\n")
-    except OSError:  # BrokenPipeError, ConnectionResetError
-      self.close_connection = True
     finally:
       events.close()
 
@@ -254,6 +268,15 @@ class Server(http.server.ThreadingHTTPServer):
   """One thread per connection: a slow client holds up its own thread only."""
   daemon_threads = True
   request_queue_size = 128  # connections waiting to be accepted; beyond it clients are refused
+
+  def handle_error(self, request, client_address):
+    """A client that reset its connection before its request was read: one line, not a traceback."""
+    error = sys.exc_info()[1]
+    if isinstance(error, ConnectionError):
+      sys.stderr.write(f"{client_address[0]} - the client left before its request was read "
+                       f"({type(error).__name__}).\n")
+    else:
+      super().handle_error(request, client_address)
 
 
 def make_server(routes, host="127.0.0.1", port=8000, max_body_bytes=1_000_000, log_requests=False):
