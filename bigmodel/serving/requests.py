@@ -183,7 +183,7 @@ class ClassifyInput:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ClassifyText:
   """POST /v1/classify to a model of text."""
-  text: list = field(REQUIRED, text_ids, "a string (its first tokens, as many as the model's input has, are read)")
+  text: np.ndarray = field(REQUIRED, text_ids, "a string (its first tokens, as many as the model reads)")
 
 
 SEED_RANGE = Number(int, 0, 2 ** 31 - 16)  # a completion's choice j draws with seed + j (up to n = 16)
