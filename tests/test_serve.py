@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from bigmodel import artifact, export, generate, models, workdir as workdir_lib
 from bigmodel.serving.app import App
 from bigmodel.serving.http import make_server
 from bigmodel.serving.options import Options
+from bigmodel.serving.stops import MAX_STOP_CHARS
 from bigmodel.train import train_and_evaluate
 from conftest import ROOT, XLA_TEST_FLAGS, run_cli, tiny_config
 
@@ -656,3 +658,192 @@ def test_healthz_answers_before_every_bucket_is_compiled_and_each_bucket_gives_t
     httpd.shutdown()
     httpd.server_close()
 
+
+# Issue 44: hostile requests and clients that leave; every reply in OpenAI's error shape, the server up.
+
+def port_of(server):
+  if server.port is None:
+    server.wait()
+  return server.port
+
+
+def timed_request(port, body, timeout):
+  """(status, reply, seconds) of a POST /v1/completions; socket.timeout past `timeout` s."""
+  conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+  start = time.monotonic()
+  try:
+    conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read()), time.monotonic() - start
+  finally:
+    conn.close()
+
+
+SMALL_REQUEST_BOUND_S = 5.0  # an 8-token request takes ~0.01-0.15 s here; beside another client's, at most this
+STOP_COST_BOUND_S = 1.0  # what another client's longest stop strings may add to it
+
+
+def test_one_clients_long_stop_strings_cannot_slow_another_clients_request(served):
+  """Issue 44 item 1. The issue's request (n=16, four 240,000-character stop strings; the old server held
+  an 8-token request 39 s on it) is refused with a 400 that names the cap, and an 8-token request takes at
+  most STOP_COST_BOUND_S longer beside a request with the longest stop strings the server takes, crafted to
+  keep matching the song (so that its text is held back), than beside the same request without them."""
+  server = served["lm_server"]
+  port = port_of(server)
+  small = {**COMPLETE, "max_tokens": 8, "temperature": 0}
+  alone = timed_request(port, small, 60)
+  assert alone[0] == 200, alone
+
+  def beside(heavy, rows):
+    """(seconds the small request took while `heavy` decoded on `rows` rows, heavy's status and reply)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      other = pool.submit(timed_request, port, heavy, 120)
+      deadline = time.monotonic() + 30
+      while request_at(port, "GET", "/healthz")[1]["active"] < rows and not other.done():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+      status, reply, seconds = timed_request(port, small, SMALL_REQUEST_BOUND_S)
+      assert status == 200 and reply["choices"][0]["text"] == alone[1]["choices"][0]["text"], reply
+      return seconds, *other.result(timeout=120)[:2]
+
+  issues = {**COMPLETE, "n": 16, "max_tokens": 2, "stop": [c * 240_000 for c in "abcd"]}
+  seconds, status, reply = beside(issues, 0)
+  assert status == 400 and f"at most {MAX_STOP_CHARS:,} characters" in reply["error"]["message"], reply
+  assert seconds < SMALL_REQUEST_BOUND_S
+  healthz_once(port, lambda c: c["buckets_compiled"] == c["buckets"], 180)  # no step's time is a compilation's
+  longest = [(SONG[3:] * 40)[:MAX_STOP_CHARS - 1] + "X", (SONG[3:] * 40)[:MAX_STOP_CHARS],
+             (" green bottles" * 100)[:MAX_STOP_CHARS], "e" * MAX_STOP_CHARS]
+  heavy = {**COMPLETE, "n": 3, "max_tokens": CONTEXT - 3, "temperature": 0}
+  times = {}
+  for what, stop in [("without", None), ("with", longest)] * 3:  # interleaved, medians compared
+    seconds, status, reply = beside({**heavy, "stop": stop}, 3)
+    assert status == 200 and all(c["finish_reason"] == "length" for c in reply["choices"]), reply
+    times.setdefault(what, []).append(seconds)
+  assert np.median(times["with"]) < np.median(times["without"]) + STOP_COST_BOUND_S, times
+
+
+def nested(depth):
+  return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("server,path,body", [
+    ("cnn", "/v1/classify", nested(990)), ("cnn", "/v1/classify", '{"input": %s}' % nested(990)),
+    ("lm", "/v1/completions", nested(990)),
+    ("lm", "/v1/completions", '{"model": "song", "prompt": %s}' % nested(990)),
+    ("lm", "/v1/generate", '{"prompt": "ten", "seed": %s}' % nested(990)),
+    ("lm", "/v1/completions",
+     '{"model": "song", "prompt": "ten", "logit_bias": %s}' % ('{"a": ' * 990 + "1" + "}" * 990))])
+def test_deeply_nested_json_gets_a_400_not_a_500(served, server, path, body):
+  """Issue 44 item 2: about 990 levels in 2 KB."""
+  server = served[f"{server}_server"]
+  status, reply = server.request("POST", path, raw=body.encode())
+  assert status == 400 and "nests too deeply" in reply["error"]["message"], reply
+  assert server.request("GET", "/healthz")[0] == 200
+
+
+LONE = "\ud800"  # a lone surrogate: JSON can carry it ("\ud800"), UTF-8 cannot
+
+
+@pytest.mark.parametrize("server,path,body", [
+    ("lm", "/v1/completions", {LONE: 1, **COMPLETE}), ("lm", "/v1/completions", {**COMPLETE, "model": LONE}),
+    ("lm", "/v1/completions", {**COMPLETE, "prompt": LONE}),
+    ("lm", "/v1/completions", {**COMPLETE, "prompt": ["ten", "a" + LONE]}),
+    ("lm", "/v1/completions", {**COMPLETE, "stop": LONE}), ("lm", "/v1/completions", {**COMPLETE, "stop": ["x", LONE]}),
+    ("lm", "/v1/completions", {**COMPLETE, "user": "\udfff"}),
+    ("lm", "/v1/generate", {"prompt": LONE}), ("lm", "/v1/generate", {"prompt": "ten", LONE + "x": 2}),
+    ("cnn", "/v1/classify", {LONE: [0.5] * 40}), ("cnn", "/v1/classify", {"input": [LONE] * 40}),
+    ("cnn", "/v1/classify", {**CLASSIFY_40, "x": {LONE: 1}})])
+def test_strings_that_are_not_valid_unicode_get_a_400_in_every_position(served, server, path, body):
+  """Issue 44 item 3: a lone surrogate as a field's name, a value, a prompt, a stop string: a 400 that
+  can be written (UTF-8), never a dropped connection."""
+  server = served[f"{server}_server"]
+  raw = json.dumps(body).encode()
+  assert b"\\ud800" in raw or b"\\udfff" in raw
+  status, reply = server.request("POST", path, raw=raw)
+  assert status == 400 and "not valid Unicode" in reply["error"]["message"], reply
+  assert server.request("GET", "/healthz")[0] == 200
+
+
+def raw_exchange(port, data):
+  """(status, headers, body) of the reply to bytes sent as they are, read to the end of the connection."""
+  sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+  received = b""
+  try:
+    sock.sendall(data)
+    while True:
+      try:
+        chunk = sock.recv(65536)
+      except ConnectionResetError:  # the server closed with part of a refused request unread
+        break
+      if not chunk:
+        break
+      received += chunk
+  finally:
+    sock.close()
+  head, _, body = received.partition(b"\r\n\r\n")
+  status_line, *headers = head.decode("latin-1").split("\r\n")
+  assert re.fullmatch(r"HTTP/1\.[01] \d{3} .*", status_line), received[:300]
+  return int(status_line.split()[1]), {k.lower(): v for k, v in (h.split(": ", 1) for h in headers)}, body
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"GARBAGE\r\n\r\n", 400), (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 x y z\r\n\r\n", 400),
+    (b"GET /healthz\r\n\r\n", 400),  # HTTP/0.9: the standard library answers without a status line
+    (b"GET /healthz HTTP/3.0\r\n\r\n", 505), (b"PATCH /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    (b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
+    (b"POST /v1/classify HTTP/1.1\r\nContent-Length: 12abc\r\n\r\n{}", 400),
+    (b"POST /v1/classify HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}", 400)])
+def test_errors_of_the_http_layer_itself_come_back_as_json_in_openais_shape(served, data, status):
+  """Issue 44 item 4: the standard library's own refusals, in the server's error shape with their status."""
+  got, headers, body = raw_exchange(port_of(served["cnn_server"]), data)
+  assert got == status and headers["content-type"] == "application/json", (got, headers, body[:200])
+  error = json.loads(body)["error"]
+  assert set(error) == {"message", "type", "param", "code"}, error
+  assert error["type"] == ("server_error" if status >= 500 else "invalid_request_error"), error
+  assert served["cnn_server"].request("GET", "/healthz")[0] == 200
+
+
+def test_a_get_with_a_body_does_not_take_its_body_for_the_next_request(served):
+  """Issue 44 item 4: a GET's body (with a Content-Length) is read and left, not parsed as a request line."""
+  port = port_of(served["cnn_server"])
+  sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+  replies = sock.makefile("rb")  # one buffer for both replies: they may come in one packet
+
+  def reply():
+    status = int(replies.readline().split()[1])
+    headers = dict(line.decode().strip().lower().split(": ", 1) for line in iter(replies.readline, b"\r\n"))
+    return status, json.loads(replies.read(int(headers["content-length"])))
+
+  try:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                 b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, out = reply()
+    assert status == 200 and out["status"] == "ok", out
+    status, out = reply()
+    assert status == 200 and out["object"] == "list", out
+  finally:
+    replies.close()
+    sock.close()
+
+
+def test_a_client_that_has_gone_is_logged_in_one_line_without_a_traceback_or_a_reply(served):
+  """Issue 44 item 5: clients that send a request and reset their connection at once. The server used to
+  log two tracebacks each (the failed write of the reply, then of a 500 written to the dead socket)."""
+  server = served["cnn_server"]
+  port, start = port_of(server), os.path.getsize(server.log_path)
+  data = json.dumps(CLASSIFY_40).encode()
+  for _ in range(20):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+    sock.close()
+  deadline = time.monotonic() + 10
+  while (log := open(server.log_path).read()[start:]).count("\n") < 20 and time.monotonic() < deadline:
+    time.sleep(0.05)
+  assert server.request("GET", "/healthz")[0] == 200
+  log = open(server.log_path).read()[start:]
+  assert "Traceback" not in log and "Internal error" not in log, log[:3000]
+  lines = log.splitlines()
+  assert len(lines) == 20 and all("the client left before its re" in line for line in lines), log[:3000]

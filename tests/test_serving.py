@@ -12,7 +12,7 @@ from absl import flags
 from bigmodel import decoding, errors, tokenizers
 from bigmodel.serving import options as options_lib
 from bigmodel.serving import requests, stops
-from bigmodel.serving.http import HTTPError, parse_json
+from bigmodel.serving.http import MAX_DEPTH, HTTPError, parse_json
 
 SONG = "ten green bottles hanging on the wall\n"
 TOK = tokenizers.build("char", SONG)
@@ -57,6 +57,7 @@ def test_a_completion_request_gets_its_declared_defaults_and_encoded_prompts():
     (requests.Completion, {"model": "song", "prompt": "ten", "n": 17}, 400, "n", "an integer in [1, 16]"),
     (requests.Completion, {"model": "song", "prompt": ["ten"] * 3, "n": 11}, 400, "n", "more sequences than"),
     (requests.Completion, {"model": "song", "prompt": "ten", "stop": ["a"] * 5}, 400, "stop", "up to 4 of them"),
+    (requests.Completion, {"model": "song", "prompt": "ten", "stop": "a" * 1001}, 400, "stop", "at most 1,000"),
     (requests.Completion, {"model": "song", "prompt": "ten", "echo": 1}, 400, "echo", "true or false"),
     (requests.Completion, {"model": "song", "prompt": "ten", "best_of": 2}, 400, "best_of", "not supported"),
     (requests.Generate, {"prompt": "ten", "top_k": -1}, 400, "top_k", "top_k must be an integer"),
@@ -82,17 +83,29 @@ def test_a_classifier_input_is_checked_against_the_models_shape_and_dtype():
 def test_every_field_of_a_request_is_declared_with_its_meaning_and_described_from_it():
   described = requests.describe(requests.Completion, LIMITS)
   assert described["max_tokens"] == "tokens to draw; an integer in [0, 64]; default 16"
-  assert described["model"].endswith("required") and "up to 4" in described["stop"]
+  assert described["model"].endswith("required") and "at most 1000 characters" in described["stop"]
   assert list(requests.describe(requests.Generate, LIMITS)) == [
       "prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "ignore_eos"]
 
 
-def test_the_transport_reads_utf8_json_and_refuses_anything_else_with_a_400():
-  assert parse_json(b'{"a": [[1]], "b": "\\ud83d\\ude00"}') == {"a": [[1]], "b": "\U0001F600"}
-  for body in (b"{", b"\xff", b'{"a": NaN}'):
-    with pytest.raises(HTTPError, match="not valid JSON") as e:
+def test_the_transport_refuses_json_too_deep_or_not_valid_unicode_with_a_400():
+  assert parse_json(b'{"a": [[1]], "b": "\\ud83d\\ude00"}') == {"a": [[1]], "b": "\U0001F600"}  # a pair is fine
+  deep = lambda n: ("[" * n + "]" * n).encode()
+  assert parse_json(deep(MAX_DEPTH)) is not None
+  for body in (deep(MAX_DEPTH + 1), deep(990), deep(100_000), b'{"a": ' + deep(990) + b"}"):
+    with pytest.raises(HTTPError, match="nests too deeply") as e:
       parse_json(body)
     assert e.value.status == 400
+  for body, param in [(b'{"\\ud800": 1}', None), (b'{"prompt": "a\\udfffb"}', "prompt"),
+                      (b'{"stop": ["x", "\\ud800"]}', "stop"), (b'{"p": [{"\\udc00": 1}]}', "p"),
+                      (b'"\\ud800"', None)]:
+    with pytest.raises(HTTPError, match="not valid Unicode") as e:
+      parse_json(body)
+    assert e.value.status == 400 and e.value.param == param
+    json.dumps(e.value.body(), ensure_ascii=False).encode("utf-8")  # the reply can be written
+  for body in (b"{", b"\xff", b'{"a": NaN}'):
+    with pytest.raises(HTTPError, match="not valid JSON"):
+      parse_json(body)
 
 
 def brute_force(text, strings, final):
@@ -112,12 +125,29 @@ def test_stop_strings_found_as_text_grows_equal_a_brute_force_search_of_the_whol
     strings = ["".join(rng.choice("ab") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 4))]
     text, watch = "", stops.Watch(stops.Stops(strings))
     for step in range(30):
-      text += "".join(rng.choice("ab") for _ in range(rng.randint(0, 3)))
+      text += "".join(rng.choice("ab\ufffd" if step % 3 else "ab") for _ in range(rng.randint(0, 3)))
+      text = text[:len(text.rstrip("\ufffd"))] + "\ufffd" * (step % 2) if "\ufffd" in text[-1:] else text
       final = step == 29
       got, want = watch.update(text, final), brute_force(text, strings, final)
       assert got == want, (strings, text, got, want)
       if got[0] is not None:
         break
+
+
+def test_a_longest_stop_string_that_the_text_keeps_almost_matching_is_held_back_then_found():
+  """30,000 characters that keep almost matching 1,000-character stop strings, fed 10 at a time (the old
+  check cost the square of the stop's length per token; this one steps each character once per stop
+  string, plus fallbacks that the steps bound): nothing held back until the text could become one."""
+  s = "a" * 999 + "b"
+  watch = stops.Watch(stops.Stops([s, s[::-1], "ab" * 500, "x"]))
+  text = ""
+  for _ in range(3000):
+    text += "a" * 9 + "c"
+    cut, held = watch.update(text)
+    assert cut is None and held == 0
+  text += "a" * 999
+  assert watch.update(text)[1] == 999  # all of it could still become `s`
+  assert watch.update(text + "b")[0] == text[:-999]
 
 
 def test_options_are_flags_with_their_declared_defaults_and_ranges():

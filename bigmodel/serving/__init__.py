@@ -29,7 +29,9 @@ A completion ends at the model's end-of-text token (model.json's input.eos_id: G
 leaves it; at a stop string, also "stop"; at max_tokens (or the end of the context) with "length".
 
 Errors come in OpenAI's shape, {"error": {"message", "type", "param", "code"}}, with a 4xx for the
-client's mistakes (503: the queue is full); the server stays up.
+client's mistakes (503: the queue is full), the transport's own refusals included; the server stays up,
+and no client's request holds up another's beyond its share of the model (stop strings are capped and
+checked in linear time, bodies nested too deeply or not valid Unicode are refused).
 
 A new endpoint is a request type in requests.py, a route and its function in app.py, and its reply's
 shape (openai.py for OpenAI's).

@@ -113,14 +113,13 @@ class App:
     self._needs("generate")
     r = requests.parse(requests.Completion, body, self.limits)
     seed = random.randrange(requests.SEED_RANGE.high) if r.seed is None else r.seed
-    events = queue.SimpleQueue()
-    seqs = [batching.Sequence(i * r.n + j, ids, events, max_tokens=r.max_tokens, temperature=r.temperature,
+    inbox = queue.SimpleQueue()  # the worker's events for the request's sequences
+    seqs = [batching.Sequence(i * r.n + j, ids, inbox, max_tokens=r.max_tokens, temperature=r.temperature,
                               top_p=r.top_p, seed=seed + j, stop=r.stop, eos_id=self._eos_id(r),
                               decode=self.model.decode)
             for i, (_, ids) in enumerate(r.prompt) for j in range(r.n)]  # choice j of a prompt: seed + j
     self._wait(lambda: self.worker.submit(seqs))
-    reply = openai.Completion(self.name, self.model.decode, r, seqs)
-    events = self.events(events, seqs, client_gone)
+    reply, events = openai.Completion(self.name, self.model.decode, r, seqs), self.events(inbox, seqs, client_gone)
     return openai.stream(map(reply.chunk, events)) if r.stream else reply.whole(events)
 
   def generate(self, body, client_gone):

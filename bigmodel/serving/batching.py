@@ -5,9 +5,10 @@ as one batch. `Generator` (language models): continuous batching over a fixed se
 rows (decoding.Slots). Between two decode steps, waiting sequences join free rows (each prompt
 prefilled on its own) and finished ones leave, so a short request never waits for a long one.
 A sequence finishes at its max_tokens, at a stop string (stops.py) or the model's end-of-text token
-(whose text it leaves out, as OpenAI's API does), at the end of the context, or when its request gives up on it
-(`Generator.cancel`: its client has gone, or a limit has passed): one still waiting leaves the queue
-at once, freeing its place for the next request, and one decoding frees its row at the next token.
+(whose text it leaves out, as OpenAI's API does), at the end of the context, or when its request
+gives up on it (`Generator.cancel`: its client has gone, or a limit has passed): one still waiting
+leaves the queue at once, freeing its place for the next request, and one decoding frees its row at
+the next token.
 """
 import collections
 import concurrent.futures

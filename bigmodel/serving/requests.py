@@ -183,7 +183,7 @@ class ClassifyInput:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ClassifyText:
   """POST /v1/classify to a model of text."""
-  text: list = field(REQUIRED, text_ids, "a string (its first tokens, as many as the model's input has, are read)")
+  text: np.ndarray = field(REQUIRED, text_ids, "a string (its first tokens, as many as the model reads)")
 
 
 SEED_RANGE = Number(int, 0, 2 ** 31 - 16)  # a completion's choice j draws with seed + j (up to n = 16)
@@ -198,7 +198,8 @@ class Completion:
   temperature: float = field(1.0, Number(float, 0.0, 2.0), "0: greedy")
   top_p: float = field(1.0, Number(float, 1e-9, 1.0), "nucleus sampling")
   n: int = field(1, Number(int, 1, 16), "completions per prompt")
-  stop: stops.Stops = field(stops.Stops(), stop, f"a string or up to {stops.MAX_STOPS}")
+  stop: stops.Stops = field(stops.Stops(), stop, f"a string or up to {stops.MAX_STOPS}, each at most "
+                                                 f"{stops.MAX_STOP_CHARS} characters")
   seed: int = field(None, SEED_RANGE, "default: random")
   stream: bool = field(False, flag, "server-sent events, a chunk per token, then [DONE]")
   logprobs: int = field(None, Number(int, 0, sampling.TOP_LOGPROBS), "the most likely tokens' logprobs, per token")
