@@ -37,6 +37,7 @@ import time
 
 import numpy as np
 from absl import flags
+from jax._src import xla_bridge  # backends_are_initialized: no public API says whether jax's threads started
 
 from bigmodel import errors, tokenizers
 from bigmodel.data import tokens
@@ -307,8 +308,10 @@ def prepare(inputs, tokenizer, out, text_key="text", workers=0, shard_tokens=100
   save()  # from now on a rerun with other inputs or another tokenizer is refused
   total = sum(s for kind, _, s in sources if kind != "tfds") or None
   # Forked workers start at once (spawned ones would import jax again, ~1 s and 150 MB each); forked before
-  # tqdm starts its monitor thread, and from a process that has run no tokenizer's thread pool.
-  method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+  # tqdm starts its monitor thread, from a process that has run no tokenizer's thread pool, and only while
+  # jax has started no backend (its threads; `prepare` called from a process that trained spawns instead).
+  forkable = "fork" in multiprocessing.get_all_start_methods() and not xla_bridge.backends_are_initialized()
+  method = "fork" if forkable else "spawn"
   with multiprocessing.get_context(method).Pool(workers or os.cpu_count(), initializer=_init_worker,
                                                 initargs=(out,)) as pool:
     from tqdm import tqdm
