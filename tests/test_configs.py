@@ -53,7 +53,8 @@ TRAINED_THERE.update({"configs/fine_foods/bilstm.py": "test_text_classifiers.py"
                       "configs/fine_foods/bert_mlm.py": "test_transfer.py",
                       "configs/fine_foods/bert_finetune.py": "test_transfer.py",
                       "configs/digits/cnn_finetune.py": "test_transfer.py",
-                      "configs/shakespeare/llama_lora.py": "test_llama.py"})
+                      "configs/shakespeare/llama_lora.py": "test_llama.py",
+                      "configs/fine_foods/smollm2_chat_lora.py": "test_instruction_tuning.py"})
 SMOKED = [p for p in CONFIGS if os.path.relpath(p, ROOT) not in TRAINED_THERE]
 
 

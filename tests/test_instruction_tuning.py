@@ -21,6 +21,7 @@ SYSTEM = "You are terse."
 MULTI = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is two and two?"},
          {"role": "assistant", "content": "Four, my lord."}, {"role": "user", "content": "And three and three?"},
          {"role": "assistant", "content": "Six."}, {"role": "user", "content": "Thank you."}]
+CONFIG = "configs/fine_foods/smollm2_chat_lora.py"  # trained here, not in test_configs.py
 SINGLE = {"prompt": "Review: good tea. Is this review great or other?", "completion": "great"}
 
 
@@ -176,3 +177,37 @@ def test_a_tokenizer_without_a_chat_template_is_refused(tmp_path):
   good = write_jsonl(tmp_path / "good.jsonl", [SINGLE])
   with pytest.raises(errors.UserError, match="needs a tokenizer with a chat template"):
     data.load(data_config("", [good, good]))
+
+
+def test_an_answer_counts_only_when_it_is_the_label_word():
+  from experiments.instruction_tuning import data as chat_data
+  assert [chat_data.answer(a) for a in ("great", " Great.", "OTHER!", "other\n")] == ["great", "great", "other", "other"]
+  assert [chat_data.answer(a) for a in ("This review is great.", "grea", "", "great other")] == [None] * 4
+
+
+@pytest.mark.slow  # a training run: the fast tier (-m 'not slow') leaves it out
+def test_the_chat_lora_config_lowers_the_answer_loss_and_answers_through_the_servers_decoding(checkpoint, tmp_path):
+  """configs/fine_foods/smollm2_chat_lora.py on the tiny Llama and made-up reviews whose label is their one word:
+  the loss on the test answers falls, and experiments/instruction_tuning/run.py's greedy answers come back."""
+  import importlib
+  from bigmodel import runs
+  from bigmodel.train import train_and_evaluate
+  from experiments.instruction_tuning import data as chat_data, run as experiment
+  rng = np.random.default_rng(0)
+  records = [{"prompt": chat_data.question(f"{w} tea."), "completion": "great" if w == "superb" else "other"}
+             for w in rng.choice(["superb", "stale"], 64)]
+  files = [write_jsonl(tmp_path / "train.jsonl", records), write_jsonl(tmp_path / "test.jsonl", records[:16])]
+  c = importlib.import_module(CONFIG[:-3].replace("/", ".")).get_config()
+  c.init.hf, c.data.files, c.data.seq_len, c.data.train_examples = checkpoint, tuple(map(str, files)), 120, 48
+  c.data.batch_size, c.data.eval_examples, c.model.max_len = 8, 16, 128
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 30, 10, 30, 30
+  c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-2, 1
+  model, variables = ours(checkpoint, np.zeros((1, 8), np.int32),
+                          num_outputs=len(transformers.AutoTokenizer.from_pretrained(checkpoint)))
+  test = data.load(data_config(checkpoint, files, 120)).splits["test"].arrays
+  before = float(np.sum(losses.lm_xent(model.apply(variables, test["x"]), test["y"])) / np.sum(test["y"] >= 0))
+  after = train_and_evaluate(c, str(tmp_path / "run"))["loss"]
+  assert after < before, (before, after)
+  run = runs.load(str(tmp_path / "run"))
+  said = experiment.answers(run.model, run.params, run.tokenizer, chat.template(run.tokenizer), records[:16])
+  assert experiment.score(said, records[:16])["accuracy"] > 0.5, said
