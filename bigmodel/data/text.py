@@ -38,7 +38,8 @@ KEYS = dict(  # data.<key>, for the text datasets (corpora and labelled texts): 
                       "else char"),
     vocab_size=Key(1024, "text: bpe vocabulary size", at_least(1)),
     seq_len=Key(256, "text: tokens per example (language models: context length)", at_least(1)),
-    files=Key((), "text_files: paths or one glob; text_csv: (train file, test file)"),
+    files=Key((), "text_files: paths or one glob; text_csv: (train file, test file); chat: (train file, eval file), "
+                   ".jsonl conversations (data/conversations.py)"),
     text_key=Key("text", "text_csv: column of the text"),
     label_key=Key("label", "text_csv: column of the label"),
     val_fraction=Key(0.1, "text corpora: the end of each document held out for validation",
