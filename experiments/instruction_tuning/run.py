@@ -42,6 +42,7 @@ flags.DEFINE_list("budgets", ["100"], "Numbers of training reviews for LoRA inst
 flags.DEFINE_integer("test_reviews", 100, "Test questions: the first this many short test reviews.")
 flags.DEFINE_integer("max_words", 40, "Reviews of at most this many words (train and test).")
 flags.DEFINE_integer("steps", 0, "LoRA steps; 0 = the config's.")
+flags.DEFINE_string("note", "", "A line for results.md (e.g. how a run was interrupted and resumed).")
 MAX_NEW_TOKENS = 4  # "great" or "other" and <|im_end|>: a longer answer is wrong anyway
 
 
@@ -123,7 +124,9 @@ def cpu_name():
 
 def write_results(out, f, zero, tuned, n_train, started):
   seeds = [int(s) for s in f.seeds]
-  rows = [f"| zero-shot | – | {100 * zero['accuracy']:.1f} (same for every seed) | {zero['neither']} | – | "
+  great = np.mean([r["completion"] == "great" for r in data.records("test", f.max_words, f.test_reviews)])
+  rows = [f"| always \"great\" (the majority answer) | – | {100 * great:.1f} | 0 | – | – |",
+          f"| zero-shot | – | {100 * zero['accuracy']:.1f} (same for every seed) | {zero['neither']} | – | "
           f"{zero['seconds']:.0f} |"]
   for n, by_seed in tuned.items():
     acc = [by_seed[s]["accuracy"] for s in seeds]
@@ -132,6 +135,7 @@ def write_results(out, f, zero, tuned, n_train, started):
                 f"{', '.join(str(by_seed[s]['neither']) for s in seeds)} | {cell(gain)} | "
                 f"{', '.join(str(round(by_seed[s]['seconds'])) for s in seeds)} |")
   examples = "\n".join(f"- {json.dumps(a)}" for a in zero["answers"][:5])
+  timing = ("" if not f.note else f"\n{f.note}\n")
   text = f"""# Instruction tuning SmolLM2-135M-Instruct for review sentiment
 
 `python -m experiments.instruction_tuning.run --seeds={','.join(f.seeds)} --budgets={','.join(f.budgets)} \
@@ -140,7 +144,7 @@ def write_results(out, f, zero, tuned, n_train, started):
 
 The question: "Review: <text>\\n\\nIs this review great or other?"; the answer "great" or "other". Greedy answers of at
 most {MAX_NEW_TOKENS} tokens; an answer that is neither word is wrong. Test: the first {f.test_reviews} fine_foods test reviews
-of at most {f.max_words} words ({100 * np.mean([r['completion'] == 'great' for r in data.records('test', f.max_words, f.test_reviews)]):.0f} % "great"); training: N of the {n_train} training reviews of at most
+of at most {f.max_words} words ({100 * great:.0f} % "great"); training: N of the {n_train} training reviews of at most
 {f.max_words} words, drawn with the seed. LoRA: configs/fine_foods/smollm2_chat_lora.py (rank 8, loss on the answer and its
 <|im_end|> only). Accuracy in %, mean ± 95 % CI over seeds {', '.join(map(str, seeds))} (t; none with one seed), each seed's in
 brackets; "gain" is paired: each seed's accuracy minus zero-shot's on the same test questions.
@@ -149,6 +153,7 @@ brackets; "gain" is paired: each seed's accuracy minus zero-shot's on the same t
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 
+{timing}
 Zero-shot's first answers, as generated:
 {examples}
 
