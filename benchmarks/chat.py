@@ -103,8 +103,13 @@ def main():
   p = argparse.ArgumentParser()
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--max_tokens", type=int, default=32)
+  p.add_argument("--torch_threads", type=int, default=1, help="PyTorch's intra-op threads: on a loaded 2-core "
+                 "machine 2 threads spin against other jobs (generate measured 1.6 and 0.8 tok/s with 2, 8.6 and "
+                 "10.2 with 1), so 1 by default; 0 = PyTorch's own default")
   args = p.parse_args()
   import torch
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
   import transformers
   transformers.utils.logging.disable_progress_bar()
 
@@ -135,7 +140,8 @@ def main():
     proc.wait()
   torch_rate = statistics.median(x for x, _ in rows["PyTorch generate, sequential"])
   print(f"\nSmolLM2-135M-Instruct (Q4_1 GGUF, float32), greedy, up to {args.max_tokens} tokens, {len(QUESTIONS)} "
-        f"questions; medians of {args.rounds} interleaved rounds; CPU: {cpu()}\n")
+        f"questions; medians of {args.rounds} interleaved rounds; PyTorch threads {torch.get_num_threads()}; CPU: "
+        f"{cpu()}\n")
   print("| | tokens/s | time to first token | x PyTorch's rate |\n|---|---|---|---|")
   for name, values in rows.items():
     rate, ttft = statistics.median(x for x, _ in values), statistics.median(t for _, t in values)

@@ -23,7 +23,8 @@ class ModelJson:
   labels: list | None = _field("classify: the class names (None: numbered)", default=None)
   output: str | None = _field("classify: softmax (one class) | sigmoid (each class on its own)", default=None)
   weights: list = _field("[{path, shape, dtype}]: the functions' first argument, in order (weights.npz by path)")
-  source: dict | None = _field("the run: {workdir, step, data (its name), model (the config's model section)}",
+  source: dict | None = _field("the run: {workdir, step, data (its name), model (the config's model section)}; a "
+                                "published checkpoint exported without one (published.py): {checkpoint, model}",
                                 default=None)
   platforms: list | None = _field("where the functions run (jax.export's platforms: cpu, cuda)", default=None)
   jax_version: str | None = _field("the jax that exported them (another may not read them)", default=None)
