@@ -6,7 +6,8 @@
     print(model.decode(ids[0]))
 
 A model dir holds model.json (bigmodel/model_json.py: task, input spec, labels, the weights' paths,
-shapes and dtypes; a language model's input spec gives its end-of-text token, `eos_id`, where generation stops),
+shapes and dtypes; a language model's input spec gives its end-of-text token, `eos_id`, where generation stops,
+and with a chat template (saved with the tokenizer: `chat`) the token that ends a reply, `end_of_turn_id`),
 the functions serialised by jax.export (StableHLO with a symbolic batch size): a classifier's
 forward.jax, a language model's prefill.jax and decode.jax (its KV-cache path, the cache an explicit
 input and output, see bigmodel/export.py), weights.npz (one array per parameter path: the
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigmodel import errors
-from bigmodel import decoding, kv_cache, tokenizers  # jax and numpy (and a tokenizer library): no model code
+from bigmodel import chat, decoding, kv_cache, tokenizers  # jax and numpy (and a tokenizer library): no model code
 from bigmodel.model_json import ModelJson
 
 SPEC, FUNCTION, WEIGHTS = "model.json", "forward.jax", "weights.npz"
@@ -139,6 +140,10 @@ class Artifact:
       self._forward = jax.jit(self.exported.call)
       return
     self.context, self.eos_id = self.input["context"], self.input.get("eos_id")  # eos_id None: the tokenizer has none
+    # The chat template (bigmodel/chat.py; None: the model has none), saved with the tokenizer, and the token that
+    # ends a reply (model.json's; an export that predates it: the template's).
+    self.chat = chat.template(self.tokenizer)
+    self.end_of_turn_id = self.input.get("end_of_turn_id", self.chat and self.chat.end_of_turn_id)
     decode = _read_function(model_dir, spec, DECODE)
     cache_avals = kv_cache.rows_in_decode_args(decode.in_avals, len(self.weights))
     self.decoder = decoding.Decoder(self.exported.call, decode.call, self.weights, cache_avals, self.context,

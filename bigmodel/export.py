@@ -51,12 +51,7 @@ def export(workdir, out, platforms=("cpu", "cuda")):
   weight_avals = [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights]
   if task.serves == "generate":
     context = getattr(model, "max_len", 0) or config.data.seq_len
-    # The end-of-text token, recorded so that serving stops there without asking the tokenizer (None: none);
-    # with a chat template (in the tokenizer's files), the token that ends a reply (bigmodel/chat.py).
-    template = chat.template(tok)
-    spec = dict(task="generate", input=dict(kind="tokens", context=context, vocab_size=tok.vocab_size,
-                                            eos_id=tok.eos_id,
-                                            end_of_turn_id=None if template is None else template.end_of_turn_id))
+    spec = dict(task="generate", input=lm_input(tok, context))
     functions = _lm_functions(model, treedef, weight_avals, context, platforms)
   else:  # the run's data spec (workdir.DATA_SPEC): what raw inputs look like, how training preprocessed them
     data = workdir_lib.read_data_spec(workdir)
@@ -74,12 +69,37 @@ def export(workdir, out, platforms=("cpu", "cuda")):
 
     functions = {artifact.FUNCTION: jax.export.export(jax.jit(forward), platforms=platforms)(
         weight_avals, jax.ShapeDtypeStruct(x_shape, x_dtype))}
-  spec = ModelJson(**spec,
-                   weights=[dict(path=p, shape=list(w.shape), dtype=str(w.dtype)) for p, w in zip(paths, weights)],
-                   source=dict(workdir=os.path.abspath(workdir), step=run.step, data=config.data.name,
-                               model=config.model.to_dict()),
-                   platforms=list(next(iter(functions.values())).platforms), jax_version=jax.__version__).to_json()
+  source = dict(workdir=os.path.abspath(workdir), step=run.step, data=config.data.name, model=config.model.to_dict())
+  return _write(out, spec, source, functions, paths, weights, tok)
 
+
+def lm_input(tok, context):
+  """A language model's model.json input: its context, vocabulary, the end-of-text token (so that serving
+  stops there without asking the tokenizer; None: none) and, for a tokenizer with a chat template
+  (bigmodel/chat.py, saved with the tokenizer), the token that ends a reply."""
+  template = chat.template(tok)
+  return dict(kind="tokens", context=context, vocab_size=tok.vocab_size, eos_id=tok.eos_id,
+              **({"end_of_turn_id": template.end_of_turn_id} if template else {}))
+
+
+def export_lm(model, params, tok, context, out, source, platforms=("cpu", "cuda")):
+  """Writes the artifact of a language model (flax `model`, its `params`, tokenizer `tok`) that has no
+  training run, such as a published checkpoint (bigmodel/published.py), into `out`; returns its model.json.
+  `source` says where it came from."""
+  if getattr(model, "attention", None) in ("auto", "cudnn"):
+    model = model.clone(attention="xla")
+  paths, weights, treedef = paths_lib.flatten({"params": params})
+  weights = [np.asarray(x) for x in weights]
+  functions = _lm_functions(model, treedef, [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights], context,
+                            platforms)
+  return _write(out, dict(task="generate", input=lm_input(tok, context)), source, functions, paths, weights, tok)
+
+
+def _write(out, spec, source, functions, paths, weights, tok):
+  """model.json, the functions, the weights and the tokenizer, written whole into `out`; returns model.json."""
+  spec = ModelJson(**spec, source=source,
+                   weights=[dict(path=p, shape=list(w.shape), dtype=str(w.dtype)) for p, w in zip(paths, weights)],
+                   platforms=list(next(iter(functions.values())).platforms), jax_version=jax.__version__).to_json()
   tmp = _fresh_tmp(out)
   for name, exported in functions.items():
     with open(os.path.join(tmp, name), "wb") as f:

@@ -11,12 +11,20 @@ max_len tokens are encoded afresh for each new token, as without a cache. Other 
 the same text (sample i of --num_samples uses seed + i). A sample ends at the tokenizer's
 end-of-text token if it has one (a checkpoint's: GPT-2's <|endoftext|>; not a char, byte or BPE
 one), which is not printed; --ignore_eos goes on to --max_new_tokens.
+
+  python -m bigmodel.generate --model=SmolLM2-135M-Instruct.Q4_1.gguf --chat --greedy
+
+runs a model without a training run (an export, or a published .gguf file or Hugging Face checkpoint dir,
+exported once into a cache: bigmodel/published.py); --chat reads the user's messages from stdin, a line
+each, and answers each through the model's chat template (bigmodel/chat.py) up to its end of turn.
 """
+import sys
+
 import jax
 import numpy as np
 from absl import flags, logging
 
-from bigmodel import config as config_lib, decoding, errors, runs, tasks
+from bigmodel import chat as chat_lib, config as config_lib, decoding, errors, runs, tasks
 
 
 def load(workdir):
@@ -66,13 +74,57 @@ def text_ids(ids_L, prompt_len, eos_id):
   return ids_L[:prompt_len + (int(ends[0]) if len(ends) else len(new))]
 
 
+def chat(dec, tok, lines, out, max_new_tokens, seed=0, **sampling):
+  """A conversation in the terminal: each line of `lines` is the user's next message, answered (written to
+  `out`) by the model `dec` (a decoding.Decoder) through its tokenizer's chat template, the whole conversation
+  rendered each turn; a reply ends at the template's end of turn. The lines end it (EOF)."""
+  template = chat_lib.template(tok)
+  if template is None:
+    raise errors.UserError("This model's tokenizer has no chat template (a base model): leave out --chat and "
+                           "give a --prompt to continue.")
+  messages = []
+  for turn, line in enumerate(lines):
+    if not line.strip():
+      continue
+    messages.append({"role": "user", "content": line.rstrip("\n")})
+    ids = template.encode(messages)
+    if len(ids) >= dec.context:
+      raise errors.UserError(f"The conversation is {len(ids)} tokens, the model reads {dec.context}: start afresh.")
+    new = list(decoding.generate(dec, [ids], max_new_tokens, seed=seed + turn, eos_id=template.end_of_turn_id,
+                                 **sampling)[0][len(ids):])
+    reply = tok.decode(new[:-1] if new[-1:] == [template.end_of_turn_id] else new)
+    messages.append({"role": "assistant", "content": reply})
+    print(reply, file=out, flush=True)
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # orbax warns that the workdir opens read-only
   f = flags.FLAGS
-  model, params, tok = load(f.workdir)
-  prompt = tok.encode(f.prompt)
   temperature = 0.0 if f.greedy else f.temperature
+  if f.model:  # an exported model dir, or a published model (a .gguf file, a checkpoint dir): its export
+    from bigmodel import artifact, published
+    model = artifact.load(published.model_dir(f.model, f.max_context) if published.is_published(f.model) else f.model)
+    dec, tok = model.decoder, model.tokenizer
+  else:
+    model, params, tok = load(f.workdir)
+    dec = f.chat and decoder(model, params, getattr(model, "max_len", None) or 1 << 16, use_cache=not f.no_cache)
+  if f.chat:
+    chat(dec, tok, sys.stdin, sys.stdout, f.max_new_tokens, temperature=temperature, top_k=f.top_k, top_p=f.top_p,
+         seed=f.seed)
+    return
+  if f.model:
+    eos_id = None if f.ignore_eos else tok.eos_id
+    prompt = tok.encode(f.prompt)
+    for i in range(f.num_samples):
+      if f.num_samples > 1:
+        print(f"--- sample {i}")
+      ids = decoding.generate(dec, [prompt], f.max_new_tokens, temperature=temperature, top_k=f.top_k,
+                              top_p=f.top_p, seed=f.seed + i, eos_id=eos_id, slide=True)[0]
+      shown = text_ids(np.asarray(ids), len(prompt), eos_id)
+      print(tok.decode(shown[1:] if len(shown) and shown[0] == getattr(tok, "bos_id", None) else shown))
+    return
+  prompt = tok.encode(f.prompt)
   eos_id = None if f.ignore_eos else tok.eos_id
   out = generate(model, params, np.tile(prompt, (f.num_samples, 1)), f.max_new_tokens,
                  seed=f.seed + np.arange(f.num_samples), temperature=temperature, top_k=f.top_k, top_p=f.top_p,
@@ -87,6 +139,11 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "A language-model training workdir.")
+  flags.DEFINE_string("model", None, "Or a model: an exported model dir, or a published one, a .gguf file or a Hugging "
+                      "Face checkpoint dir (exported once into a cache: bigmodel/published.py).")
+  flags.DEFINE_integer("max_context", 2048, "--model of a published model: the most positions it reads.")
+  flags.DEFINE_bool("chat", False, "Chat: each line read from stdin is the user's message, answered through the "
+                    "model's chat template; EOF ends.")
   flags.DEFINE_string("prompt", "\n", "Text to continue.")
   flags.DEFINE_integer("max_new_tokens", 200, "Tokens to sample after the prompt.")
   flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 = greedy.")
@@ -98,5 +155,6 @@ if __name__ == "__main__":
   flags.DEFINE_bool("ignore_eos", False, "Go on past the tokenizer's end-of-text token (GPT-2's <|endoftext|>), "
                     "where a sample otherwise ends, to --max_new_tokens.")
   flags.DEFINE_bool("no_cache", False, "Recompute the whole context for each token (for checking the cache).")
-  flags.mark_flags_as_required(["workdir"])
+  flags.register_multi_flags_validator(["workdir", "model"], lambda v: bool(v["workdir"]) != bool(v["model"]),
+                                       "Give one of --workdir (a training run) or --model.")
   errors.run(main)

@@ -17,13 +17,14 @@ class ModelJson:
   format: str = _field("this schema's version: FORMAT", default=FORMAT)
   task: str = _field("classify (forward.jax: logits) | generate (prefill.jax and decode.jax: the KV-cache path)")
   input: dict = _field("what the functions take. generate: kind='tokens', context (positions), vocab_size, "
-                       "eos_id (the end-of-text token, where generation stops; None: none), end_of_turn_id (a chat "
-                       "template's end of a reply; None: none). classify: "
+                       "eos_id (the end-of-text token, where generation stops; None: none), end_of_turn_id (a model with a "
+                       "chat template: the token that ends a reply, where a chat completion stops). classify: "
                        "kind='text' | 'array', shape (one example's), dtype (raw, as the dataset holds it)")
   labels: list | None = _field("classify: the class names (None: numbered)", default=None)
   output: str | None = _field("classify: softmax (one class) | sigmoid (each class on its own)", default=None)
   weights: list = _field("[{path, shape, dtype}]: the functions' first argument, in order (weights.npz by path)")
-  source: dict | None = _field("the run: {workdir, step, data (its name), model (the config's model section)}",
+  source: dict | None = _field("the run: {workdir, step, data (its name), model (the config's model section)}; a "
+                                "published checkpoint exported without one (published.py): {checkpoint, model}",
                                 default=None)
   platforms: list | None = _field("where the functions run (jax.export's platforms: cpu, cuda)", default=None)
   jax_version: str | None = _field("the jax that exported them (another may not read them)", default=None)

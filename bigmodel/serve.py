@@ -1,4 +1,6 @@
-"""Serves an exported model over HTTP: `python -m bigmodel.serve --model=model_dir --port=8000`.
+"""Serves an exported model over HTTP: `python -m bigmodel.serve --model=model_dir --port=8000`, or a
+published language model directly: `--model=SmolLM2-135M-Instruct.Q4_1.gguf` (or a Hugging Face checkpoint
+dir), exported on the first start into a cache keyed by the file's hash (bigmodel/published.py).
 
 The server is bigmodel/serving/ (its __init__ lists the endpoints and its modules); this module is
 the command line: the flags (serving/options.py declares them), and the compilation before the
@@ -14,12 +16,13 @@ What is compiled is kept in JAX's persistent cache (--compilation_cache), so a r
 A request waits at most --queue_timeout_s for a row and --token_timeout_s for each next token
 (serving/app.py), and gives up its rows and queue places when its client goes.
 """
+import os
 import sys
 import time
 
 from absl import flags, logging
 
-from bigmodel import artifact, errors, platform
+from bigmodel import artifact, errors, platform, published
 from bigmodel.serving import options as options_lib
 from bigmodel.serving.app import App
 from bigmodel.serving.http import make_server
@@ -29,8 +32,15 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   o = options_lib.from_flags()
-  platform.use_compilation_cache(o.compilation_cache, o.model)  # before anything compiles
-  model = artifact.load(o.model, o.batch_sizes, o.lengths)
+  model_dir = o.model
+  if published.is_published(o.model):  # a .gguf file or a Hugging Face checkpoint: its export, cached
+    model_dir = published.cached_dir(o.model, o.max_context)
+    if not os.path.exists(os.path.join(model_dir, artifact.SPEC)):
+      print(f"Exporting {o.model} into {model_dir} (once)", file=sys.stderr, flush=True)
+  platform.use_compilation_cache(o.compilation_cache, model_dir)  # before anything compiles
+  if model_dir != o.model:
+    published.model_dir(o.model, o.max_context, out=model_dir)
+  model = artifact.load(model_dir, o.batch_sizes, o.lengths)
   app_ = App(model, o)
   try:
     httpd = make_server(app_.routes(), o.host, o.port, o.max_body_bytes, o.log_requests)

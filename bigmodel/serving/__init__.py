@@ -6,6 +6,7 @@
   stops.py     stop strings: where a text ends, and what a stream holds back
   batching.py  how requests share model calls: classifier batches, continuous batching (decoding.Slots)
   openai.py    OpenAI's reply shapes: a completion whole and as stream chunks
+  chat.py      POST /v1/chat/completions: its request, the endpoint, its reply's shapes
   app.py       the endpoints: request in, worker, reply out; the route table
 
 Endpoints (bigmodel/export.py makes the model dir; GET /v1/model lists each request's fields):
@@ -20,6 +21,10 @@ Endpoints (bigmodel/export.py makes the model dir; GET /v1/model lists each requ
                         ids), max_tokens, temperature, top_p, n, stop, seed, stream (server-sent
                         events, a chunk per token, then `data: [DONE]`), logprobs (0 to 5), echo,
                         ignore_eos (vLLM's: go on past the end-of-text token)
+  POST /v1/chat/completions  OpenAI's chat completions API (chat.py): model, messages, max_tokens /
+                        max_completion_tokens, temperature, top_p, n, stop, seed, stream (a role chunk,
+                        content deltas, a finish chunk, `data: [DONE]`), stream_options; rendered with the
+                        model's chat template, it stops at the template's end-of-turn token
   POST /v1/generate     {"prompt": "ROMEO:", "max_new_tokens": 64, "temperature": 1.0, "top_k": 0,
                          "top_p": 1.0, "seed": 0, "ignore_eos": false}
                         -> {"text": prompt + completion, "completion": ..., "finish_reason": ...}

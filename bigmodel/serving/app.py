@@ -9,13 +9,14 @@ Past either it gets a 503. A request whose client has gone (`client_gone()`, whi
 gives each POST, looked at every POLL_S while the request waits) gives up its sequences: their rows
 and queue places go to the next requests at once.
 """
+import functools
 import queue
 import random
 import time
 
 import numpy as np
 
-from bigmodel.serving import batching, openai, requests
+from bigmodel.serving import batching, chat, openai, requests
 from bigmodel.serving.http import ClientGone, HTTPError
 from bigmodel.serving.options import Options
 
@@ -43,7 +44,8 @@ class App:
     """The transport's table: {path: (method, function)}."""
     return {"/healthz": ("GET", self.health), "/v1/model": ("GET", self.info), "/v1/models": ("GET", self.models),
             "/v1/classify": ("POST", self.classify), "/v1/completions": ("POST", self.completions),
-            "/v1/generate": ("POST", self.generate)}
+            "/v1/generate": ("POST", self.generate),
+            "/v1/chat/completions": ("POST", functools.partial(chat.completions, self))}  # serving/chat.py
 
   def warmup(self, background=True):
     """Compiles what the first requests need (a language model: its cheapest buckets; the rest on a
@@ -64,7 +66,8 @@ class App:
       limits = {"max_body_bytes": o.max_body_bytes}
     else:
       request = {"POST /v1/completions": requests.describe(requests.Completion, self.limits),
-                 "POST /v1/generate": requests.describe(requests.Generate, self.limits)}
+                 "POST /v1/generate": requests.describe(requests.Generate, self.limits),
+                 "POST /v1/chat/completions": requests.describe(chat.ChatCompletion, self.limits)}
       limits = {"max_body_bytes": o.max_body_bytes, "max_prompt_tokens": m.context,
                 "max_new_tokens": o.max_new_tokens, "slots": self.worker.slots.n, "max_queue": self.worker.max_queue}
     return {"task": m.task, "input": m.input, "labels": m.labels, "output": m.spec.get("output"),

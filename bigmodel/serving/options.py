@@ -15,7 +15,11 @@ def _option(default, meaning, low=None):
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  model: str = _option(None, "A model dir written by `python -m bigmodel.export`.")
+  model: str = _option(None, "A model dir written by `python -m bigmodel.export`, or a published language model: a "
+                       ".gguf file or a Hugging Face checkpoint dir (exported on the first start into a cache, "
+                       "bigmodel/published.py).")
+  max_context: int = _option(2048, "A published model: the most positions it reads (its own context, cut to this: "
+                             "the KV cache holds --slots rows of it).", 1)
   model_name: str = _option("", "The model's name in /v1/models and requests; default the dir's name.")
   host: str = _option("127.0.0.1", "Address to listen on; 0.0.0.0 to accept other machines.")
   port: int = _option(8000, "Port to listen on; 0 picks a free one (printed at start).", 0)
