@@ -120,7 +120,7 @@ def _lm_functions(model, treedef, weight_avals, context, platforms):
   holding short rows passes the first S positions of its cache and pays for those alone."""
   if not kv_cache.decodes(model):
     raise errors.UserError(f"A {type(model).__name__} has no KV cache to decode with; the server serves models "
-                           "that have one (model.name=gpt or llama, the language models that set `decodes`: kv_cache.py).")
+                           "that have one (model.name=gpt or llama: models that set `decodes`, kv_cache.py).")
   prefill, decode, cache_avals = decoding.functions(model, treedef)
   b, l = jax.export.symbolic_shape("b, l", constraints=[f"l <= {context}"])
   rows, s = jax.export.symbolic_shape("b, s", constraints=[f"s <= {context}"])  # a scope of its own

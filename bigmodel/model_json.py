@@ -17,8 +17,8 @@ class ModelJson:
   format: str = _field("this schema's version: FORMAT", default=FORMAT)
   task: str = _field("classify (forward.jax: logits) | generate (prefill.jax and decode.jax: the KV-cache path)")
   input: dict = _field("what the functions take. generate: kind='tokens', context (positions), vocab_size, "
-                       "eos_id (the end-of-text token, where generation stops; None: none), end_of_turn_id (a model with a "
-                       "chat template: the token that ends a reply, where a chat completion stops). classify: "
+                       "eos_id (the end-of-text token, where generation stops; None: none), end_of_turn_id (a model "
+                       "with a chat template: the token that ends a reply, where a chat completion stops). classify: "
                        "kind='text' | 'array', shape (one example's), dtype (raw, as the dataset holds it)")
   labels: list | None = _field("classify: the class names (None: numbered)", default=None)
   output: str | None = _field("classify: softmax (one class) | sigmoid (each class on its own)", default=None)
