@@ -12,7 +12,8 @@ import dataclasses
 
 from bigmodel import errors, registry
 # Importing the dataset modules registers their loaders.
-from bigmodel.data import augment, builders, conversations, fine_foods, pipeline, shakespeare, subset, text, tokens  # noqa: F401 (registers)
+from bigmodel.data import (augment, builders, conversations, fine_foods, pipeline, shakespeare, subset, text,  # noqa: F401
+                           tokens)
 from bigmodel.data.dataset import DATASETS, Dataset, InMemory, register
 from bigmodel.registry import Key, at_least
 
