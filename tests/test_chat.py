@@ -89,6 +89,7 @@ def test_the_end_of_turn_is_the_token_the_template_closes_a_reply_with(checkpoin
   assert chat.template(tok).end_of_turn_id == tok.tokenizer.token_to_id(CHECKPOINTS[name][4])
 
 
+@pytest.mark.slow  # the real 98 MB SmolLM2 file (its GGUF reader alone takes ~10 s): the full suite runs it
 def test_smollm2s_template_from_its_gguf_file_gives_transformers_ids():
   from bigmodel.huggingface import gguf
   path = smollm2_gguf()

@@ -182,6 +182,7 @@ def test_the_export_carries_the_template_and_its_end_of_turn_and_is_cached_by_co
   assert os.path.basename(published.cached_dir(changed)) != os.path.basename(first)  # another file: another export
 
 
+@pytest.mark.slow  # two CLI processes, each compiling the model (25 s of the fast tier)
 def test_the_generate_cli_chats_through_the_template_a_line_a_turn(llama):
   directory = llama["directory"]
   second = [*CONVERSATION[1:], {"role": "assistant", "content": None}, {"role": "user", "content": "And then?"}]

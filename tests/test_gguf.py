@@ -67,6 +67,7 @@ def smol_reference(smol):
   return reference_model(smol["path"])
 
 
+@pytest.mark.slow  # the real 98 MB SmolLM2 file (its GGUF reader alone takes ~10 s): the full suite runs it
 def test_smollm2s_metadata_gives_its_published_sizes_and_special_tokens(smol):
   c = smol["config"]
   assert (c["num_layers"], c["dim"], c["num_heads"], c["num_kv_heads"], c["mlp_dim"], c["vocab_size"]) == \
@@ -77,6 +78,7 @@ def test_smollm2s_metadata_gives_its_published_sizes_and_special_tokens(smol):
   assert chat.template(tok).end_of_turn_id == 2
 
 
+@pytest.mark.slow  # the real 98 MB SmolLM2 file (its GGUF reader alone takes ~10 s): the full suite runs it
 def test_smollm2s_token_ids_equal_transformers_on_real_text_a_long_document_and_odd_unicode(smol):
   reference = reference_tokenizer(smol["path"])
   long_document = text()[:50_000]  # Shakespeare: names, verse, punctuation, line breaks
@@ -89,6 +91,7 @@ def test_smollm2s_token_ids_equal_transformers_on_real_text_a_long_document_and_
   assert len(smol["tok"].encode(long_document)) > 10_000
 
 
+@pytest.mark.slow  # the real 98 MB SmolLM2 file (its GGUF reader alone takes ~10 s): the full suite runs it
 def test_smollm2_continues_the_capital_of_france_with_paris(smol):
   prompt = smol["tok"].encode("The capital of France is")[None]
   logits = smol["model"].apply({"params": smol["params"]}, prompt)  # one forward pass: the cache is tested below
