@@ -126,18 +126,21 @@ class Trainer:
     self.state_shardings = state_sh = sharding.mirror_params(abstract, params_sh, self.mesh)
     self.abstract_state = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                                        abstract, state_sh)
+    repl, batch_sh = sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)
+    # Before the init thread starts: a host feed imports grain, and one of grain's modules swaps
+    # builtins.__import__ while it imports (etils' lazy_imports), which would hand the thread's own imports a
+    # LazyModule ("'LazyModule' object is not callable" inside jax's lowering: once in a full run under load).
+    self.feed = feed_lib.make(exp.dataset, c.data, c.seed, repl)
     init = jax.jit(self._init_state, out_shardings=state_sh, compiler_options=platform.init_compiler_options())
     # Initialising compiles and runs in a thread while the caller compiles the train step from the
     # abstract state: the two are independent, and neither keeps a CPU's cores busy on its own.
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="init")
     self._state = pool.submit(init)
     pool.shutdown(wait=False)
-    repl, batch_sh = sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)
     step_fn = sharding.traced_on(functools.partial(train_step, loss_fn=exp.loss_fn, task=exp.task,
                                                    micro_batches=c.micro_batches), self.mesh)
     self.train_step = jax.jit(step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
                               donate_argnums=0)
-    self.feed = feed_lib.make(exp.dataset, c.data, c.seed, repl)
     self.train_steps = jax.jit(
         functools.partial(train_steps, step_fn=step_fn, prepare=self.feed.prepare),
         in_shardings=(state_sh, batch_sh, repl, repl), out_shardings=(state_sh, repl), donate_argnums=0)
