@@ -185,6 +185,7 @@ def test_a_config_mistake_is_reported_before_any_data_is_read(tmp_path):
   assert "optimizer.warmup_steps=30 must be below total_steps=30" in one_error_line(proc)
 
 
+@pytest.mark.slow  # two CLI trainings (~20 s of the fast tier)
 @pytest.mark.parametrize("damage", ["truncated", "foreign"])
 def test_a_truncated_or_foreign_shard_is_one_error_line_naming_the_file(damage, docs_file, prepared, tmp_path):
   out = str(tmp_path / "copy")

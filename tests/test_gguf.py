@@ -301,6 +301,7 @@ def with_template(directory, out):
   return tokenizers.load(str(out))
 
 
+@pytest.mark.slow  # three exports read back by transformers (~30 s of the fast tier)
 @pytest.mark.parametrize("dtype", sorted(QUANTISATION_ERROR))
 def test_the_export_reads_back_into_transformers_with_our_logits_tokenizer_and_chat_template(tiny_dir, tmp_path,
                                                                                              dtype):

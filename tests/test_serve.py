@@ -125,6 +125,7 @@ def cnn_probs(workdir, x):
   return np.asarray(jax.nn.softmax(model.apply({"params": params}, x)))
 
 
+@pytest.mark.slow  # a fresh interpreter and the served fixture (~35 s of the fast tier)
 def test_the_artifact_runs_in_a_fresh_process_without_the_models_code(served, tmp_path):
   x = signals(5)
   np.save(tmp_path / "x.npy", x)
