@@ -144,6 +144,8 @@ class Artifact:
     # ends a reply (model.json's; an export that predates it: the template's).
     self.chat = chat.template(self.tokenizer)
     self.end_of_turn_id = self.input.get("end_of_turn_id", self.chat and self.chat.end_of_turn_id)
+    # A chat reply ends at the end of turn or of text (Llama 3 may draw either; chat.Template.stop_ids).
+    self.chat_stop_ids = tuple(dict.fromkeys(t for t in (self.end_of_turn_id, self.eos_id) if t is not None))
     decode = _read_function(model_dir, spec, DECODE)
     cache_avals = kv_cache.rows_in_decode_args(decode.in_avals, len(self.weights))
     self.decoder = decoding.Decoder(self.exported.call, decode.call, self.weights, cache_avals, self.context,
@@ -201,7 +203,8 @@ class Artifact:
     past it (so it holds at most context + 1 ids); with `slide`, it goes on over its last `context`
     tokens, as bigmodel.generate does (decoding.py)."""
     return decoding.generate(self.decoder, prompts, max_new_tokens, temperature=temperature, top_k=top_k,
-                             top_p=top_p, seed=seed, eos_id=None if ignore_eos else self.eos_id, slide=slide)
+                             top_p=top_p, seed=seed, slide=slide,
+                             stop_ids=() if ignore_eos or self.eos_id is None else (self.eos_id,))
 
   def warmup(self, slots=None, background=False):
     """Compiles every bucket now rather than on the first request that needs it (a language model's

@@ -9,7 +9,8 @@ exports and a server find it where they find the tokenizer:
     template = chat.template(tokenizer)            # None: this model has no chat template
     text = template.render([{"role": "user", "content": "Hi"}])   # ends with the assistant's header
     ids = template.encode(messages)                # == transformers' apply_chat_template(..., tokenize=True)
-    template.end_of_turn_id                        # where a reply ends: <|im_end|>, <|eot_id|>, ...
+    template.end_of_turn_id                        # the token that closes a reply: <|im_end|>, <|eot_id|>, ...
+    template.stop_ids                              # where generation stops: the end of turn and the end of text
 
 Rendering is transformers' (apply_chat_template): Jinja's immutable sandbox, trim_blocks and lstrip_blocks,
 the loopcontrols extension, `raise_exception`, `strftime_now` and a `tojson` that keeps non-ASCII text,
@@ -86,6 +87,12 @@ class ChatTemplate:
       if token in special:
         return self.tokenizer.tokenizer.token_to_id(token)
     return self.tokenizer.eos_id
+
+  @property
+  def stop_ids(self):
+    """Where a reply ends: the end of turn, and the end of text where it differs (Llama 3 ends a turn with
+    <|eot_id|> but may also draw <|end_of_text|>, as transformers' generation config lists both)."""
+    return tuple(dict.fromkeys(t for t in (self.end_of_turn_id, self.tokenizer.eos_id) if t is not None))
 
 
 def check(messages):

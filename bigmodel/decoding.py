@@ -269,11 +269,11 @@ class Slots:
     return self.position_N[slot] >= self.decoder.context
 
 
-def generate(decoder, prompts, max_new_tokens, *, temperature=1.0, top_k=0, top_p=1.0, seed=0, eos_id=None,
+def generate(decoder, prompts, max_new_tokens, *, temperature=1.0, top_k=0, top_p=1.0, seed=0, stop_ids=(),
              slide=False):
   """Each prompt (a sequence of ids) followed by its sampled ids, as lists; every setting is one value
-  or one per prompt. A row ends after its max_new_tokens, once it has drawn `eos_id` (the end-of-text
-  token, its last id; None: never), or (unless it slides, see above) where the context does: its last
+  or one per prompt. A row ends after its max_new_tokens, once it has drawn one of `stop_ids` (the end-of-text
+  or end-of-turn tokens, its last id; empty: never), or (unless it slides, see above) where the context does: its last
   token would need a position past it (so it holds at most context + 1 ids). A sliding row's prompt
   may be longer than the context: its last `context` tokens are read."""
   n = len(prompts)
@@ -293,7 +293,7 @@ def generate(decoder, prompts, max_new_tokens, *, temperature=1.0, top_k=0, top_
 
   for i in np.flatnonzero(new_N > 0):
     add(i, slots.start(i, window(i), **settings[i], echo=False)[0])
-  while rows := [i for i in range(n) if drawn_N[i] < new_N[i] and out[i][-1] != eos_id
+  while rows := [i for i in range(n) if drawn_N[i] < new_N[i] and out[i][-1] not in stop_ids
                  and (slide or not slots.full(i))]:
     again = [i for i in rows if slots.full(i) or decoder.step is None]  # its window prefilled afresh (no cache: always)
     if stepping := [i for i in rows if i not in again]:

@@ -59,7 +59,8 @@ def generate(model, params, prompt_BxP, max_new_tokens, *, seed=0, temperature=1
     raise errors.UserError("The prompt must hold at least one token.")
   context = getattr(model, "max_len", None) or tokens.shape[1] + max_new_tokens
   out = decoding.generate(decoder(model, params, context, use_cache), tokens, max_new_tokens, seed=seed,
-                          temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id, slide=True)
+                          temperature=temperature, top_k=top_k, top_p=top_p,
+                          stop_ids=() if eos_id is None else (eos_id,), slide=True)
   out_BxL = np.full((len(tokens), tokens.shape[1] + max_new_tokens), -1, np.int32)
   for row_L, ids in zip(out_BxL, out):
     row_L[:len(ids)] = ids
@@ -90,9 +91,9 @@ def chat(dec, tok, lines, out, max_new_tokens, seed=0, **sampling):
     ids = template.encode(messages)
     if len(ids) >= dec.context:
       raise errors.UserError(f"The conversation is {len(ids)} tokens, the model reads {dec.context}: start afresh.")
-    new = list(decoding.generate(dec, [ids], max_new_tokens, seed=seed + turn, eos_id=template.end_of_turn_id,
+    new = list(decoding.generate(dec, [ids], max_new_tokens, seed=seed + turn, stop_ids=template.stop_ids,
                                  **sampling)[0][len(ids):])
-    reply = tok.decode(new[:-1] if new[-1:] == [template.end_of_turn_id] else new)
+    reply = tok.decode(new[:-1] if new and new[-1] in template.stop_ids else new)
     messages.append({"role": "assistant", "content": reply})
     print(reply, file=out, flush=True)
 
@@ -120,7 +121,8 @@ def main(argv):
       if f.num_samples > 1:
         print(f"--- sample {i}")
       ids = decoding.generate(dec, [prompt], f.max_new_tokens, temperature=temperature, top_k=f.top_k,
-                              top_p=f.top_p, seed=f.seed + i, eos_id=eos_id, slide=True)[0]
+                              top_p=f.top_p, seed=f.seed + i,
+                              stop_ids=() if eos_id is None else (eos_id,), slide=True)[0]
       shown = text_ids(np.asarray(ids), len(prompt), eos_id)
       print(tok.decode(shown[1:] if len(shown) and shown[0] == getattr(tok, "bos_id", None) else shown))
     return

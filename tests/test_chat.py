@@ -89,6 +89,16 @@ def test_the_end_of_turn_is_the_token_the_template_closes_a_reply_with(checkpoin
   assert chat.template(tok).end_of_turn_id == tok.tokenizer.token_to_id(CHECKPOINTS[name][4])
 
 
+def test_generation_stops_at_the_end_of_turn_and_at_the_end_of_text_as_transformers_generation_config_lists(
+    checkpoint):
+  """Llama 3's turn ends with <|eot_id|>, its text with <|end_of_text|>: a reply stops at either (Meta's
+  generation_config.json lists both as eos_token_id); Qwen2's are one token, listed once."""
+  name, directory = checkpoint
+  tok = tokenizers.load(directory)
+  ids = [tok.tokenizer.token_to_id(CHECKPOINTS[name][i]) for i in (4, 3)]
+  assert chat.template(tok).stop_ids == tuple(dict.fromkeys(ids)) and len(set(ids)) == {"llama3": 2, "qwen2": 1}[name]
+
+
 @pytest.mark.slow  # the real 98 MB SmolLM2 file (its GGUF reader alone takes ~10 s): the full suite runs it
 def test_smollm2s_template_from_its_gguf_file_gives_transformers_ids():
   from bigmodel.huggingface import gguf

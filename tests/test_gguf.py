@@ -115,7 +115,7 @@ def test_32_greedy_tokens_with_our_kv_cache_equal_transformers_generate(smol, sm
                         ("What is the capital of France?", 16)):
     prompt = template.encode([{"role": "user", "content": question}])[None]
     out = generate.generate(smol["model"], smol["params"], prompt, new, temperature=0.0,
-                            eos_id=template.end_of_turn_id)
+                            eos_id=template.end_of_turn_id)  # SmolLM2's end of text is its end of turn
     with torch.no_grad():  # it stops at <|im_end|> (its generation config's EOS), as ours does with eos_id
       ids = torch.tensor(prompt, dtype=torch.long)
       expected = smol_reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,

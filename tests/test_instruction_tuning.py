@@ -211,3 +211,32 @@ def test_the_chat_lora_config_lowers_the_answer_loss_and_answers_through_the_ser
   run = runs.load(str(tmp_path / "run"))
   said = experiment.answers(run.model, run.params, run.tokenizer, chat.template(run.tokenizer), records[:16])
   assert experiment.score(said, records[:16])["accuracy"] > 0.5, said
+  served_tuned_model_answers_as_the_run_does(tmp_path, run, records[:16])
+
+
+def served_tuned_model_answers_as_the_run_does(tmp_path, run, records):
+  """The tuned run exported as GGUF and in bigmodel's format, each served by `python -m bigmodel.serve` and asked
+  with the openai client's chat.completions.create: every greedy answer equals the run's own (through the
+  server's template, continuous batch and stop at the end of turn), so the served model answers with the label."""
+  from bigmodel import export
+  from conftest import run_cli
+  from test_serve import Server, client_at
+  from experiments.instruction_tuning import run as experiment
+  held_out = [{"prompt": r["prompt"].replace(" tea.", " coffee."), "completion": r["completion"]} for r in records]
+  said = experiment.answers(run.model, run.params, run.tokenizer, chat.template(run.tokenizer), held_out)
+  run_cli("bigmodel.export", f"--workdir={tmp_path / 'run'}", f"--out={tmp_path / 'tuned.gguf'}", "--format=gguf")
+  export.export(str(tmp_path / "run"), str(tmp_path / "served"), platforms=("cpu",))
+  servers = [Server(str(tmp_path / model), tmp_path / f"{model}.log", "--slots=2", "--lengths=128",
+                    f"--max_new_tokens={experiment.MAX_NEW_TOKENS}") for model in ("tuned.gguf", "served")]
+  try:
+    for server in servers:
+      server.wait(timeout=300)
+      api = client_at(server.port)
+      name = api.models.list().data[0].id
+      replies = [api.chat.completions.create(model=name, messages=[{"role": "user", "content": r["prompt"]}],
+                                             max_tokens=experiment.MAX_NEW_TOKENS, temperature=0) for r in held_out]
+      assert [reply.choices[0].message.content for reply in replies] == said, server.log_path
+      assert experiment.score(said, held_out)["accuracy"] > 0.5, said
+  finally:
+    for server in servers:
+      server.stop()

@@ -24,24 +24,26 @@ def tiny_gpt(**kw):
 def test_future_tokens_do_not_change_past_logits(positions):
   model = tiny_gpt(positions=positions)
   x = jax.random.randint(jax.random.key(0), (2, 12), 0, 50)
-  params = model.init(jax.random.key(1), x)["params"]
+  params = jax.jit(model.init)(jax.random.key(1), x)["params"]
   changed = x.at[:, 7:].set((x[:, 7:] + 1) % 50)
-  a, b = model.apply({"params": params}, x), model.apply({"params": params}, changed)
+  apply = jax.jit(model.apply)  # one compile, not one per eager op
+  a, b = apply({"params": params}, x), apply({"params": params}, changed)
   np.testing.assert_allclose(a[:, :7], b[:, :7], atol=1e-5)
   assert not np.allclose(a[:, 7:], b[:, 7:], atol=1e-3)
   # The BERT-style encoder is bidirectional: the same change reaches earlier positions.
   bert = tiny_gpt(positions=positions, causal=False)
-  params = bert.init(jax.random.key(1), x)["params"]
-  assert not np.allclose(bert.apply({"params": params}, x)[:, :7], bert.apply({"params": params}, changed)[:, :7],
-                         atol=1e-3)
+  params = jax.jit(bert.init)(jax.random.key(1), x)["params"]
+  apply = jax.jit(bert.apply)
+  assert not np.allclose(apply({"params": params}, x)[:, :7], apply({"params": params}, changed)[:, :7], atol=1e-3)
 
 
 def test_padding_is_invisible_to_the_real_tokens_and_the_mean_pool():
   model = tiny_gpt(causal=False, pool="mean")
   x = jnp.array([[5, 6, 7, -1, -1, -1], [5, 6, 7, 8, 9, 10]])
-  params = model.init(jax.random.key(1), x)["params"]
-  short = model.apply({"params": params}, x[:1, :3])
-  np.testing.assert_allclose(model.apply({"params": params}, x)[:1], short, atol=1e-5)
+  params = jax.jit(model.init)(jax.random.key(1), x)["params"]
+  apply = jax.jit(model.apply)  # one compile per shape: eager, each of a GPT's small ops compiled alone (~3x slower)
+  short = apply({"params": params}, x[:1, :3])
+  np.testing.assert_allclose(apply({"params": params}, x)[:1], short, atol=1e-5)
 
 
 @pytest.mark.parametrize("positions", ["learned", "rope"])

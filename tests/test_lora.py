@@ -229,6 +229,7 @@ def test_stacked_factors_keep_the_layer_axis_whole_and_each_layer_is_sharded_as_
     assert spec[0] is None and tuple(spec[1:]) == tuple(loop[path.replace("block_stack", "block3")]), path
 
 
+@pytest.mark.slow  # ~15 s of compiling scanned blocks with dropout; test_stack's fast case covers the scan
 def test_scanned_factors_compute_what_unscanned_ones_do_with_the_same_dropout_masks():
   x = jnp.array([[3, 9, 4, 1, 7, 2, 8, 5], [6, 2, 5, 8, 1, 1, 4, 0]])
   loop, scanned = (models.build(dict(name="gpt", num_outputs=11, num_layers=3, num_heads=2, dim=16, max_len=8,

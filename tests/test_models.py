@@ -15,18 +15,19 @@ def n_params(variables):
 
 def init(name, x, **kw):
   model = models.build({"name": name, "num_outputs": 10, **kw})
-  return model, model.init(jax.random.key(0), x)
+  return model, jax.jit(model.init)(jax.random.key(0), x)  # one compile, not one per eager op
 
 
 @pytest.mark.parametrize("name", ["mlp", "logistic_regression", "cnn1d", "gru", "lstm", "transformer"])
 def test_sequence_models_map_a_batch_to_logits(name):
   x = jax.random.normal(jax.random.key(1), (3, 40))
   model, variables = init(name, x)
-  logits = model.apply(variables, x)
+  apply = jax.jit(model.apply)
+  logits = apply(variables, x)
   assert logits.shape == (3, 10) and logits.dtype == jnp.float32
   assert np.all(np.isfinite(logits))
   # Rows are independent: changing example 0 leaves example 1's logits alone.
-  logits2 = model.apply(variables, x.at[0].set(0.0))
+  logits2 = apply(variables, x.at[0].set(0.0))
   np.testing.assert_allclose(logits[1:], logits2[1:], rtol=1e-5, atol=1e-6)
 
 

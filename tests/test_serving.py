@@ -2,6 +2,7 @@
 the transport's JSON reading (http.parse_json), stop strings (stops.py) against a brute-force reference,
 the options' flags, and decoding.Slots' buckets on a toy model whose tokens are known."""
 import json
+import queue
 import random
 
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ from absl import flags
 
 from bigmodel import decoding, errors, tokenizers
 from bigmodel.serving import options as options_lib
-from bigmodel.serving import requests, stops
+from bigmodel.serving import batching, requests, stops
 from bigmodel.serving.http import MAX_DEPTH, HTTPError, parse_json
 
 SONG = "ten green bottles hanging on the wall\n"
@@ -132,6 +133,24 @@ def test_stop_strings_found_as_text_grows_equal_a_brute_force_search_of_the_whol
       assert got == want, (strings, text, got, want)
       if got[0] is not None:
         break
+
+
+def test_a_sequence_stops_at_any_of_its_stop_ids_and_leaves_that_tokens_text_out():
+  """A chat reply stops at the end of turn or at the end of text (Llama 3 may draw either): each ends the
+  sequence with finish_reason "stop" and without its own text; another token goes on."""
+  song = TOK.encode(SONG)
+  end_of_turn, end_of_text = int(song[1]), int(song[2])  # "e" and "n" stand in for the two special tokens
+  for stopper in (end_of_turn, end_of_text):
+    events = queue.SimpleQueue()
+    seq = batching.Sequence(0, song[:1], events, max_tokens=8, stop_ids=(end_of_turn, end_of_text),
+                            decode=TOK.decode)
+    drawn = [int(song[0]), int(song[3]), stopper]  # "t", " ", then the stop
+    finished = [seq.add(decoding.Token(t, 0.0, None, None), end_of_context=False) for t in drawn]
+    assert finished == [False, False, True]
+    got = [events.get_nowait() for _ in drawn]
+    assert "".join(e.text for e in got) == "t " and got[-1].finish_reason == "stop"
+  seq = batching.Sequence(0, song[:1], queue.SimpleQueue(), max_tokens=2, stop_ids=(), decode=TOK.decode)
+  assert [seq.add(decoding.Token(end_of_text, 0.0, None, None), end_of_context=False) for _ in range(2)] == [False, True]
 
 
 def test_a_longest_stop_string_that_the_text_keeps_almost_matching_is_held_back_then_found():

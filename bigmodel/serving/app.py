@@ -107,9 +107,9 @@ class App:
     except (batching.Busy, TimeoutError) as e:
       raise HTTPError(503, str(e)) from None
 
-  def _eos_id(self, request):
-    """The token the request's sequences stop at: the model's end-of-text token, unless `ignore_eos`."""
-    return None if request.ignore_eos else self.model.eos_id
+  def _stop_ids(self, request):
+    """The tokens the request's sequences stop at: the model's end-of-text token, unless `ignore_eos`."""
+    return () if request.ignore_eos or self.model.eos_id is None else (self.model.eos_id,)
 
   def completions(self, body, client_gone):
     """OpenAI's POST /v1/completions: a reply, or (stream) the server-sent events of one."""
@@ -118,7 +118,7 @@ class App:
     seed = random.randrange(requests.SEED_RANGE.high) if r.seed is None else r.seed
     inbox = queue.SimpleQueue()  # the worker's events for the request's sequences
     seqs = [batching.Sequence(i * r.n + j, ids, inbox, max_tokens=r.max_tokens, temperature=r.temperature,
-                              top_p=r.top_p, seed=seed + j, stop=r.stop, eos_id=self._eos_id(r),
+                              top_p=r.top_p, seed=seed + j, stop=r.stop, stop_ids=self._stop_ids(r),
                               decode=self.model.decode)
             for i, (_, ids) in enumerate(r.prompt) for j in range(r.n)]  # choice j of a prompt: seed + j
     self._wait(lambda: self.worker.submit(seqs))
@@ -130,7 +130,7 @@ class App:
     r = requests.parse(requests.Generate, body, self.limits)
     seq = batching.Sequence(0, r.prompt, queue.SimpleQueue(), max_tokens=r.max_new_tokens,
                             temperature=r.temperature, top_k=r.top_k, top_p=r.top_p, seed=r.seed,
-                            eos_id=self._eos_id(r), decode=self.model.decode)
+                            stop_ids=self._stop_ids(r), decode=self.model.decode)
     self._wait(lambda: self.worker.submit([seq]))
     finish_reason = None
     for event in self.events(seq.events, [seq], client_gone):

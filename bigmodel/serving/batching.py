@@ -84,12 +84,12 @@ Prompt = collections.namedtuple("Prompt", "index tokens")  # the prompt's tokens
 class Sequence:
   """One completion: its prompt ids and settings, the tokens drawn so far, and the queue of Events
   its request reads (shared by the request's sequences; `index` tells them apart). It stops at
-  `eos_id` (None: at no token) and at its request's stop strings (stops.Stops)."""
+  any of `stop_ids` (its model's end of text or of turn; empty: at no token) and at its request's stop strings (stops.Stops)."""
 
   def __init__(self, index, ids, events, *, max_tokens, temperature=1.0, top_k=0, top_p=1.0, seed=0,
-               stop=stops.Stops(), eos_id=None, decode):
+               stop=stops.Stops(), stop_ids=(), decode):
     self.index, self.ids, self.events, self.decode = index, ids, events, decode
-    self.max_tokens, self.eos_id, self.watch = max_tokens, eos_id, stops.Watch(stop)
+    self.max_tokens, self.stop_ids, self.watch = max_tokens, frozenset(stop_ids), stops.Watch(stop)
     self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     self.tokens, self.text, self.sent = [], "", 0  # sent: characters of `text` already in Events
     self.cancelled = False  # set by Generator.cancel
@@ -98,9 +98,9 @@ class Sequence:
     """Records a drawn Token and tells the request; returns whether the sequence has finished."""
     self.tokens.append(token.id)
     offset, text = len(self.text), self.decode(self.text_tokens())
-    last = token.id == self.eos_id or len(self.tokens) >= self.max_tokens or end_of_context
+    last = token.id in self.stop_ids or len(self.tokens) >= self.max_tokens or end_of_context
     cut, held = self.watch.update(text, final=last)
-    stopped = cut is not None or token.id == self.eos_id
+    stopped = cut is not None or token.id in self.stop_ids
     finish = "stop" if stopped else "length" if last else None
     self.text = text if cut is None else cut
     end = len(self.text) if finish else len(self.text) - held
@@ -109,8 +109,8 @@ class Sequence:
     return finish is not None
 
   def text_tokens(self):
-    """The tokens drawn whose text the request gets: all but the end-of-text token that ended it."""
-    return self.tokens[:-1] if self.tokens[-1:] == [self.eos_id] else self.tokens
+    """The tokens drawn whose text the request gets: all but the end-of-text (or turn) token that ended it."""
+    return self.tokens[:-1] if self.tokens and self.tokens[-1] in self.stop_ids else self.tokens
 
 
 class Generator:

@@ -4,7 +4,7 @@
 The conversation is rendered with the model's chat template (bigmodel/chat.py, exported with the tokenizer)
 and ends with the assistant's header; its sequences decode in the same continuous batch as /v1/completions
 (batching.Generator), and stop at the template's end-of-turn token (model.json's end_of_turn_id: <|im_end|>,
-<|eot_id|>, ...), whose text is left out, or at a stop string (finish_reason "stop"), or at max_tokens or the
+<|eot_id|>, ...) or the model's end-of-text token where it differs (Llama 3's <|end_of_text|>), whose text is left out, or at a stop string (finish_reason "stop"), or at max_tokens or the
 end of the context ("length"). A stream is OpenAI's: for each choice a first chunk with the role, then its
 content deltas, then a chunk with its finish_reason and an empty delta; `stream_options.include_usage` adds
 a last chunk with the usage and no choices; then `data: [DONE]`.
@@ -95,7 +95,7 @@ def completions(app, body, client_gone):
   seed = random.randrange(requests.SEED_RANGE.high) if r.seed is None else r.seed
   events = queue.SimpleQueue()
   seqs = [batching.Sequence(j, ids, events, max_tokens=r.tokens(app.limits), temperature=r.temperature,
-                            top_p=r.top_p, seed=seed + j, stop=r.stop, eos_id=app.model.end_of_turn_id,
+                            top_p=r.top_p, seed=seed + j, stop=r.stop, stop_ids=app.model.chat_stop_ids,
                             decode=app.model.decode)
           for j in range(r.n)]  # choice j: seed + j, as a completion's
   app._wait(lambda: app.worker.submit(seqs))

@@ -50,8 +50,8 @@ def answers(model, params, tok, template, records):
   """The greedy answer to each record's prompt, as text (the end-of-turn token left out)."""
   prompts = [template.encode([{"role": "user", "content": r["prompt"]}]) for r in records]
   decoder = generate.decoder(model, params, model.max_len)
-  out = decoding.generate(decoder, prompts, MAX_NEW_TOKENS, temperature=0.0, eos_id=template.end_of_turn_id)
-  return [tok.decode([t for t in ids[len(p):] if t != template.end_of_turn_id]) for ids, p in zip(out, prompts)]
+  out = decoding.generate(decoder, prompts, MAX_NEW_TOKENS, temperature=0.0, stop_ids=template.stop_ids)
+  return [tok.decode([t for t in ids[len(p):] if t not in template.stop_ids]) for ids, p in zip(out, prompts)]
 
 
 def score(said, records):
