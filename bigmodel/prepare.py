@@ -69,21 +69,25 @@ def _kind(path):
   return "txt"
 
 
-def documents(sources, text_key, piece_bytes):
-  """Every document of the sources, in order, as str."""
+class Line(collections.namedtuple("Line", "data path n")):
+  """A JSON line as read (bytes), and where it stands: the workers parse it (parsing in the one process that
+  reads the input would bound the throughput to one core's)."""
+
+  def __len__(self):
+    return len(self.data)
+
+
+def documents(sources, text_key, piece_bytes, parse=True):
+  """Every document of the sources, in order, as str (a .jsonl line as a `Line` unless `parse`)."""
   for kind, path, _ in sources:
     if kind == "txt":
       yield from _pieces(path, piece_bytes)
     elif kind == "jsonl":
       opener = gzip.open if path.endswith(".gz") else open
-      with opener(path, "rt", encoding="utf-8") as f:
+      with opener(path, "rb") as f:
         for n, line in enumerate(f, 1):
           if line.strip():
-            record = json.loads(line)
-            if text_key not in record:
-              raise errors.UserError(f"{path} line {n} has no {text_key!r} (keys: {', '.join(record)}): set "
-                                     "--text_key.")
-            yield record[text_key]
+            yield text_of(Line(line, path, n), text_key) if parse else Line(line, path, n)
     elif kind == "parquet":
       try:
         import pyarrow.parquet as pq
@@ -101,6 +105,21 @@ def documents(sources, text_key, piece_bytes):
       for record in source:
         text = record[text_key]
         yield text.decode("utf-8") if isinstance(text, bytes) else text
+
+
+def text_of(doc, text_key):
+  """A document's text: `doc` itself, or the `text_key` field of a `Line`'s JSON record."""
+  if not isinstance(doc, Line):
+    return doc
+  try:
+    record = json.loads(doc.data)
+  except ValueError as e:
+    raise errors.UserError(f"{doc.path} line {doc.n} is not JSON ({e}): each line of a .jsonl holds one record.") \
+        from None
+  if not isinstance(record, dict) or text_key not in record:
+    keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+    raise errors.UserError(f"{doc.path} line {doc.n} has no {text_key!r} (keys: {keys}): set --text_key.")
+  return record[text_key]
 
 
 def _pieces(path, piece_bytes):
@@ -158,11 +177,12 @@ def _init_worker(directory):
   _tokenizer = tokenizers.load(directory)
 
 
-def _encode(task, dtype, separator_ids):
+def _encode(task, dtype, separator_ids, text_key):
   """A task's documents -> [(doc index, bytes of its ids, its text's UTF-8 bytes)]."""
   out = []
   encode_batch = getattr(getattr(_tokenizer, "tokenizer", None), "encode_batch", None)
-  texts = [text for _, text in task]
+  texts = [text_of(doc, text_key) for _, doc in task]
+  task = list(zip((k for k, _ in task), texts))
   if encode_batch is not None:  # a Hugging Face tokenizer: one call for the task
     ids = [e.ids for e in encode_batch(texts, add_special_tokens=False)]
   else:
@@ -334,18 +354,18 @@ def prepare(inputs, tokenizer, out, text_key="text", workers=0, shard_tokens=100
         bar.set_postfix_str(f"{written / (time.perf_counter() - t0):,.0f} tokens/s", refresh=False)
 
     task, size = [], 0
-    for k, doc in enumerate(documents(sources, text_key, args["piece_bytes"])):
+    for k, doc in enumerate(documents(sources, text_key, args["piece_bytes"], parse=False)):
       if k < first:
-        bar.update(len(doc.encode("utf-8")))
+        bar.update(len(doc) if isinstance(doc, Line) else len(doc.encode("utf-8")))
         continue
       task.append((k, doc))
       size += len(doc)
       if size >= task_mb * 2**20:
-        pending.append(pool.apply_async(_encode, (task, dtype, separator_ids)))
+        pending.append(pool.apply_async(_encode, (task, dtype, separator_ids, text_key)))
         task, size = [], 0
         drain(block=len(pending) > 2 * (workers or os.cpu_count()))
     if task:
-      pending.append(pool.apply_async(_encode, (task, dtype, separator_ids)))
+      pending.append(pool.apply_async(_encode, (task, dtype, separator_ids, text_key)))
     drain(block=True)
   bar.close()
   for split, w in writers.items():

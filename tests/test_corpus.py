@@ -162,6 +162,16 @@ def test_preparing_into_a_dir_of_another_input_or_tokenizer_is_refused_naming_th
     prepare([docs_file[0]], "byte", prepared, shard_tokens=6000, progress=False)
 
 
+@pytest.mark.parametrize("line, says", [('{"txt": "b"}', r"line 3 has no 'text' \(keys: txt\): set --text_key"),
+                                         ('{"text": "b', r"line 3 is not JSON \(.*\): each line of a .jsonl holds"),
+                                         ('["b"]', r"line 3 has no 'text' \(keys: list\)")])
+def test_a_bad_jsonl_line_is_refused_naming_its_file_and_line_though_a_worker_parses_it(line, says, tmp_path):
+  path = tmp_path / "docs.jsonl"
+  path.write_text('{"text": "a"}\n\n' + line + "\n")  # the blank line is skipped, and still counted
+  with pytest.raises(errors.UserError, match=f"{path} {says}"):
+    prepare([str(path)], "byte", str(tmp_path / "out"), workers=2, progress=False)
+
+
 def train_args(out, workdir, *extra):
   return ["bigmodel.train", "--config=configs/shakespeare/gpt_char.py", f"--workdir={workdir}",
           "--config.data.name=tokens", f"--config.data.path={out}", "--config.data.tokenizer=",
