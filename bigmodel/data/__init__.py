@@ -6,7 +6,8 @@ tokenized once into shards by `python -m bigmodel.prepare` and read through memo
 training batches reach the step is feed.py's; evaluation batches, pipeline.py's.
 
 The `data` keys: those every dataset reads are declared here; a family's own keys beside its reader
-(builders.IMAGE_FOLDER_KEYS, text.KEYS, tokens.KEYS), under the same flat names (data.seq_len, data.path).
+(builders.IMAGE_FOLDER_KEYS, text.KEYS, tokens.KEYS, conversations.KEYS), under the same flat names
+(data.seq_len, data.path).
 """
 import dataclasses
 
@@ -14,7 +15,7 @@ from bigmodel import errors, registry
 # Importing the dataset modules registers their loaders.
 from bigmodel.data import (augment, builders, conversations, fine_foods, pipeline, shakespeare, subset, text,  # noqa: F401
                            tokens)
-from bigmodel.data.dataset import DATASETS, Dataset, InMemory, register
+from bigmodel.data.dataset import DATASETS, Dataset, InMemory, model_inputs, register
 from bigmodel.registry import Key, at_least
 
 KEYS = dict(
@@ -41,6 +42,7 @@ KEYS = dict(
     **builders.IMAGE_FOLDER_KEYS,  # data.name=image_folder's own keys
     **text.KEYS,  # text datasets': the tokenizer, context, files and splits
     **tokens.KEYS,  # prepared token shards'
+    **conversations.KEYS,  # chat conversations'
 )
 DEFAULTS = registry.defaults(KEYS)
 

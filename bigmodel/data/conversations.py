@@ -24,6 +24,12 @@ the padding: rows are padded with -1 to data.seq_len.
 Too long: a conversation of more than data.seq_len + 1 tokens keeps its first seq_len + 1 (the inputs are
 seq_len tokens, the targets the next token of each), so the prompt stays whole and the end of a late answer
 is cut; one left without any answer token is dropped. Both counts go to the log.
+
+Packing (data.pack, off by default): short conversations share a row instead of each padding its own. In
+their order, each row takes as many whole conversations as fit in data.seq_len inputs; a batch then carries
+`segments` (1, 2, ... for the row's conversations, 0 for padding), with which the model keeps them apart:
+a token attends only to its own conversation and positions restart at each (models/llama.py), so each
+conversation's loss terms are those it has alone in a row. Fewer rows: a step sees more conversations.
 """
 import dataclasses
 import json
@@ -34,8 +40,13 @@ from absl import logging
 from bigmodel import chat, errors
 from bigmodel.data import text
 from bigmodel.data.dataset import Dataset, InMemory, register
+from bigmodel.registry import Key
 
 SPLITS = ("train", "test")
+KEYS = dict(  # data.<key>, for data.name=chat: see data/__init__.py
+    pack=Key(False, "chat: several whole conversations in one row of data.seq_len, each seeing only itself "
+                    "(data/conversations.py); False: one conversation a row"),
+)
 
 
 @dataclasses.dataclass
@@ -120,22 +131,30 @@ def example(template, messages) -> Example:
   return Example(np.concatenate(ids), np.concatenate(answer), num_bytes)
 
 
-def rows(examples, seq_len):
-  """{"x", "y"} arrays (N x seq_len, -1 padded; y is -1 where the loss takes nothing) and the counts of
-  conversations cut and dropped (module docstring: too long)."""
-  x_NxL = np.full((len(examples), seq_len), -1, np.int32)
-  y_NxL = np.full((len(examples), seq_len), -1, np.int32)
-  kept, cut, dropped = [], 0, 0
-  for i, e in enumerate(examples):
+def rows(examples, seq_len, pack=False):
+  """{"x", "y"} arrays (N x seq_len, -1 padded; y is -1 where the loss takes nothing), with "segments" when
+  packed, and the counts of conversations cut and dropped (module docstring: too long, packing)."""
+  placed, cut, dropped = [[]], 0, 0  # rows, each a list of (inputs, targets)
+  for e in examples:
     ids, answer = e.ids[:seq_len + 1], e.answer[:seq_len + 1]
     cut += len(e.ids) > seq_len + 1
     if not answer[1:].any():
       dropped += 1
       continue
-    x_NxL[i, :len(ids) - 1] = ids[:-1]
-    y_NxL[i, :len(ids) - 1] = np.where(answer[1:], ids[1:], -1)
-    kept.append(i)
-  return {"x": x_NxL[kept], "y": y_NxL[kept]}, cut, dropped
+    if placed[-1] and (not pack or sum(len(x) for x, _ in placed[-1]) + len(ids) - 1 > seq_len):
+      placed.append([])
+    placed[-1].append((ids[:-1], np.where(answer[1:], ids[1:], -1)))
+  arrays = {key: np.full((len(placed) if placed[0] else 0, seq_len), fill, np.int32)
+            for key, fill in (("x", -1), ("y", -1), ("segments", 0))}
+  for i, row in enumerate(placed if placed[0] else []):
+    at = 0
+    for segment, (x, y) in enumerate(row, 1):
+      arrays["x"][i, at:at + len(x)], arrays["y"][i, at:at + len(y)] = x, y
+      arrays["segments"][i, at:at + len(x)] = segment
+      at += len(x)
+  if not pack:
+    del arrays["segments"]
+  return arrays, cut, dropped
 
 
 def dataset(c, conversations, name="chat") -> Dataset:
@@ -148,14 +167,14 @@ def dataset(c, conversations, name="chat") -> Dataset:
   splits, bytes_per_token = {}, {}
   for split, convs in conversations.items():
     examples = [example(template, m) for m in convs]
-    arrays, cut, dropped = rows(examples, c.seq_len)
+    arrays, cut, dropped = rows(examples, c.seq_len, c.pack)
     if not len(arrays["y"]):
       raise errors.UserError(f"No {split} conversation has an answer token within data.seq_len={c.seq_len}: "
                              "raise data.seq_len.")
     logging.log(logging.WARNING if cut else logging.INFO,
                 "chat %s: %d conversations, %d longer than data.seq_len + 1 = %d tokens cut to their first %d, "
-                "%d of those dropped (no answer token left); %d answer tokens.", split, len(convs), cut,
-                c.seq_len + 1, c.seq_len + 1, dropped, int((arrays["y"] >= 0).sum()))
+                "%d of those dropped (no answer token left); %d answer tokens in %d rows.", split, len(convs), cut,
+                c.seq_len + 1, c.seq_len + 1, dropped, int((arrays["y"] >= 0).sum()), len(arrays["y"]))
     splits[split] = InMemory(arrays)
     bytes_per_token[split] = sum(e.num_bytes for e in examples) / sum(len(e.ids) for e in examples)
   return Dataset(name=name, kind="corpus", splits=splits, num_classes=tok.vocab_size, example_shape=(c.seq_len,),

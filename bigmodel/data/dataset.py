@@ -7,7 +7,8 @@ needs one function:
   @data.register("my_data")
   def load_my_data(c) -> data.Dataset: ...
 
-A split has len() and gather(indices) -> {"x": ..., "y": ...}. One that sets `on_device = True` is a pytree
+A split has len() and gather(indices) -> {"x": ..., "y": ...} (and, for packed rows, "segments": `model_inputs`).
+One that sets `on_device = True` is a pytree
 of arrays the train step can gather from, so a small one is placed on the accelerator (feed.py); any other
 split (records read from files, memory-mapped shards) is read on the host.
 """
@@ -28,6 +29,12 @@ def register(*names):
     DATASETS.update(dict.fromkeys(names, loader))
     return loader
   return wrap
+
+
+def model_inputs(batch):
+  """What a batch gives the model besides its `x`: a packed batch's `segments` (conversations.py, data.pack),
+  which keep each row's conversations apart (models/llama.py)."""
+  return {"segments_BxL": batch["segments"]} if "segments" in batch else {}
 
 
 @dataclasses.dataclass

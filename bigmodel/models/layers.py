@@ -19,15 +19,16 @@ def dense(features, axes, init, dtype, name, bias=True):
                   bias_init=named(nn.initializers.zeros, axes[1]), name=name)
 
 
-def rope(x_BxLxHxK, positions_L, freqs_K2=None):
+def rope(x_BxLxHxK, positions, freqs_K2=None):
   """Rotary position embedding (Su et al. 2021): rotate channel pairs by position-dependent angles. The
-  pairs are (i, i + K/2), as Hugging Face's Llama and GPT-NeoX have them. `freqs_K2`: one angle per
-  position for each pair; the default is the paper's 10000^(-2i/K) (models/llama.py scales them)."""
+  pairs are (i, i + K/2), as Hugging Face's Llama and GPT-NeoX have them. `positions`: [L], the same for
+  every row, or [B, L]. `freqs_K2`: one angle per position for each pair; the default is the paper's
+  10000^(-2i/K) (models/llama.py scales them)."""
   K = x_BxLxHxK.shape[-1]
   if freqs_K2 is None:
     freqs_K2 = 1.0 / (10_000 ** (jnp.arange(0, K, 2) / K))
-  angles_LxK2 = positions_L[:, None].astype(jnp.float32) * freqs_K2
-  sin, cos = jnp.sin(angles_LxK2)[None, :, None], jnp.cos(angles_LxK2)[None, :, None]
+  angles = positions[..., None].astype(jnp.float32) * freqs_K2  # [L, K/2] or [B, L, K/2]
+  sin, cos = jnp.sin(angles)[..., None, :], jnp.cos(angles)[..., None, :]  # a heads axis before the pairs
   x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
   return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x_BxLxHxK.dtype)
 

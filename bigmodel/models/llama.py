@@ -14,6 +14,7 @@ makes a sequence classifier, all as in the GPT; the blocks stack as every Transf
 (models/stack.py). Hugging Face checkpoints load through bigmodel/huggingface/llama.py.
 """
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -62,7 +63,9 @@ class Attention(nn.Module):
   attention: str = "auto"
 
   @nn.compact
-  def __call__(self, x_BxLxD, positions_L, valid_BxL, train, decode):
+  def __call__(self, x_BxLxD, positions, keys, train, decode):
+    """`positions`: each token's, [L] (every row alike) or [B, L] (packed rows); `keys`: which keys a query may
+    see besides the causal rule, [B, S] (the real tokens) or [B, L, S] (packed rows: its own conversation's)."""
     del train  # Llama has no attention dropout
     H, G, K = self.num_heads, self.num_kv_heads, self.head_dim
     init = nn.initializers.normal(0.02)
@@ -72,14 +75,23 @@ class Attention(nn.Module):
     v = dense(G * K, ("embed", "kv_heads"), init, self.dtype, "v", self.qkv_bias)(x_BxLxD)
     split = lambda x, heads: x.reshape(*x.shape[:2], heads, K)
     freqs = jnp.asarray(self.freqs, jnp.float32)
-    q_BxLxHxK, k_BxLxGxK = rope(split(q, H), positions_L, freqs), rope(split(k, G), positions_L, freqs)
+    q_BxLxHxK, k_BxLxGxK = rope(split(q, H), positions, freqs), rope(split(k, G), positions, freqs)
     v_BxLxGxK = split(v, G)
-    masks = dict(keys_BxS=valid_BxL, causal=True)
+    masks = dict(keys_BxS=keys, causal=True) if keys.ndim == 2 else dict(mask_BxLxS=keys, causal=True)
     if decode:
-      k_BxLxGxK, v_BxLxGxK, masks = kv_cache.write(self, k_BxLxGxK, v_BxLxGxK, positions_L, self.max_len, True)
+      k_BxLxGxK, v_BxLxGxK, masks = kv_cache.write(self, k_BxLxGxK, v_BxLxGxK, positions, self.max_len, True)
     out_BxLxHxK = attend(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, implementation=self.attention, **masks)
     return dense(x_BxLxD.shape[-1], ("heads", "embed"), self.out_init, self.dtype, "out", self.out_bias)(
         out_BxLxHxK.reshape(*out_BxLxHxK.shape[:2], H * K))
+
+
+def packed_positions(segments_BxL):
+  """Each token's position within its segment: 0 where a new segment starts (segments are contiguous)."""
+  L = segments_BxL.shape[1]
+  index_BxL = jnp.broadcast_to(jnp.arange(L), segments_BxL.shape)
+  starts_BxL = jnp.concatenate([jnp.ones_like(segments_BxL[:, :1], bool),
+                                segments_BxL[:, 1:] != segments_BxL[:, :-1]], axis=1)
+  return index_BxL - jax.lax.cummax(jnp.where(starts_BxL, index_BxL, 0), axis=1)
 
 
 class Block(nn.Module):
@@ -99,7 +111,7 @@ class Block(nn.Module):
   attention: str = "auto"
 
   @nn.compact
-  def __call__(self, x_BxLxD, positions_L, valid_BxL, train, decode):
+  def __call__(self, x_BxLxD, positions, keys, train, decode):
     D = x_BxLxD.shape[-1]
     out_init = nn.initializers.normal(0.02 / (2 * self.num_layers) ** 0.5)  # as the GPT's residual projections
     init = nn.initializers.normal(0.02)
@@ -107,7 +119,7 @@ class Block(nn.Module):
     h = nn.RMSNorm(self.norm_epsilon, dtype=self.dtype, name="ln_attn")(x_BxLxD)
     x_BxLxD = x_BxLxD + drop(Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.max_len, self.freqs,
                                        out_init, self.qkv_bias, self.out_bias, self.dtype, self.attention,
-                                       name="attn")(h, positions_L, valid_BxL, train, decode))
+                                       name="attn")(h, positions, keys, train, decode))
     h = nn.RMSNorm(self.norm_epsilon, dtype=self.dtype, name="ln_mlp")(x_BxLxD)
     gate = dense(self.mlp_dim, ("embed", "mlp"), init, self.dtype, "mlp_gate", self.mlp_bias)(h)
     up = dense(self.mlp_dim, ("embed", "mlp"), init, self.dtype, "mlp_in", self.mlp_bias)(h)
@@ -148,7 +160,10 @@ class Llama(nn.Module):
   decodes = True  # takes decode=True: keeps a KV cache (bigmodel/kv_cache.py). Not a field.
 
   @nn.compact
-  def __call__(self, tokens_BxL, train: bool = False, decode: bool = False):
+  def __call__(self, tokens_BxL, train: bool = False, decode: bool = False, segments_BxL=None):
+    """`segments_BxL` (a packed batch, data.pack): which conversation of its row each token belongs to (1, 2, ...;
+    0: padding). A token then sees only its own conversation's earlier tokens, and positions restart at 0 at
+    each conversation's first token, so each conversation is computed as if it were alone in its row."""
     L = tokens_BxL.shape[1]
     V = self.vocab_size or self.num_outputs
     G = self.num_kv_heads or self.num_heads
@@ -162,8 +177,16 @@ class Llama(nn.Module):
                              "model.head_dim).")
     if K % 2:
       raise errors.UserError(f"The head size {K} must be even: rotary positions turn channel pairs.")
-    positions_L = kv_cache.positions(self, L, self.max_len, decode)
+    positions = kv_cache.positions(self, L, self.max_len, decode)
     valid_BxL = tokens_BxL >= 0
+    keys = valid_BxL
+    if segments_BxL is not None:
+      if decode or self.pool != "none":
+        raise errors.UserError("Packed rows (data.pack) are for training a language model: not with a KV cache "
+                               "or model.pool.")
+      valid_BxL = valid_BxL & (segments_BxL > 0)
+      keys = (segments_BxL[:, :, None] == segments_BxL[:, None, :]) & valid_BxL[:, None, :]
+      positions = packed_positions(segments_BxL)
     embed = nn.Embed(V, self.dim, embedding_init=named(nn.initializers.normal(0.02), "vocab", "embed"), name="embed")
     h_BxLxD = (embed(jnp.maximum(tokens_BxL, 0)) * valid_BxL[..., None]).astype(self.dtype)
     freqs = frequencies(K, self.rope_theta, self.rope_scaling, self.rope_factor, self.rope_low_freq_factor,
@@ -174,7 +197,7 @@ class Llama(nn.Module):
                   qkv_bias=self.qkv_bias, out_bias=self.out_bias, mlp_bias=self.mlp_bias, dropout=self.dropout,
                   dtype=self.dtype, norm_epsilon=self.norm_epsilon, attention=self.attention)
     h_BxLxD = stack.blocks(Block, fields, self.num_layers, "block", scan=self.scan_layers, remat=self.remat)(
-        h_BxLxD, positions_L, valid_BxL, train, decode)
+        h_BxLxD, positions, keys, train, decode)
     h_BxLxD = nn.RMSNorm(self.norm_epsilon, dtype=self.dtype, name="ln_final")(h_BxLxD)
     return outputs(self, h_BxLxD, valid_BxL, embed, V, lm_head_bias=False)
 
