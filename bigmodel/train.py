@@ -9,6 +9,7 @@ resumes from the newest checkpoint, data order included.
 """
 import concurrent.futures
 import functools
+import inspect
 import json
 import os
 import sys
@@ -26,8 +27,8 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 import bigmodel
-from bigmodel import (checkpoint, config as config_lib, data, distributed, errors, evaluate, experiment, optim,
-                      platform, pruning, sharding, starting_weights, workdir as workdir_lib)
+from bigmodel import (checkpoint, config as config_lib, data, distributed, errors, evaluate, experiment, models, optim,
+                      platform, pruning, registry, sharding, starting_weights, workdir as workdir_lib)
 from bigmodel.data import feed as feed_lib
 from bigmodel.metric_writer import MetricWriter
 
@@ -104,6 +105,10 @@ def check(c, mesh):
   if c.data.batch_size % (n * c.micro_batches):
     raise errors.UserError(f"data.batch_size={c.data.batch_size} must split into micro_batches="
                            f"{c.micro_batches} parts of a multiple of {n} devices each.")
+  model_class = registry.lookup(models.MODELS, c.model.name, "model")[0]
+  if c.data.pack and "segments_BxL" not in inspect.signature(model_class.__call__).parameters:
+    raise errors.UserError(f"data.pack=True needs a model that keeps packed conversations apart (the Llama family); "
+                           f"model.name={c.model.name!r} does not: set data.pack=False.")
 
 
 class Trainer:

@@ -155,6 +155,18 @@ def test_packed_rows_give_each_conversation_the_loss_terms_it_has_alone_in_a_row
   assert not all(np.allclose(a, b, atol=1e-3) for a, b in zip(ignored, each))  # the segments do the work
 
 
+def test_packing_for_a_model_that_cannot_keep_conversations_apart_is_refused_before_any_data_is_read():
+  from bigmodel import config as config_lib, sharding, train
+  c = config_lib.resolve(ml_collections.ConfigDict(dict(
+      data=dict(name="chat", files=("no_such_train.jsonl", "no_such_test.jsonl"), pack=True), model=dict(name="gpt"),
+      loss="lm_xent")))
+  with pytest.raises(errors.UserError, match=r"data.pack=True needs a model that keeps packed conversations apart "
+                                             r"\(the Llama family\); model.name='gpt' does not"):
+    train.check(c, sharding.make_mesh(c.sharding))
+  c.model = config_lib.resolve(ml_collections.ConfigDict(dict(model=dict(name="llama")))).model
+  train.check(c, sharding.make_mesh(c.sharding))
+
+
 def test_every_non_assistant_span_of_a_multi_turn_conversation_is_masked(checkpoint, tmp_path):
   template = template_of(checkpoint)
   y_L = load(checkpoint, tmp_path, [{"messages": MULTI}]).splits["train"].arrays["y"][0]
