@@ -14,7 +14,7 @@ from bigmodel import errors, registry
 # Importing the dataset modules registers their loaders.
 from bigmodel.data import (augment, builders, conversations, fine_foods, pipeline, shakespeare, subset, text,  # noqa: F401
                            tokens)
-from bigmodel.data.dataset import DATASETS, Dataset, InMemory, register
+from bigmodel.data.dataset import DATASETS, Dataset, InMemory, cache_setting, register
 from bigmodel.registry import Key, at_least
 
 KEYS = dict(
@@ -29,7 +29,9 @@ KEYS = dict(
     train_split=Key("train", "the split trained on"),
     eval_split=Key("test", "the split evaluated on every eval_every steps and at the end"),
     data_dir=Key("", "TFDS data_dir; empty = TFDS's default (~/tensorflow_datasets)"),
-    cache=Key(True, "hold each split in memory as arrays (small datasets)"),
+    cache=Key("auto", "hold each split in memory as arrays: 'auto' = when its decoded arrays fit data.memory_mb, "
+                      "else read by index from the prepared files (streamed); True = always; False = never"),
+    memory_mb=Key(4096, "data.cache='auto': the largest decoded split (MB) held in memory", at_least(0)),
     on_device_mb=Key(1024, "a cached training split up to this size lives on the accelerator and batches are "
                            "gathered inside the train step (feed.py); 0 = feed each batch from the host (grain)",
                       at_least(0)),
@@ -49,6 +51,7 @@ def load(c, seed=0) -> Dataset:
   """The dataset `c.name` with its train and eval splits open; the training split cut to
   `c.train_examples` (chosen with `seed`, the run's) and its statistics taken for `c.normalize`."""
   augment.build(c.augment, c.crop_padding)  # unknown names fail before any work
+  cache_setting(c.cache)
   loader = DATASETS.get(c.name) or (lambda c: builders.catalog(c, DATASETS))
   dataset = loader(c)
   for split in (c.train_split, c.eval_split):

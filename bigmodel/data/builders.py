@@ -11,7 +11,7 @@ from etils import epath
 
 from bigmodel import errors
 from bigmodel.registry import Key, Range, at_least
-from bigmodel.data.dataset import Dataset, InMemory, register
+from bigmodel.data.dataset import Dataset, InMemory, held_in_memory, register
 
 # Name -> (module in bigmodel.data, builder class). Imported when used: TFDS takes about 0.3 s to
 # import, which runs that do not read a TFDS dataset (text corpora, generate, serve) need not pay.
@@ -80,7 +80,8 @@ def from_builder(builder, c) -> Dataset:
   splits = {}
   for split in dict.fromkeys((c.train_split, c.eval_split)):
     source = Streamed(builder.as_data_source(split), x_key, y_key)
-    splits[split] = InMemory(_decoded(builder, split, source)) if c.cache else source
+    held = held_in_memory(c, split, len(source), _example_nbytes(info.features[x_key]))
+    splits[split] = InMemory(_decoded(builder, split, source)) if held else source
   label = info.features[y_key]
   num_classes = getattr(label, "num_classes", None)
   return Dataset(name=c.name, kind="labelled" if num_classes else "targets", splits=splits,
@@ -112,6 +113,14 @@ def catalog(c, known) -> Dataset:
         f"Unknown dataset {c.name!r}. Built in: {', '.join(sorted(known))}; "
         "or any TFDS catalog name (needs a network on first use), e.g. mnist, fashion_mnist, cifar10.") from None
   return from_builder(builder, c)
+
+
+def _example_nbytes(feature):
+  """Decoded bytes of one example's input; None when its shape varies (an image of any size)."""
+  shape = tuple(feature.shape)
+  if any(d is None for d in shape):
+    return None
+  return int(np.prod(shape)) * np.dtype(feature.np_dtype).itemsize
 
 
 def _decoded(builder, split, source):
