@@ -1,15 +1,22 @@
 """Image datasets larger than memory: a split over data.memory_mb is streamed from its files (and trains as the
 held one does); image folders are prepared in parallel into uint8 shards, resumably, without TensorFlow;
 training batches are decoded and augmented in worker processes, deterministic and resumable."""
+import glob
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import pytest
+from PIL import Image
 
 from bigmodel import data
-from bigmodel.data import feed as feed_lib
+from bigmodel.data import feed as feed_lib, image_folder
 from bigmodel.train import train_and_evaluate
-from conftest import make_trainer, tiny_config
+from conftest import ROOT, make_trainer, run_cli, tiny_config
 
 
 def losses(workdir):
@@ -40,3 +47,90 @@ def test_an_explicit_cache_wins_over_the_budget(data_dir, capfd):
   assert "(data.cache=True)" in capfd.readouterr().err
   c = tiny_config(data_dir, **{"data.cache": "false"})
   assert not isinstance(data.load(c.data).splits["train"], data.InMemory)
+
+
+def write_jpeg_folder(root, n_per_class=(30, 6), size=40, classes=("cat", "dog"), seed=0):
+  """Random-noise JPEGs of `size` px in <root>/{train,test}/<class>/ (smooth enough to compress)."""
+  rng = np.random.default_rng(seed)
+  for split, n in zip(("train", "test"), n_per_class):
+    for cls in classes:
+      os.makedirs(os.path.join(root, split, cls), exist_ok=True)
+      for i in range(n):
+        small = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((size, size), Image.Resampling.BILINEAR).save(
+            os.path.join(root, split, cls, f"{i:05d}.jpg"), quality=90)
+  return root
+
+
+def folder_files(directory):
+  return {name: open(os.path.join(directory, name), "rb").read() for name in sorted(os.listdir(directory))}
+
+
+def test_an_image_folder_is_prepared_into_uint8_shards_by_workers_without_tensorflow(tmp_path):
+  """Prepared in a fresh interpreter: the pixels are PIL's resize of each file, labels by sorted class folder,
+  and neither TensorFlow nor TFDS was imported (the old TFDS builder imported both)."""
+  folder = write_jpeg_folder(str(tmp_path / "pets"))
+  code = f"""
+import sys, json
+from bigmodel import config as config_lib
+from bigmodel.data import image_folder
+c = config_lib.resolve(__import__("ml_collections").ConfigDict(dict(
+    model=dict(name="cnn2d"), data=dict(name="image_folder", folder={folder!r}, image_size=16, data_dir={str(tmp_path / 'dd')!r},
+                                        workers=2, memory_mb=0))))
+from bigmodel import data
+ds = data.load(c.data)
+print(json.dumps(dict(tf=[m for m in ("tensorflow", "tensorflow_datasets") if m in sys.modules],
+                      n=len(ds.splits["train"]), classes=ds.label_names, shape=ds.example_shape)))
+"""
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert got == {"tf": [], "n": 60, "classes": ["cat", "dog"], "shape": [16, 16, 3]}, got
+  assert "streaming train split: 60 examples" in proc.stderr
+  directory = glob.glob(str(tmp_path / "dd" / "image_folder" / "pets_*"))[0]
+  manifest = image_folder.open_prepared(directory)
+  split = image_folder.ImageShards(directory, manifest, "train")
+  batch = split.gather(np.array([31, 0, 59]))
+  np.testing.assert_array_equal(batch["y"], [1, 0, 1])
+  want = Image.open(os.path.join(folder, "train", "dog", "00001.jpg"))
+  want.draft("RGB", (16, 16))
+  np.testing.assert_array_equal(batch["x"][0], np.asarray(want.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR)))
+
+
+def test_a_corrupt_image_stops_preparation_with_one_error_line_naming_it(tmp_path):
+  folder = write_jpeg_folder(str(tmp_path / "pets"), n_per_class=(8, 2))
+  bad = os.path.join(folder, "train", "dog", "00003.jpg")
+  with open(bad, "wb") as f:
+    f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
+  proc = run_cli("bigmodel.prepare_images", f"--folder={folder}", "--image_size=16", "--workers=2",
+                 f"--data_dir={tmp_path / 'dd'}", "--shard_mb=0.002", check=False, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(lines) == 1 and bad in lines[0] and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_sigkilled_preparation_rerun_keeps_finished_shards_and_ends_byte_identical(tmp_path):
+  folder = write_jpeg_folder(str(tmp_path / "pets"), n_per_class=(300, 40), size=64)
+  args = ["bigmodel.prepare_images", f"--folder={folder}", "--image_size=48", "--workers=2", "--shard_mb=0.1"]
+  run_cli(*args, f"--data_dir={tmp_path / 'whole'}")
+  (whole,) = glob.glob(str(tmp_path / "whole" / "image_folder" / "pets_*"))
+  want = folder_files(whole)
+  assert len([n for n in want if n.endswith(".bin")]) > 20
+  killed_root = tmp_path / "killed"
+  proc = subprocess.Popen([sys.executable, "-m", *args, f"--data_dir={killed_root}"], cwd=ROOT,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+  shards = lambda: glob.glob(str(killed_root / "image_folder" / "pets_*" / "*.bin"))
+  start = time.time()
+  while len(shards()) < 5:
+    assert proc.poll() is None and time.time() - start < 120, proc.communicate()[1][-3000:]
+    time.sleep(0.02)
+  os.killpg(proc.pid, signal.SIGKILL)  # the workers too
+  proc.wait()
+  kept = {p: os.stat(p).st_mtime_ns for p in shards()}
+  assert len(kept) < len([n for n in want if n.endswith(".bin")])
+  assert not glob.glob(str(killed_root / "image_folder" / "pets_*" / "manifest.json"))
+  run_cli(*args, f"--data_dir={killed_root}")
+  (killed,) = glob.glob(str(killed_root / "image_folder" / "pets_*"))
+  assert folder_files(killed) == want
+  assert all(os.stat(p).st_mtime_ns == t for p, t in kept.items())  # finished shards were not written again

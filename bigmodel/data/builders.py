@@ -1,6 +1,5 @@
-"""Datasets read through a TFDS builder: the offline ones built from installed packages, your
-image folders, and any name in the TFDS catalog (`mnist`, `fashion_mnist`, `cifar10`, ...), which
-downloads on first use and so needs a network. Each is prepared once per data_dir into
+"""Datasets read through a TFDS builder: the offline ones built from installed packages, and any
+name in the TFDS catalog (`mnist`, `fashion_mnist`, `cifar10`, ...), which downloads on first use and so needs a network. Each is prepared once per data_dir into
 ArrayRecord files and read with `tfds` data sources (no TensorFlow needed).
 """
 import importlib
@@ -10,7 +9,6 @@ import numpy as np
 from etils import epath
 
 from bigmodel import errors
-from bigmodel.registry import Key, Range, at_least
 from bigmodel.data.dataset import Dataset, InMemory, held_in_memory, register
 
 # Name -> (module in bigmodel.data, builder class). Imported when used: TFDS takes about 0.3 s to
@@ -46,11 +44,6 @@ def _kwargs(c):
 
 
 CATALOG_EXTRAS = "pip install -r requirements-catalog.txt  (tensorflow-cpu==2.21.0)"
-IMAGE_FOLDER_KEYS = dict(  # data.<key>: see data/__init__.py
-    folder=Key("", "image_folder: <folder>/<split>/<class>/<images>"),
-    image_size=Key(0, "image_folder: resize to image_size x image_size; 0 = keep (all must agree)", at_least(0)),
-    channels=Key(3, "image_folder: 1 = grey, 3 = RGB", Range(1, 1, also=(3,))),
-)
 
 
 def prepare(builder, c):
@@ -92,15 +85,6 @@ def from_builder(builder, c) -> Dataset:
 @register(*OFFLINE)
 def load_offline(c) -> Dataset:
   return from_builder(builder_class(c.name)(**_kwargs(c)), c)
-
-
-@register("image_folder")
-def load_image_folder(c) -> Dataset:
-  if not c.folder:
-    raise errors.UserError("data.name='image_folder' needs data.folder=<dir holding train/<class>/ images>.")
-  from bigmodel.data import image_folder
-  return from_builder(image_folder.ImageFolder(folder=c.folder, image_size=c.image_size, channels=c.channels,
-                                               **_kwargs(c)), c)
 
 
 def catalog(c, known) -> Dataset:
