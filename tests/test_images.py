@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from bigmodel import data
-from bigmodel.data import feed as feed_lib, image_folder
+from bigmodel.data import feed as feed_lib, image_folder, pipeline
 from bigmodel.train import train_and_evaluate
 from conftest import ROOT, make_trainer, run_cli, tiny_config
 
@@ -134,3 +134,62 @@ def test_a_sigkilled_preparation_rerun_keeps_finished_shards_and_ends_byte_ident
   (killed,) = glob.glob(str(killed_root / "image_folder" / "pets_*"))
   assert folder_files(killed) == want
   assert all(os.stat(p).st_mtime_ns == t for p, t in kept.items())  # finished shards were not written again
+
+
+def folder_run(data_dir, folder, **overrides):
+  """A small CNN on the JPEG folder, streamed (memory_mb=0), flipped and cropped, checkpoints at 10 and 20."""
+  from configs.image_folder import binary_cnn
+  c = binary_cnn.get_config()
+  c.data.update(folder=folder, image_size=16, batch_size=16, eval_batch_size=12, data_dir=data_dir, memory_mb=0,
+                augment=("random_crop", "flip"), crop_padding=2)
+  c.model.update(channels=(4, 8), hidden=16)
+  c.update(total_steps=20, log_every=5, eval_every=20, checkpoint_every=10, keep_checkpoints=5)
+  c.optimizer.warmup_steps = 2
+  for key, value in overrides.items():
+    section, _, name = key.rpartition(".")
+    (c[section] if section else c)[name] = value
+  return c
+
+
+def test_training_batches_of_a_streamed_split_are_made_in_worker_processes_the_same_as_in_threads(data_dir, tmp_path):
+  import psutil
+  folder = write_jpeg_folder(str(tmp_path / "pets"))
+  batches = {}
+  for workers in (0, 2):
+    c = folder_run(data_dir, folder, **{"data.workers": workers})
+    ex = make_trainer(c)
+    children = set(psutil.Process().children(recursive=True))
+    columns = ex.feed.next(3, 3)
+    made = set(psutil.Process().children(recursive=True)) - children
+    assert len(made) >= workers, (workers, made)  # grain's worker processes
+    batches[workers] = columns
+  for k in ("x", "y"):
+    np.testing.assert_array_equal(batches[0][k], batches[2][k])
+
+
+@pytest.mark.slow
+def test_a_run_resumed_mid_epoch_with_worker_processes_ends_bit_identical(data_dir, tmp_path):
+  """60 images in batches of 16: the checkpoint at step 10 is inside the third epoch. Resumed from it (a real
+  orbax checkpoint, workers restarted from the saved position), the run ends with the uninterrupted one's
+  parameters and losses exactly."""
+  import shutil
+  from bigmodel import workdir as workdir_lib
+  folder = write_jpeg_folder(str(tmp_path / "pets"))
+  c = folder_run(data_dir, folder, **{"data.workers": 2})
+  ex = make_trainer(c).exp
+  assert pipeline.worker_count(ex.dataset, ex.dataset.splits["train"], c.data) == 2
+  full, resumed = tmp_path / "full", tmp_path / "resumed"
+  train_and_evaluate(c, str(full))
+  shutil.copytree(full, resumed)
+  shutil.rmtree(resumed / "checkpoints" / "20")
+  with open(resumed / "metrics.jsonl") as f:  # the resumed run logs steps 15 and 20 again
+    kept = [line for line in f if json.loads(line)["step"] <= 10]
+  with open(resumed / "metrics.jsonl", "w") as f:
+    f.writelines(kept)
+  train_and_evaluate(c, str(resumed))
+  a, _, step_a = workdir_lib.read_weights(str(full), None)
+  b, _, step_b = workdir_lib.read_weights(str(resumed), None)
+  assert step_a == step_b == 20
+  import jax
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert losses(resumed) == losses(full)

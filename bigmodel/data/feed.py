@@ -22,15 +22,16 @@ def make(dataset, c, seed, sharding):
   if (not c.augment and dataset.mask is None and getattr(split, "on_device", False)
       and sum(x.nbytes for x in jax.tree.leaves(split)) <= c.on_device_mb * 2**20):
     return DeviceFeed(split, c, seed, dataset.norm, sharding)
-  return HostFeed(split, c, seed, dataset.norm, dataset.mask)
+  return HostFeed(split, c, seed, dataset.norm, dataset.mask, pipeline.worker_count(dataset, split, c))
 
 
 class HostFeed:
-  """Whole preprocessed batches from grain's threads; the step uses them as they come."""
+  """Whole preprocessed batches from grain's threads, or its worker processes (`workers`); the step uses them
+  as they come."""
   device_data = None
 
-  def __init__(self, split, c, seed, norm, mask):
-    self._make = lambda: pipeline.train_iterator(split, c, seed, norm, mask)
+  def __init__(self, split, c, seed, norm, mask, workers=0):
+    self._make = lambda: pipeline.train_iterator(split, c, seed, norm, mask, workers)
     self._iter = None  # made on first use: building a feed must not start grain's threads
 
   @property

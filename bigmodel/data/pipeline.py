@@ -2,11 +2,13 @@
 
 The training stream is a grain MapDataset whose element b is the b-th batch of
 example *indices* (a fresh permutation each epoch), gathered, scaled, augmented
-(seeded by the batch index) and normalised on grain's threads.
+(seeded by the batch index) and normalised on grain's threads, or, for a split read from
+files, in `data.workers` processes (grain's mp_prefetch: the same batches, in the same order).
 Its iterator state (how many batches were drawn) goes into every checkpoint.
 Each host gathers only its own slice of every global batch.
 """
 import functools
+import os
 import sys
 
 import jax
@@ -87,10 +89,11 @@ class ShuffledBatches:
     return out_B
 
 
-def train_iterator(split, c, seed, norm=None, mask=None):
+def train_iterator(split, c, seed, norm=None, mask=None, workers=0):
   """An endless iterator of preprocessed training batches; has get_state/set_state.
 
-  `norm`: (mean, std) to standardise inputs with; `mask(batch, rng)`: masked-LM masking."""
+  `norm`: (mean, std) to standardise inputs with; `mask(batch, rng)`: masked-LM masking; `workers`: processes
+  that make the batches (0: grain's threads in this process; see `worker_count`)."""
   import grain  # here: runs with the training split on the device never need it (0.3 s to import)
   if c.batch_size > len(split):
     raise errors.UserError(f"data.batch_size={c.batch_size} exceeds the training split's {len(split)} examples.")
@@ -110,7 +113,23 @@ def train_iterator(split, c, seed, norm=None, mask=None):
   if mask is not None:
     ds = ds.random_map(mask, seed=int(np.random.SeedSequence([seed, jax.process_index(), 1]).generate_state(1)[0]))
   options = grain.ReadOptions(num_threads=c.num_threads, prefetch_buffer_size=c.prefetch)
-  return iter(ds.to_iter_dataset(options))
+  stream = ds.to_iter_dataset(options)
+  if workers:  # batch b is made by worker b % workers; grain interleaves them back in order of b
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain reads its absl flags as it starts workers: a notebook's or a test's
+      flags.FLAGS.mark_as_parsed()   # program never parsed any, and gets their defaults
+    stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                             per_worker_buffer_size=max(1, c.prefetch // workers)))
+  return iter(stream)
+
+
+def worker_count(dataset, split, c):
+  """The processes that read and prepare training batches (data.workers; -1 = one per core): for images read
+  from files only. A split held in memory would be copied into each of them and is gathered faster than a
+  process starts; token windows are a copy each, no work for a process."""
+  if getattr(split, "on_device", False) or dataset.input_dtype == "int32":
+    return 0
+  return c.workers if c.workers >= 0 else os.cpu_count()
 
 
 EVAL_WINDOWS = 8192  # data.eval_examples=-1: a corpus's split of more windows is evaluated on this many
