@@ -1,8 +1,8 @@
 """Batches from a split with grain: deterministic given the seed, resumable, prefetched.
 
 The training stream is a grain MapDataset whose element b is the b-th batch of
-example *indices* (a fresh permutation each epoch), gathered, scaled, augmented
-(seeded by the batch index) and normalised on grain's threads, or, for a split read from
+example *indices* (a fresh permutation each epoch), gathered, augmented (seeded by
+the batch index), scaled and normalised on grain's threads, or, for a split read from
 files, in `data.workers` processes (grain's mp_prefetch: the same batches, in the same order).
 Its iterator state (how many batches were drawn) goes into every checkpoint.
 Each host gathers only its own slice of every global batch.
@@ -101,15 +101,13 @@ def train_iterator(split, c, seed, norm=None, mask=None, workers=0):
   # A split too big for a permutation of its examples brings its own order (tokens.WindowOrder).
   order = split.batches(c.batch_size, seed) if hasattr(split, "batches") else ShuffledBatches(len(split), c.batch_size,
                                                                                                 seed)
-  ds = (grain.MapDataset.source(order)
-        .map(lambda idx_B: preprocess(split.gather(idx_B[mine]))))
-  if c.augment:
+  ds = grain.MapDataset.source(order).map(lambda idx_B: split.gather(idx_B[mine]))
+  if c.augment:  # on the stored pixels (uint8: a quarter of float32's bytes to pad, cut and mirror), before scaling
     apply = augment.build(c.augment, c.crop_padding)
     # Each host its own stream of crops and flips.
     aug_seed = int(np.random.SeedSequence([seed, jax.process_index()]).generate_state(1)[0])
     ds = ds.random_map(lambda batch, rng: {**batch, "x": apply(batch["x"], rng)}, seed=aug_seed)
-  if norm is not None:
-    ds = ds.map(lambda batch: normalize(batch, norm))
+  ds = ds.map(lambda batch: normalize(preprocess(batch), norm))
   if mask is not None:
     ds = ds.random_map(mask, seed=int(np.random.SeedSequence([seed, jax.process_index(), 1]).generate_state(1)[0]))
   options = grain.ReadOptions(num_threads=c.num_threads, prefetch_buffer_size=c.prefetch)
