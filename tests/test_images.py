@@ -193,3 +193,30 @@ def test_a_run_resumed_mid_epoch_with_worker_processes_ends_bit_identical(data_d
   import jax
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert losses(resumed) == losses(full)
+
+
+IMAGENET = "configs/imagenet/resnet50.py"  # test_configs.py leaves its smoke test to the test below
+
+
+@pytest.mark.slow
+def test_the_imagenet_recipe_trains_two_steps_on_a_small_folder(data_dir, tmp_path):
+  """The ResNet-50 recipe as written (model, optimizer, augmentations, streaming), on 32-px images."""
+  import importlib
+  c = importlib.import_module(IMAGENET[:-3].replace("/", ".")).get_config()
+  c.data.update(folder=write_jpeg_folder(str(tmp_path / "pets")), image_size=32, eval_split="test", batch_size=8,
+                eval_batch_size=12, data_dir=data_dir, crop_padding=2, workers=2, memory_mb=0)
+  c.update(total_steps=2, log_every=1, eval_every=2, checkpoint_every=2)
+  c.optimizer.warmup_steps = 1
+  final = train_and_evaluate(c, str(tmp_path / "run"))
+  assert np.isfinite(final["loss"]) and 0 <= final["accuracy"] <= 1, final
+  assert len(losses(tmp_path / "run")) == 2
+
+
+def test_a_config_mistake_is_reported_before_the_folder_is_prepared(data_dir, tmp_path):
+  """The issue's command had warmup >= total_steps; it was reported after preparing and loading the folder."""
+  folder = write_jpeg_folder(str(tmp_path / "pets"), n_per_class=(4, 2))
+  c = folder_run(str(tmp_path / "dd"), folder)
+  c.optimizer.warmup_steps = c.total_steps
+  with pytest.raises(ValueError, match="warmup_steps=20 must be below total_steps=20"):
+    train_and_evaluate(c, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "dd" / "image_folder")  # nothing was prepared

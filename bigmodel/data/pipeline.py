@@ -89,11 +89,12 @@ class ShuffledBatches:
     return out_B
 
 
-def train_iterator(split, c, seed, norm=None, mask=None, workers=0):
+def train_iterator(split, c, seed, norm=None, mask=None, workers=0, stored=False):
   """An endless iterator of preprocessed training batches; has get_state/set_state.
 
   `norm`: (mean, std) to standardise inputs with; `mask(batch, rng)`: masked-LM masking; `workers`: processes
-  that make the batches (0: grain's threads in this process; see `worker_count`)."""
+  that make the batches (0: grain's threads in this process; see `worker_count`); `stored`: the batches as
+  stored (uint8 pixels, augmented), for the train step to scale and normalise (feed.HostFeed)."""
   import grain  # here: runs with the training split on the device never need it (0.3 s to import)
   if c.batch_size > len(split):
     raise errors.UserError(f"data.batch_size={c.batch_size} exceeds the training split's {len(split)} examples.")
@@ -107,7 +108,8 @@ def train_iterator(split, c, seed, norm=None, mask=None, workers=0):
     # Each host its own stream of crops and flips.
     aug_seed = int(np.random.SeedSequence([seed, jax.process_index()]).generate_state(1)[0])
     ds = ds.random_map(lambda batch, rng: {**batch, "x": apply(batch["x"], rng)}, seed=aug_seed)
-  ds = ds.map(lambda batch: normalize(preprocess(batch), norm))
+  if not stored:
+    ds = ds.map(lambda batch: normalize(preprocess(batch), norm))
   if mask is not None:
     ds = ds.random_map(mask, seed=int(np.random.SeedSequence([seed, jax.process_index(), 1]).generate_state(1)[0]))
   options = grain.ReadOptions(num_threads=c.num_threads, prefetch_buffer_size=c.prefetch)
