@@ -39,6 +39,7 @@ flags.DEFINE_integer("big_images", 20000, "Training images of the big RSS row (0
 flags.DEFINE_integer("repeats", 3, "Runs of each throughput measurement (medians are reported).")
 flags.DEFINE_integer("batches", 30, "Batches of 128 timed per throughput run, after the first.")
 flags.DEFINE_integer("steps", 4, "Training steps of each memory row.")
+flags.DEFINE_enum("only", "", ["", "throughput", "memory"], "Run one part only (storage rows come with both).")
 flags.DEFINE_string("dir", "", "Where the folders go (default: a temporary directory, removed after).")
 flags.DEFINE_string("child", "", "internal: run one measurement (ours|torch) and print JSON")
 flags.DEFINE_string("folder", "", "internal: the child's folder")
@@ -203,30 +204,40 @@ def main(argv):
           f"{1e3 / shard_ms:,.0f} | {shard_bytes / 1e3:,.0f} kB |")
     print(f"| JPEG bytes, decoded in workers | (a copy) | {jpeg_ms:.3f} ms | {1e3 / jpeg_ms:,.0f} | "
           f"{jpeg_bytes / 1e3:,.0f} kB |", flush=True)
-    results = {"ours": [], "torch": []}
-    for _ in range(FLAGS.repeats):
-      for kind in results:
-        results[kind].append(run_child(kind, folder, data_dir))
-    print(f"\nimages/s delivered (float32 batches of {BATCH}, crop + flip + normalise), {FLAGS.batches} batches after "
-          f"the first; medians of {FLAGS.repeats}, interleaved\n")
-    print("| pipeline | images/s | runs | first batch |\n|---|---|---|---|")
-    names = {"ours": f"bigmodel (uint8 shards, data.workers={os.cpu_count()})",
-             "torch": f"torch DataLoader(num_workers={os.cpu_count()}) on the JPEGs"}
-    for kind, rows in results.items():
-      rates, firsts = zip(*rows)
-      print(f"| {names[kind]} | {statistics.median(rates):,.0f} | {', '.join(f'{r:,.0f}' for r in rates)} | "
-            f"{statistics.median(firsts):.1f} s |")
-    ratio = statistics.median(r for r, _ in results["ours"]) / statistics.median(r for r, _ in results["torch"])
-    print(f"\nratio bigmodel / torch: {ratio:.2f}", flush=True)
-    sizes = [(FLAGS.images, folder)]
-    if FLAGS.big_images:
-      sizes.append((FLAGS.big_images, write_folder(os.path.join(work, "big"), FLAGS.big_images)))
-      prepare(sizes[-1][1], data_dir)
-    print(f"\n`bigmodel.train` binary_cnn at {SIZE} px, batch 32, {FLAGS.steps} steps, folder prepared before\n")
-    print("| training images | peak RSS | first step | data |\n|---|---|---|---|")
-    for n, path in sizes:
-      rss, first, said = train_memory(path, data_dir, os.path.join(work, f"run_{n}"))
-      print(f"| {n:,} | {rss:,.0f} MB | {first:.1f} s | {'; '.join(said)} |", flush=True)
+    if FLAGS.only != "memory":
+      throughput_rows(folder, data_dir)
+    if FLAGS.only != "throughput":
+      memory_rows(work, folder, data_dir)
+
+
+def throughput_rows(folder, data_dir):
+  results = {"ours": [], "torch": []}
+  for _ in range(FLAGS.repeats):
+    for kind in results:
+      results[kind].append(run_child(kind, folder, data_dir))
+  print(f"\nimages/s delivered (float32 batches of {BATCH}, crop + flip + normalise), {FLAGS.batches} batches after "
+        f"the first; medians of {FLAGS.repeats}, interleaved\n")
+  print("| pipeline | images/s | runs | first batch |\n|---|---|---|---|")
+  names = {"ours": f"bigmodel (uint8 shards, data.workers={os.cpu_count()})",
+           "torch": f"torch DataLoader(num_workers={os.cpu_count()}) on the JPEGs"}
+  for kind, rows in results.items():
+    rates, firsts = zip(*rows)
+    print(f"| {names[kind]} | {statistics.median(rates):,.0f} | {', '.join(f'{r:,.0f}' for r in rates)} | "
+          f"{statistics.median(firsts):.1f} s |")
+  ratio = statistics.median(r for r, _ in results["ours"]) / statistics.median(r for r, _ in results["torch"])
+  print(f"\nratio bigmodel / torch: {ratio:.2f}", flush=True)
+
+
+def memory_rows(work, folder, data_dir):
+  sizes = [(FLAGS.images, folder)]
+  if FLAGS.big_images:
+    sizes.append((FLAGS.big_images, write_folder(os.path.join(work, "big"), FLAGS.big_images)))
+    prepare(sizes[-1][1], data_dir)
+  print(f"\n`bigmodel.train` binary_cnn at {SIZE} px, batch 32, {FLAGS.steps} steps, folder prepared before\n")
+  print("| training images | peak RSS | first step | data |\n|---|---|---|---|")
+  for n, path in sizes:
+    rss, first, said = train_memory(path, data_dir, os.path.join(work, f"run_{n}"))
+    print(f"| {n:,} | {rss:,.0f} MB | {first:.1f} s | {'; '.join(said)} |", flush=True)
 
 
 if __name__ == "__main__":
