@@ -22,18 +22,18 @@ def make(dataset, c, seed, sharding):
   if (not c.augment and dataset.mask is None and getattr(split, "on_device", False)
       and sum(x.nbytes for x in jax.tree.leaves(split)) <= c.on_device_mb * 2**20):
     return DeviceFeed(split, c, seed, dataset.norm, sharding)
-  return HostFeed(split, c, seed, dataset.norm, dataset.mask, pipeline.worker_count(dataset, split, c))
+  stored = dataset.mask is None and split.gather(np.zeros(1, np.int64))["x"].dtype == np.uint8
+  return HostFeed(split, c, seed, dataset.norm, dataset.mask, pipeline.worker_count(dataset, split, c), stored)
 
 
 class HostFeed:
-  """Whole batches from grain's threads, or its worker processes (`workers`). uint8 images cross to the device
-  as stored (a quarter of float32's bytes, through the workers' pipes and to the accelerator) and are scaled and
-  normalised inside the step; other batches arrive preprocessed and the step uses them as they come."""
+  """Whole batches from grain's threads, or its worker processes (`workers`). With `stored`, uint8 images cross
+  to the device as stored (a quarter of float32's bytes, through the workers' pipes and to the accelerator) and
+  are scaled and normalised inside the step; other batches arrive preprocessed, used as they come."""
   device_data = None
 
-  def __init__(self, split, c, seed, norm, mask, workers=0):
-    self.stored = mask is None and split.gather(np.zeros(1, np.int64))["x"].dtype == np.uint8
-    self.norm = norm
+  def __init__(self, split, c, seed, norm, mask, workers=0, stored=False):
+    self.stored, self.norm = stored, norm
     self._make = lambda: pipeline.train_iterator(split, c, seed, norm, mask, workers, stored=self.stored)
     self._iter = None  # made on first use: building a feed must not start grain's threads
 
