@@ -15,13 +15,16 @@ Run:    python -m bigmodel.train --config=configs/imagenet/resnet50.py --workdir
         (1.28 M images, 193 GB decoded: over data.memory_mb, so streamed from the shards by data.workers
         processes, each host reading its own rows of every batch)
 Batch:  1,024 (128 per device on 8), 1,251 steps an epoch, 125,100 steps.
-Pre-flight (8 devices, data-parallel, from the trainer's own report on 8 simulated CPU devices, 2026-12-05):
-        25.6 M parameters; per device params 97.5 MB, SGD momentum 97.5 MB, XLA CPU temporaries 14.3 GB for
-        128 images of 224 x 224 in bfloat16 (the CPU compiler's; an accelerator's differ): fits a 40 GB A100.
-Input:  flax's v100_x8_mixed_precision run did 62,499 steps of 2,048 in 5.0 h: 7,100 images/s, ~900 a V100;
-        an A100 or H100 in bfloat16 wants several thousand a second. bigmodel's host pipeline delivers ~600
-        images/s a core at 224 px with crop + flip + normalise (benchmarks/input_pipeline.py, RESULTS.md): plan
-        4+ cores per V100 and ~8 per A100 for the input.
+Pre-flight (8 devices, data-parallel: the trainer's own report, compiled for 8 simulated CPU devices, 2026-12-05):
+        25,557,032 parameters; per device params 97.5 MB, SGD momentum 97.5 MB, XLA CPU temporaries 12.9 GB
+        for 128 images of 224 x 224 in bfloat16 (the CPU compiler's; an accelerator's differ): fits 40 GB;
+        3.06 TFLOP a step per device by XLA's count, 24 GFLOP an image (compiled in 161 s on this CPU).
+Input:  what a device consumes is what the host must deliver. flax's v100_x8_mixed_precision run did 62,499
+        steps of 2,048 in 5.0 h: 7,100 images/s, ~900 a V100. From the 24 GFLOP an image, at 40 % of bf16 peak
+        an A100 (312 TFLOP/s) takes ~5,000 images/s and an H100 (989) ~16,000. bigmodel's host pipeline
+        delivered 425 images/s on 2 shared cores (load ~10) with crop + flip + normalise
+        (benchmarks/input_pipeline.py, RESULTS.md), ~210 a core: at that rate ~5 cores per V100, ~25 per A100,
+        ~75 per H100 (more than its host has: not measured on an idle many-core host yet).
 Expect: flax reports 76.7 % top-1 (v100_x8, 250 k steps of 512, 13.7 h on 8 V100) and 76.5 % (mixed precision);
         big_vision's ViT-S/16 reaches 76.5 % in 90 epochs and ~80 % in 300. Both use Inception crops
         (random-resized crops) and evaluate a centre crop of a 256-px resize; bigmodel has only pad-and-crop and
