@@ -23,18 +23,23 @@ def losses(workdir):
   return [r["loss"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if r["split"] == "train"]
 
 
-def test_a_split_over_the_memory_budget_is_streamed_says_so_and_trains_as_the_held_one(data_dir, tmp_path, capfd):
+def test_a_split_over_the_memory_budget_is_streamed_and_the_run_says_so(data_dir, capfd):
+  capfd.readouterr()
+  assert isinstance(data.load(tiny_config(data_dir).data).splits["train"], data.InMemory)
+  assert "holding train split in memory: 4,000 examples" in capfd.readouterr().err
+  streamed = tiny_config(data_dir, **{"data.memory_mb": 0})
+  assert not isinstance(data.load(streamed.data).splits["train"], data.InMemory)  # read by index from the files
+  assert "streaming train split: 4,000 examples, 0.00 GB decoded (over data.memory_mb=0)" in capfd.readouterr().err
+  assert isinstance(make_trainer(streamed).feed, feed_lib.HostFeed)
+
+
+@pytest.mark.slow
+def test_a_streamed_split_trains_to_the_same_losses_as_the_held_one(data_dir, tmp_path):
   held = tiny_config(data_dir, total_steps=20, log_every=5, eval_every=20, checkpoint_every=20,
                      **{"data.on_device_mb": 0})
   streamed = tiny_config(data_dir, total_steps=20, log_every=5, eval_every=20, checkpoint_every=20,
                          **{"data.on_device_mb": 0, "data.memory_mb": 0})
-  capfd.readouterr()
-  assert isinstance(data.load(held.data).splits["train"], data.InMemory)
-  assert "holding train split in memory: 4,000 examples" in capfd.readouterr().err
-  split = data.load(streamed.data).splits["train"]
-  assert not isinstance(split, data.InMemory)  # read by index from the TFDS files
-  assert "streaming train split: 4,000 examples, 0.00 GB decoded (over data.memory_mb=0)" in capfd.readouterr().err
-  assert isinstance(make_trainer(streamed).feed, feed_lib.HostFeed)
+  assert not isinstance(data.load(streamed.data).splits["train"], data.InMemory)
   train_and_evaluate(held, str(tmp_path / "held"))
   train_and_evaluate(streamed, str(tmp_path / "streamed"))
   np.testing.assert_allclose(losses(tmp_path / "streamed"), losses(tmp_path / "held"), rtol=1e-6)
@@ -151,6 +156,7 @@ def folder_run(data_dir, folder, **overrides):
   return c
 
 
+@pytest.mark.slow
 def test_training_batches_of_a_streamed_split_are_made_in_worker_processes_the_same_as_in_threads(data_dir, tmp_path):
   import psutil
   folder = write_jpeg_folder(str(tmp_path / "pets"))
