@@ -11,11 +11,11 @@ directory (never into the repo). Then:
 2. Throughput, images/s delivered as float32 batches of 128 with random crop (4 px padding) + flip +
    per-channel normalisation, after the first batch: bigmodel's host pipeline (the prepared shards,
    streamed, data.workers = all cores; its uint8 batches scaled and normalised by the train step's own
-   first operation, jitted, here on the same CPU cores) against torch's DataLoader(num_workers = all cores, shuffle) over
-   a Dataset doing what torchvision's ImageFolder + RandomCrop(224, padding=4) + RandomHorizontalFlip +
-   ToTensor + Normalize do (PIL decode of the JPEG each time). torchvision itself is not used: its PyPI
-   wheel is built for CUDA torch and does not import beside torch 2.13.0+cpu. Each measurement is a fresh
-   process; A B A B ..., --repeats each; medians. Time to the first batch is reported beside.
+   first operation, jitted, here on the same CPU cores) against torch's DataLoader(num_workers = all cores,
+   shuffle) over a Dataset doing what torchvision's ImageFolder + RandomCrop(224, padding=4) +
+   RandomHorizontalFlip + ToTensor + Normalize do (PIL decode of the JPEG each time). torchvision itself is
+   not used: its PyPI wheel is built for CUDA torch and does not import beside torch 2.13.0+cpu. Each
+   measurement is a fresh process; A B A B ..., --repeats each; medians. Time to the first batch beside.
 3. Memory: peak RSS (ru_maxrss of the process, the largest of its children) and time to the first step of
    `bigmodel.train --config=configs/image_folder/binary_cnn.py --config.data.image_size=224` for a few steps
    on --images and --big_images images, each folder prepared beforehand.

@@ -80,8 +80,8 @@ import sys, json
 from bigmodel import config as config_lib
 from bigmodel.data import image_folder
 c = config_lib.resolve(__import__("ml_collections").ConfigDict(dict(
-    model=dict(name="cnn2d"), data=dict(name="image_folder", folder={folder!r}, image_size=16, data_dir={str(tmp_path / 'dd')!r},
-                                        workers=2, memory_mb=0))))
+    model=dict(name="cnn2d"), data=dict(name="image_folder", folder={folder!r}, image_size=16,
+                                        data_dir={str(tmp_path / 'dd')!r}, workers=2, memory_mb=0))))
 from bigmodel import data
 ds = data.load(c.data)
 print(json.dumps(dict(tf=[m for m in ("tensorflow", "tensorflow_datasets") if m in sys.modules],
@@ -99,7 +99,8 @@ print(json.dumps(dict(tf=[m for m in ("tensorflow", "tensorflow_datasets") if m 
   np.testing.assert_array_equal(batch["y"], [1, 0, 1])
   want = Image.open(os.path.join(folder, "train", "dog", "00001.jpg"))
   want.draft("RGB", (16, 16))
-  np.testing.assert_array_equal(batch["x"][0], np.asarray(want.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR)))
+  want = want.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR)
+  np.testing.assert_array_equal(batch["x"][0], np.asarray(want))
 
 
 def test_a_corrupt_image_stops_preparation_with_one_error_line_naming_it(tmp_path):
@@ -201,14 +202,15 @@ def test_a_run_resumed_mid_epoch_with_worker_processes_ends_bit_identical(data_d
   assert losses(resumed) == losses(full)
 
 
-IMAGENET = "configs/imagenet/resnet50.py"  # test_configs.py leaves its smoke test to the test below
+IMAGENET = ["configs/imagenet/resnet50.py", "configs/imagenet/vit_b16.py"]  # test_configs.py leaves them to this
 
 
 @pytest.mark.slow
-def test_the_imagenet_recipe_trains_two_steps_on_a_small_folder(data_dir, tmp_path):
-  """The ResNet-50 recipe as written (model, optimizer, augmentations, streaming), on 32-px images."""
+@pytest.mark.parametrize("path", IMAGENET)
+def test_the_imagenet_recipes_train_two_steps_on_a_small_folder(data_dir, tmp_path, path):
+  """The ResNet-50 and ViT-B/16 recipes as written (model, optimizer, augmentations, streaming), on 32-px images."""
   import importlib
-  c = importlib.import_module(IMAGENET[:-3].replace("/", ".")).get_config()
+  c = importlib.import_module(path[:-3].replace("/", ".")).get_config()
   c.data.update(folder=write_jpeg_folder(str(tmp_path / "pets")), image_size=32, eval_split="test", batch_size=8,
                 eval_batch_size=12, data_dir=data_dir, crop_padding=2, workers=2, memory_mb=0)
   c.update(total_steps=2, log_every=1, eval_every=2, checkpoint_every=2)

@@ -1,9 +1,10 @@
 """Datasets by name: `load(c)` looks `c.name` up in the registry (dataset.py) and returns a `Dataset`.
 
 Built in: TFDS builders for offline data, and the TFDS catalog for any other name (builders.py); your
-image folders, prepared into uint8 shards by worker processes (image_folder.py); text corpora and labelled texts, tokenised in memory (text.py); corpora
-tokenized once into shards by `python -m bigmodel.prepare` and read through memory maps (tokens.py). How
-training batches reach the step is feed.py's; evaluation batches, pipeline.py's.
+image folders, prepared into uint8 shards by worker processes (image_folder.py); text corpora and
+labelled texts, tokenised in memory (text.py); corpora tokenized once into shards by
+`python -m bigmodel.prepare` and read through memory maps (tokens.py). How training batches reach the
+step is feed.py's; evaluation batches, pipeline.py's.
 
 The `data` keys: those every dataset reads are declared here; a family's own keys beside its reader
 (image_folder.KEYS, text.KEYS, tokens.KEYS), under the same flat names (data.seq_len, data.path).
@@ -12,8 +13,8 @@ import dataclasses
 
 from bigmodel import errors, registry
 # Importing the dataset modules registers their loaders.
-from bigmodel.data import (augment, builders, conversations, fine_foods, image_folder, pipeline, shakespeare,  # noqa: F401
-                           subset, text, tokens)
+from bigmodel.data import (augment, builders, conversations, fine_foods, image_folder, pipeline,  # noqa: F401
+                           shakespeare, subset, text, tokens)
 from bigmodel.data.dataset import DATASETS, Dataset, InMemory, cache_setting, register
 from bigmodel.registry import Key, at_least
 

@@ -1,6 +1,7 @@
 """Datasets read through a TFDS builder: the offline ones built from installed packages, and any
-name in the TFDS catalog (`mnist`, `fashion_mnist`, `cifar10`, ...), which downloads on first use and so needs a network. Each is prepared once per data_dir into
-ArrayRecord files and read with `tfds` data sources (no TensorFlow needed).
+name in the TFDS catalog (`mnist`, `fashion_mnist`, `cifar10`, ...), which downloads on first use and
+so needs a network. Each is prepared once per data_dir into ArrayRecord files and read with `tfds` data
+sources (no TensorFlow needed).
 """
 import importlib
 import os

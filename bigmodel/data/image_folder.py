@@ -138,7 +138,8 @@ def prepare(folder, image_size, channels, data_dir="", workers=-1, shard_mb=SHAR
            read_image(files["train"][0][0], 0, channels).shape)  # all must agree: _write_shard checks
   per_shard = max(1, int(shard_mb * 2**20) // int(np.prod(shape)))
   root = os.path.join(data_dir or os.path.expanduser("~/tensorflow_datasets"), "image_folder")
-  out = os.path.join(root, f"{os.path.basename(folder) or 'root'}_{_fingerprint(files, image_size, channels, per_shard)}")
+  name = f"{os.path.basename(folder) or 'root'}_{_fingerprint(files, image_size, channels, per_shard)}"
+  out = os.path.join(root, name)
   if os.path.exists(os.path.join(out, MANIFEST)):
     return out
   os.makedirs(out, exist_ok=True)
