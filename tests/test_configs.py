@@ -55,6 +55,8 @@ TRAINED_THERE.update({"configs/fine_foods/bilstm.py": "test_text_classifiers.py"
                       "configs/digits/cnn_finetune.py": "test_transfer.py",
                       "configs/shakespeare/llama_lora.py": "test_llama.py",
                       "configs/openwebtext/gpt2_small.py": "test_corpus.py",  # on corpora it prepares
+                      "configs/imagenet/resnet50.py": "test_images.py",  # on a small folder
+                      "configs/imagenet/vit_b16.py": "test_images.py",
                       "configs/mixture/gpt_plays_reviews.py": "test_corpus.py",
                       "configs/fine_foods/smollm2_chat_lora.py": "test_instruction_tuning.py"})
 

@@ -181,5 +181,5 @@ def test_steps_per_call_and_on_device_data_give_the_same_updates(data_dir, tmp_p
 
 def test_streamed_splits_and_on_device_mb_0_feed_from_the_host(data_dir):
   assert make_trainer(tiny_config(data_dir)).feed.device_data is not None
-  assert make_trainer(tiny_config(data_dir, **{"data.cache": False})).feed.device_data is None
+  assert make_trainer(tiny_config(data_dir, **{"data.cache": "false"})).feed.device_data is None
   assert make_trainer(tiny_config(data_dir, **{"data.on_device_mb": 0})).feed.device_data is None

@@ -1,4 +1,4 @@
-"""Image augmentations by name, on the host, on whole batches (B, H, W, C) in [0, 1].
+"""Image augmentations by name, on the host, on whole batches (B, H, W, C) of stored pixels (uint8 or float).
 
 They run on grain's threads before the batch reaches the device, with a generator
 grain seeds from the run's seed and the batch's index: the same seed gives the same

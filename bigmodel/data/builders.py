@@ -1,7 +1,7 @@
-"""Datasets read through a TFDS builder: the offline ones built from installed packages, your
-image folders, and any name in the TFDS catalog (`mnist`, `fashion_mnist`, `cifar10`, ...), which
-downloads on first use and so needs a network. Each is prepared once per data_dir into
-ArrayRecord files and read with `tfds` data sources (no TensorFlow needed).
+"""Datasets read through a TFDS builder: the offline ones built from installed packages, and any
+name in the TFDS catalog (`mnist`, `fashion_mnist`, `cifar10`, ...), which downloads on first use and
+so needs a network. Each is prepared once per data_dir into ArrayRecord files and read with `tfds` data
+sources (no TensorFlow needed).
 """
 import importlib
 import os
@@ -10,8 +10,7 @@ import numpy as np
 from etils import epath
 
 from bigmodel import errors
-from bigmodel.registry import Key, Range, at_least
-from bigmodel.data.dataset import Dataset, InMemory, register
+from bigmodel.data.dataset import Dataset, InMemory, held_in_memory, register
 
 # Name -> (module in bigmodel.data, builder class). Imported when used: TFDS takes about 0.3 s to
 # import, which runs that do not read a TFDS dataset (text corpora, generate, serve) need not pay.
@@ -46,11 +45,6 @@ def _kwargs(c):
 
 
 CATALOG_EXTRAS = "pip install -r requirements-catalog.txt  (tensorflow-cpu==2.21.0)"
-IMAGE_FOLDER_KEYS = dict(  # data.<key>: see data/__init__.py
-    folder=Key("", "image_folder: <folder>/<split>/<class>/<images>"),
-    image_size=Key(0, "image_folder: resize to image_size x image_size; 0 = keep (all must agree)", at_least(0)),
-    channels=Key(3, "image_folder: 1 = grey, 3 = RGB", Range(1, 1, also=(3,))),
-)
 
 
 def prepare(builder, c):
@@ -80,7 +74,8 @@ def from_builder(builder, c) -> Dataset:
   splits = {}
   for split in dict.fromkeys((c.train_split, c.eval_split)):
     source = Streamed(builder.as_data_source(split), x_key, y_key)
-    splits[split] = InMemory(_decoded(builder, split, source)) if c.cache else source
+    held = held_in_memory(c, split, len(source), _example_nbytes(info.features[x_key]))
+    splits[split] = InMemory(_decoded(builder, split, source)) if held else source
   label = info.features[y_key]
   num_classes = getattr(label, "num_classes", None)
   return Dataset(name=c.name, kind="labelled" if num_classes else "targets", splits=splits,
@@ -93,15 +88,6 @@ def load_offline(c) -> Dataset:
   return from_builder(builder_class(c.name)(**_kwargs(c)), c)
 
 
-@register("image_folder")
-def load_image_folder(c) -> Dataset:
-  if not c.folder:
-    raise errors.UserError("data.name='image_folder' needs data.folder=<dir holding train/<class>/ images>.")
-  from bigmodel.data import image_folder
-  return from_builder(image_folder.ImageFolder(folder=c.folder, image_size=c.image_size, channels=c.channels,
-                                               **_kwargs(c)), c)
-
-
 def catalog(c, known) -> Dataset:
   """A dataset of the TFDS catalog; an unknown name lists the `known` ones."""
   import tensorflow_datasets as tfds
@@ -112,6 +98,14 @@ def catalog(c, known) -> Dataset:
         f"Unknown dataset {c.name!r}. Built in: {', '.join(sorted(known))}; "
         "or any TFDS catalog name (needs a network on first use), e.g. mnist, fashion_mnist, cifar10.") from None
   return from_builder(builder, c)
+
+
+def _example_nbytes(feature):
+  """Decoded bytes of one example's input; None when its shape varies (an image of any size)."""
+  shape = tuple(feature.shape)
+  if any(d is None for d in shape):
+    return None
+  return int(np.prod(shape)) * np.dtype(feature.np_dtype).itemsize
 
 
 def _decoded(builder, split, source):

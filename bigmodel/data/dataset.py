@@ -14,6 +14,7 @@ split (records read from files, memory-mapped shards) is read on the host.
 """
 import dataclasses
 import functools
+import sys
 
 import jax
 
@@ -70,3 +71,31 @@ class InMemory:
 
   def gather(self, indices):
     return {k: v[indices] for k, v in self.arrays.items()}
+
+
+CACHE_CHOICES = ("auto", True, False)
+
+
+def cache_setting(value):
+  """data.cache as one of CACHE_CHOICES (the command line gives strings: "True", "false", "auto")."""
+  if isinstance(value, str) and value.lower() in ("true", "false", "auto"):
+    value = {"true": True, "false": False, "auto": "auto"}[value.lower()]
+  if value not in CACHE_CHOICES or not isinstance(value, (bool, str)):
+    raise errors.UserError(f"data.cache={value!r}: use 'auto' (hold a split in memory when it fits data.memory_mb), "
+                           "True (always) or False (always read by index from the files).")
+  return value
+
+
+def held_in_memory(c, split, n, example_nbytes):
+  """Whether split `split` (n examples of `example_nbytes` decoded bytes each, None if unknown) is held in
+  memory: data.cache True or False as given; 'auto' when its decoded size fits data.memory_mb. Says which."""
+  setting = cache_setting(c.cache)
+  size = None if example_nbytes is None else n * example_nbytes
+  held = setting if setting != "auto" else size is not None and size <= c.memory_mb * 2**20
+  if jax.process_index() == 0:
+    decoded = f"{size / 1e9:,.2f} GB decoded" if size is not None else "decoded size unknown"
+    why = (f"data.cache={setting}" if setting != "auto" else
+           f"{'within' if held else 'over'} data.memory_mb={c.memory_mb:,}")
+    print(f"{'holding' if held else 'streaming'} {split} split{' in memory' if held else ''}: {n:,} examples, "
+          f"{decoded} ({why})", file=sys.stderr)
+  return held

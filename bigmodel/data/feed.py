@@ -22,15 +22,19 @@ def make(dataset, c, seed, sharding):
   if (not c.augment and dataset.mask is None and getattr(split, "on_device", False)
       and sum(x.nbytes for x in jax.tree.leaves(split)) <= c.on_device_mb * 2**20):
     return DeviceFeed(split, c, seed, dataset.norm, sharding)
-  return HostFeed(split, c, seed, dataset.norm, dataset.mask)
+  stored = dataset.mask is None and split.gather(np.zeros(1, np.int64))["x"].dtype == np.uint8
+  return HostFeed(split, c, seed, dataset.norm, dataset.mask, pipeline.worker_count(dataset, split, c), stored)
 
 
 class HostFeed:
-  """Whole preprocessed batches from grain's threads; the step uses them as they come."""
+  """Whole batches from grain's threads, or its worker processes (`workers`). With `stored`, uint8 images cross
+  to the device as stored (a quarter of float32's bytes, through the workers' pipes and to the accelerator) and
+  are scaled and normalised inside the step; other batches arrive preprocessed, used as they come."""
   device_data = None
 
-  def __init__(self, split, c, seed, norm, mask):
-    self._make = lambda: pipeline.train_iterator(split, c, seed, norm, mask)
+  def __init__(self, split, c, seed, norm, mask, workers=0, stored=False):
+    self.stored, self.norm = stored, norm
+    self._make = lambda: pipeline.train_iterator(split, c, seed, norm, mask, workers, stored=self.stored)
     self._iter = None  # made on first use: building a feed must not start grain's threads
 
   @property
@@ -43,10 +47,9 @@ class HostFeed:
     batches = [next(self.iterator) for _ in range(n)]
     return jax.tree.map(lambda *xs: np.stack(xs, 1), *batches, *batches[-1:] * (K - n))
 
-  @staticmethod
-  def prepare(device_data, column):
+  def prepare(self, device_data, column):
     del device_data
-    return column
+    return pipeline.normalize(pipeline.preprocess(column), self.norm) if self.stored else column
 
   def get_state(self):
     return self.iterator.get_state()

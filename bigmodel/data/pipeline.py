@@ -1,12 +1,14 @@
 """Batches from a split with grain: deterministic given the seed, resumable, prefetched.
 
 The training stream is a grain MapDataset whose element b is the b-th batch of
-example *indices* (a fresh permutation each epoch), gathered, scaled, augmented
-(seeded by the batch index) and normalised on grain's threads.
+example *indices* (a fresh permutation each epoch), gathered, augmented (seeded by
+the batch index), scaled and normalised on grain's threads, or, for a split read from
+files, in `data.workers` processes (grain's mp_prefetch: the same batches, in the same order).
 Its iterator state (how many batches were drawn) goes into every checkpoint.
 Each host gathers only its own slice of every global batch.
 """
 import functools
+import os
 import sys
 
 import jax
@@ -36,11 +38,27 @@ def normalize(batch, norm):
   return {**batch, "x": (batch["x"] - mean) / std}
 
 
-def norm_stats(split, max_examples=10_000):
-  """(mean, std) over all axes but the last, of the split's first `max_examples` preprocessed inputs."""
-  x = preprocess(split.gather(np.arange(min(len(split), max_examples))))["x"]
-  axes = tuple(range(x.ndim - 1))
-  return x.mean(axes), x.std(axes) + 1e-6
+def norm_stats(split, max_examples=10_000, chunk=64):
+  """(mean, std) over all axes but the last, of the split's first `max_examples` preprocessed inputs, read
+  `chunk` at a time (10,000 images of 224 x 224 x 3 would be 6 GB as float32). uint8 images are counted in a
+  histogram per channel (exact, and no float copy); other inputs summed in float64."""
+  n = min(len(split), max_examples)
+  count, sums, squares = 0, 0.0, 0.0
+  for start in range(0, n, chunk):
+    x = split.gather(np.arange(start, min(n, start + chunk)))["x"]
+    channels = x.shape[-1]
+    if x.dtype == np.uint8:
+      hist_Cx256 = np.stack([np.bincount(x[..., c].ravel(), minlength=256) for c in range(channels)])
+      value_256 = np.arange(256) / 255.0  # what preprocess makes of each byte
+      count += x.size // channels
+      sums, squares = sums + hist_Cx256 @ value_256, squares + hist_Cx256 @ value_256**2
+    else:
+      x_CxN = np.moveaxis(preprocess({"x": x})["x"], -1, 0).reshape(channels, -1)  # a copy, channels contiguous
+      count += x_CxN.shape[1]
+      sums, squares = sums + x_CxN.sum(1, np.float64), squares + np.square(x_CxN).sum(1, np.float64)
+  mean = sums / count
+  std = np.sqrt(np.maximum(squares / count - mean * mean, 0))
+  return mean.astype(np.float32), (std + 1e-6).astype(np.float32)
 
 
 def host_slice(global_batch_size, i=None, n=None):
@@ -80,10 +98,12 @@ class ShuffledBatches:
     return out_B
 
 
-def train_iterator(split, c, seed, norm=None, mask=None):
+def train_iterator(split, c, seed, norm=None, mask=None, workers=0, stored=False):
   """An endless iterator of preprocessed training batches; has get_state/set_state.
 
-  `norm`: (mean, std) to standardise inputs with; `mask(batch, rng)`: masked-LM masking."""
+  `norm`: (mean, std) to standardise inputs with; `mask(batch, rng)`: masked-LM masking; `workers`: processes
+  that make the batches (0: grain's threads in this process; see `worker_count`); `stored`: the batches as
+  stored (uint8 pixels, augmented), for the train step to scale and normalise (feed.HostFeed)."""
   import grain  # here: runs with the training split on the device never need it (0.3 s to import)
   if c.batch_size > len(split):
     raise errors.UserError(f"data.batch_size={c.batch_size} exceeds the training split's {len(split)} examples.")
@@ -91,19 +111,34 @@ def train_iterator(split, c, seed, norm=None, mask=None):
   # A split too big for a permutation of its examples brings its own order (tokens.WindowOrder).
   order = split.batches(c.batch_size, seed) if hasattr(split, "batches") else ShuffledBatches(len(split), c.batch_size,
                                                                                                 seed)
-  ds = (grain.MapDataset.source(order)
-        .map(lambda idx_B: preprocess(split.gather(idx_B[mine]))))
-  if c.augment:
+  ds = grain.MapDataset.source(order).map(lambda idx_B: split.gather(idx_B[mine]))
+  if c.augment:  # on the stored pixels (uint8: a quarter of float32's bytes to pad, cut and mirror), before scaling
     apply = augment.build(c.augment, c.crop_padding)
     # Each host its own stream of crops and flips.
     aug_seed = int(np.random.SeedSequence([seed, jax.process_index()]).generate_state(1)[0])
     ds = ds.random_map(lambda batch, rng: {**batch, "x": apply(batch["x"], rng)}, seed=aug_seed)
-  if norm is not None:
-    ds = ds.map(lambda batch: normalize(batch, norm))
+  if not stored:
+    ds = ds.map(lambda batch: normalize(preprocess(batch), norm))
   if mask is not None:
     ds = ds.random_map(mask, seed=int(np.random.SeedSequence([seed, jax.process_index(), 1]).generate_state(1)[0]))
   options = grain.ReadOptions(num_threads=c.num_threads, prefetch_buffer_size=c.prefetch)
-  return iter(ds.to_iter_dataset(options))
+  stream = ds.to_iter_dataset(options)
+  if workers:  # batch b is made by worker b % workers; grain interleaves them back in order of b
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain reads its absl flags as it starts workers: a notebook's or a test's
+      flags.FLAGS.mark_as_parsed()   # program never parsed any, and gets their defaults
+    stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                             per_worker_buffer_size=max(1, c.prefetch // workers)))
+  return iter(stream)
+
+
+def worker_count(dataset, split, c):
+  """The processes that read and prepare training batches (data.workers; -1 = one per core): for images read
+  from files only. A split held in memory would be copied into each of them and is gathered faster than a
+  process starts; token windows are a copy each, no work for a process."""
+  if getattr(split, "on_device", False) or dataset.input_dtype == "int32":
+    return 0
+  return c.workers if c.workers >= 0 else os.cpu_count()
 
 
 EVAL_WINDOWS = 8192  # data.eval_examples=-1: a corpus's split of more windows is evaluated on this many

@@ -69,7 +69,9 @@ def choose(n, labels_N=None, num_examples=None, seed=0):
 
 def _labels(split):
   """The split's labels; a streamed split is read once."""
-  return (split.arrays if isinstance(split, InMemory) else split.gather(np.arange(len(split))))["y"]
+  if isinstance(split, InMemory):
+    return split.arrays["y"]
+  return split.labels() if hasattr(split, "labels") else split.gather(np.arange(len(split)))["y"]
 
 
 def of_training_split(dataset, c, seed):
