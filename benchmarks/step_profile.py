@@ -9,8 +9,7 @@ run a step; then each dot shape of the compiled step (lhs, rhs, dimension number
 in the step (the trace), alone in XLA, and alone in `torch.matmul` on the same arrays, XLA and torch
 taking turns `--rounds` times: the measure of how far XLA:CPU's dots are from a tuned GEMM on this CPU.
 
-First, the forward and backward pass of the step under `jax.profiler.trace`: every XLA op (a fusion,
-a dot, a reduction) is one event in the trace; each is attributed, through the op names that jax
+The same trace by part: every XLA op (a fusion, a dot, a reduction) is one event; each is attributed, through the op names that jax
 writes into the compiled HLO, to a part of the model (attention, the MLP, layer norms, ...) and to
 the forward or the backward pass, and their times are summed per part. XLA:CPU runs independent ops
 on both cores at once, so the parts add up to more than the step's wall time; their shares are what
