@@ -2,6 +2,7 @@
 each jitted and timed alone.
 
 Run:  python -m benchmarks.step_profile [--config=configs/shakespeare/gpt_char.py] [--rounds=7] [--calls=20]
+          [--set=model.use_bias=False]
 
 First, the train step under `jax.profiler.trace`: its XLA ops' time split by kind (dots, elementwise
 fusions, transposes and copies, reductions; a fusion counts as what is inside it), with how many of each
@@ -24,7 +25,9 @@ falls on all alike; each round times `--calls` blocked calls and keeps their med
 gives the median over rounds. The pieces do not add up to the step exactly: XLA fuses across their
 boundaries inside the step, and each piece alone pays its own dispatch.
 """
+import ast
 import collections
+import functools
 import glob
 import gzip
 import importlib
@@ -50,6 +53,7 @@ flags.DEFINE_string("config", "configs/shakespeare/gpt_char.py", "Config file (a
 flags.DEFINE_integer("rounds", 7, "Rounds; every piece is timed once per round.")
 flags.DEFINE_integer("calls", 20, "Blocked calls per piece and round (their median is the round's).")
 flags.DEFINE_integer("steps_per_call", 100, "Steps per call for the looped train step.")
+flags.DEFINE_list("set", [], "Config overrides, key=value (a Python literal, or a bare word): model.use_bias=False.")
 
 
 PARTS = (("qkv", "attention qkv projection"), ("attn/out", "attention output projection"),
@@ -327,6 +331,14 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
   c = importlib.import_module(f.config.removesuffix(".py").replace("/", ".")).get_config()
+  for item in f.set:
+    key, value = item.split("=", 1)
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass
+    *path, last = key.split(".")
+    functools.reduce(lambda node, k: node[k], path, c)[last] = value
   trainer = Trainer(experiment.build(config_lib.resolve(c)))
   work = pieces(trainer, f.steps_per_call)
   _, step_fn, step_args, _ = work["train step, 1 per call"]
@@ -361,7 +373,7 @@ def main(argv):
       times[name].append(statistics.median(calls))
   step_ms = statistics.median(times["train step, 1 per call"]) * 1e3
   print(f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPU cores, jax {jax.__version__}, load average "
-        f"{os.getloadavg()[0]:.1f} at the end; {f.config}: batch {trainer.exp.config.data.batch_size}, "
+        f"{os.getloadavg()[0]:.1f} at the end; {f.config} {' '.join(f.set)}: batch {trainer.exp.config.data.batch_size}, "
         f"{f.rounds} rounds x {f.calls} calls, medians.\n")
   print("| piece | per step | ms each | ms a step | of the 1-per-call step |")
   print("|---|---:|---:|---:|---:|")
