@@ -63,14 +63,19 @@ def dense_dot_general():
   inputs (already in memory) instead of the cotangent, into whose transposing copy it otherwise fuses
   the elementwise ops that make the cotangent (GELU's derivative: 6-8 ms for each of gpt_char's MLPs
   without biases where 1 ms does; with biases the bias gradient happened to make XLA keep it in memory).
-  GPU and TPU keep lax.dot_general."""
+  GPU and TPU keep lax.dot_general. Its output is named DENSE_MATMUL, so that remat policies that keep
+  matmul outputs (models/stack.py) keep it too: a custom_vjp hides the dot_general inside it from them."""
   import jax
   return _kernel_grad_as_lhs() if jax.default_backend() == "cpu" else None
+
+
+DENSE_MATMUL = "dense_matmul"
 
 
 @functools.cache
 def _kernel_grad_as_lhs():
   import jax
+  import jax.ad_checkpoint
   from jax import lax
 
   @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -88,7 +93,7 @@ def _kernel_grad_as_lhs():
   def dot_general(x, kernel, dimension_numbers, precision=None, preferred_element_type=None):
     if dimension_numbers != (((x.ndim - 1,), (0,)), ((), ())) or preferred_element_type is not None:
       return lax.dot_general(x, kernel, dimension_numbers, precision, preferred_element_type)
-    return matmul(x, kernel, precision)
+    return jax.ad_checkpoint.checkpoint_name(matmul(x, kernel, precision), DENSE_MATMUL)
 
   return dot_general
 
