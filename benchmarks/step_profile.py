@@ -2,9 +2,15 @@
 each jitted and timed alone.
 
 Run:  python -m benchmarks.step_profile [--config=configs/shakespeare/gpt_char.py] [--rounds=7] [--calls=20]
+          [--set=model.use_bias=False]
 
-First, the forward and backward pass of the step under `jax.profiler.trace`: every XLA op (a fusion,
-a dot, a reduction) is one event in the trace; each is attributed, through the op names that jax
+First, the train step under `jax.profiler.trace`: its XLA ops' time split by kind (dots, elementwise
+fusions, transposes and copies, reductions; a fusion counts as what is inside it), with how many of each
+run a step; then each dot shape of the compiled step (lhs, rhs, dimension numbers from its HLO), timed
+in the step (the trace), alone in XLA, and alone in `torch.matmul` on the same arrays, XLA and torch
+taking turns `--rounds` times: the measure of how far XLA:CPU's dots are from a tuned GEMM on this CPU.
+
+The same trace by part: every XLA op (a fusion, a dot, a reduction) is one event; each is attributed, through the op names that jax
 writes into the compiled HLO, to a part of the model (attention, the MLP, layer norms, ...) and to
 the forward or the backward pass, and their times are summed per part. XLA:CPU runs independent ops
 on both cores at once, so the parts add up to more than the step's wall time; their shares are what
@@ -19,7 +25,9 @@ falls on all alike; each round times `--calls` blocked calls and keeps their med
 gives the median over rounds. The pieces do not add up to the step exactly: XLA fuses across their
 boundaries inside the step, and each piece alone pays its own dispatch.
 """
+import ast
 import collections
+import functools
 import glob
 import gzip
 import importlib
@@ -45,6 +53,7 @@ flags.DEFINE_string("config", "configs/shakespeare/gpt_char.py", "Config file (a
 flags.DEFINE_integer("rounds", 7, "Rounds; every piece is timed once per round.")
 flags.DEFINE_integer("calls", 20, "Blocked calls per piece and round (their median is the round's).")
 flags.DEFINE_integer("steps_per_call", 100, "Steps per call for the looped train step.")
+flags.DEFINE_list("set", [], "Config overrides, key=value (a Python literal, or a bare word): model.use_bias=False.")
 
 
 PARTS = (("qkv", "attention qkv projection"), ("attn/out", "attention output projection"),
@@ -64,25 +73,159 @@ def part(op_name, fusion):
   return pass_, "other: " + layer.rsplit("/", 1)[-1][:40]
 
 
+HLO_OP = re.compile(r"\s*(?:ROOT )?%(\S+) = (\S+) ([\w-]+)\(([^)]*)\)(.*)$")
+
+
+def hlo_ops(hlo_text):
+  """{computation: {op: (shape, opcode, operands, attributes)}} of a compiled module's text; the entry
+  computation's key is "ENTRY"."""
+  computations, ops = {}, None
+  for line in hlo_text.splitlines():
+    if head := re.match(r"(ENTRY )?%(\S+) \(.*\{$", line):
+      ops = computations["ENTRY" if head.group(1) else head.group(2)] = {}
+    elif ops is not None and (m := HLO_OP.match(line)):
+      ops[m.group(1)] = (m.group(2), m.group(3), re.findall(r"%([\w.-]+)", m.group(4)), m.group(5))
+  return computations
+
+
+KINDS = ("dots", "elementwise", "transposes and copies", "reductions", "other (scatter, gather, ...)")
+
+
+def kind(computations, opcode, attributes):
+  """Which of KINDS an entry op is: a fusion by the ops inside it (a dot, or else a reduction, or else a
+  layout change, decides), an unfused op by its opcode; None for ops that cost nothing (bitcasts, ...)."""
+  if opcode == "fusion":
+    inside = {op[1] for op in computations.get(re.search(r"calls=%([\w.-]+)", attributes).group(1), {}).values()}
+  elif opcode in ("parameter", "constant", "bitcast", "tuple", "get-tuple-element", "after-all"):
+    return None
+  else:
+    inside = {opcode}
+  if inside & {"dot", "convolution"}:
+    return "dots"
+  if inside & {"reduce", "reduce-window"}:
+    return "reductions"
+  if inside & {"scatter", "gather", "sort", "rng", "rng-bit-generator", "while", "call", "custom-call"}:
+    return KINDS[-1]
+  if inside & {"transpose", "copy"}:
+    return "transposes and copies"
+  return "elementwise"
+
+
 def traced(fn, args, calls=20):
-  """{(pass, part): ms a call} of `fn(*args)`'s XLA ops, summed over a jax.profiler trace of `calls` calls."""
-  ops = {}
-  for line in fn.lower(*args).compile().as_text().splitlines():
-    if m := re.match(r"\s*(?:ROOT )?%(\S+) = \S+ [\w-]+\(", line):
-      op_name = re.search(r'op_name="([^"]*)"', line)
-      ops[m.group(1)] = op_name.group(1) if op_name else ""
-  jax.block_until_ready(fn(*args))
+  """(compiled entry ops {name: (shape, opcode, operands, attributes)}, all computations, {op name: ms a
+  call}) of `fn(*args())`, its XLA ops' times summed over a jax.profiler trace of `calls` calls. `args()`
+  gives fresh arguments (a step donates its state): all are made before the trace starts."""
+  computations = hlo_ops(fn.lower(*args()).compile().as_text())
+  jax.block_until_ready(fn(*args()))
+  inputs = [jax.block_until_ready(args()) for _ in range(calls)]
   with tempfile.TemporaryDirectory() as d:
     with jax.profiler.trace(d, create_perfetto_trace=True):
-      for _ in range(calls):
-        jax.block_until_ready(fn(*args))
+      for a in inputs:
+        jax.block_until_ready(fn(*a))
     with gzip.open(glob.glob(os.path.join(d, "**", "perfetto_trace.json.gz"), recursive=True)[0]) as f:
       events = json.load(f)
-  totals = collections.Counter()
+  entry, ms = computations["ENTRY"], collections.Counter()
   for e in events["traceEvents"] if isinstance(events, dict) else events:
-    if e.get("ph") == "X" and e["name"] in ops:
-      totals[part(ops[e["name"]], e["name"])] += e["dur"] / 1e3 / calls
-  return totals
+    if e.get("ph") == "X" and e["name"] in entry:
+      ms[e["name"]] += e["dur"] / 1e3 / calls
+  return entry, computations, ms
+
+
+def op_name(attributes):
+  return m.group(1) if (m := re.search(r'op_name="([^"]*)"', attributes)) else ""
+
+
+def dims(attributes, key):
+  m = re.search(key + r"=\{([\d,]*)\}", attributes)
+  return tuple(int(d) for d in m.group(1).split(",") if d) if m else ()
+
+
+def shape_of(shape):
+  return tuple(int(d) for d in re.match(r"\w+\[([\d,]*)\]", shape).group(1).split(",") if d)
+
+
+def dot_shapes(entry):
+  """{(lhs shape, rhs shape, dimension numbers): [op names]} of the entry computation's dots."""
+  out = collections.defaultdict(list)
+  for name, (shape, opcode, operands, attributes) in entry.items():
+    if opcode == "dot":
+      lhs, rhs = (shape_of(entry[o][0]) for o in operands[:2])
+      numbers = ((dims(attributes, "lhs_contracting_dims"), dims(attributes, "rhs_contracting_dims")),
+                 (dims(attributes, "lhs_batch_dims"), dims(attributes, "rhs_batch_dims")))
+      out[(lhs, rhs, numbers)].append(name)
+  return out
+
+
+def torch_dot(torch, numbers):
+  """`lax.dot_general(a, b, numbers)` as torch.matmul: the operands permuted (views) to [batch..., M, K]
+  and [batch..., K, N], several free or contracting axes flattened (torch copies where it must)."""
+  (lc, rc), (lb, rb) = numbers
+
+  def matrix(x, batch, contract, lhs):
+    free = [d for d in range(x.dim()) if d not in batch and d not in contract]
+    sizes = [int(np.prod([x.shape[d] for d in axes])) for axes in (free, contract)]
+    x = x.permute([*batch, *free, *contract] if lhs else [*batch, *contract, *free])
+    return x.reshape(*x.shape[:len(batch)], *(sizes if lhs else sizes[::-1]))
+
+  return lambda a, b: torch.matmul(matrix(a, lb, lc, True), matrix(b, rb, rc, False))
+
+
+def dots_vs_torch(entry, ms, rounds, calls):
+  """Each dot shape of the step: ms in the step (trace), and alone in XLA and in torch.matmul, the two
+  taking turns (XLA, torch, XLA, torch, ...) `rounds` times, each `calls` calls (median of rounds)."""
+  import torch
+  rows = []
+  for (lhs, rhs, numbers), names in dot_shapes(entry).items():
+    a, b = np.random.default_rng(0).standard_normal(lhs, np.float32), np.random.default_rng(1).standard_normal(
+        rhs, np.float32)
+    xla = jax.jit(lambda a, b, numbers=numbers: jax.lax.dot_general(a, b, numbers))
+    ja, jb, ta, tb = jnp.asarray(a), jnp.asarray(b), torch.from_numpy(a), torch.from_numpy(b)
+    tdot = torch_dot(torch, numbers)
+    np.testing.assert_allclose(tdot(ta, tb).numpy(), np.asarray(xla(ja, jb)), rtol=1e-3, atol=1e-3)
+    contract = int(np.prod([lhs[d] for d in numbers[0][0]]))
+    gflop = 2 * contract * int(np.prod(jax.eval_shape(xla, ja, jb).shape)) / 1e9
+    times = {"xla": [], "torch": []}
+    for _ in range(rounds):
+      t = time.perf_counter()
+      for _ in range(calls):
+        out = xla(ja, jb)
+      jax.block_until_ready(out)
+      times["xla"].append((time.perf_counter() - t) / calls * 1e3)
+      t = time.perf_counter()
+      for _ in range(calls):
+        tdot(ta, tb)
+      times["torch"].append((time.perf_counter() - t) / calls * 1e3)
+    in_step = statistics.mean(ms[n] for n in names)
+    rows.append((lhs, rhs, numbers, len(names), gflop, in_step, statistics.median(times["xla"]),
+                 statistics.median(times["torch"])))
+  return rows
+
+
+def print_kinds(entry, computations, ms):
+  """The step's op time split into KINDS, with how many ops of each run a step."""
+  total, count = collections.Counter(), collections.Counter()
+  for name, (shape, opcode, operands, attributes) in entry.items():
+    if (k := kind(computations, opcode, attributes)) and name in ms:
+      total[k] += ms[name]
+      count[k] += 1
+  all_ms = sum(total.values())
+  print("| kind of op | ops a step | ms a step, summed over the ops | share of the ops' time |\n|---|---:|---:|---:|")
+  for k in KINDS:
+    print(f"| {k} | {count[k]} | {total[k]:.2f} | {total[k] / all_ms:.1%} |")
+  print(f"| all | {sum(count.values())} | {all_ms:.2f} | 100% |")
+  print(f"\nnon-dot ops: {1 - total['dots'] / all_ms:.1%} of the ops' time.\n")
+
+
+def print_dots(rows):
+  print("| lhs | rhs | contracting / batch dims | a step | GFLOP each | in the step (ms each, trace) | XLA alone (ms) "
+        "| torch.matmul (ms) | XLA / torch | XLA GFLOP/s | torch GFLOP/s |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+  for lhs, rhs, ((lc, rc), (lb, rb)), n, gflop, in_step, xla, torch_ms in sorted(rows, key=lambda r: -r[3] * r[6]):
+    print(f"| {list(lhs)} | {list(rhs)} | {list(lc)}x{list(rc)} / {list(lb)}x{list(rb)} | {n} | {gflop:.4f} | "
+          f"{in_step:.3f} | {xla:.3f} | {torch_ms:.3f} | {xla / torch_ms:.2f} | {gflop / xla * 1e3:.0f} | "
+          f"{gflop / torch_ms * 1e3:.0f} |")
+  step = lambda i: sum(r[3] * r[i] for r in rows)
+  print(f"| all dots of a step | | | {sum(r[3] for r in rows)} | {step(4):.3f} | {step(5):.2f} (sum) | "
+        f"{step(6):.2f} | {step(7):.2f} | {step(6) / step(7):.2f} | | |\n")
 
 
 def fwd_bwd(module, *inputs):
@@ -112,7 +255,7 @@ def pieces(trainer, steps_per_call):
   n = np.int32(steps_per_call)
   B, L = batch["x"].shape
   model = ex.model
-  D, H, layers = model.dim, model.num_heads, model.num_layers
+  D, H, N = model.dim, model.num_heads, model.num_layers
   x_BxLxD = jax.random.normal(jax.random.key(2), (B, L, D))
   positions_L, valid_BxL = jnp.arange(L), jnp.ones((B, L), bool)
 
@@ -165,12 +308,22 @@ def pieces(trainer, steps_per_call):
     fn, args = fwd_bwd(module, *inputs)
     out[name] = (count, fn, lambda: args, 1)
 
-  layer("attention core (softmax(QK^T)V), x layers", layers, Attend(), q_BxLxHxK, q_BxLxHxK * 0.5, q_BxLxHxK * 2)
-  layer("qkv + out projections, x layers", layers, Projections(), x_BxLxD)
-  layer("MLP (dense, GELU, dense), x layers", layers, Mlp(), x_BxLxD)
-  layer("layer norm, x (2 x layers + 1)", 2 * layers + 1, nn.LayerNorm(m.ln_epsilon, **kw), x_BxLxD)
+  layer("attention core (softmax(QK^T)V), x layers", N, Attend(), q_BxLxHxK, q_BxLxHxK * 0.5, q_BxLxHxK * 2)
+  layer("qkv + out projections, x layers", N, Projections(), x_BxLxD)
+  layer("MLP (dense, GELU, dense), x layers", N, Mlp(), x_BxLxD)
+  layer("layer norm, x (2 x layers + 1)", 2 * N + 1, nn.LayerNorm(m.ln_epsilon, **kw), x_BxLxD)
   layer("embeddings + tied logits + loss", 1, EmbedAndLogits(), batch["x"], batch["y"], x_BxLxD)
   return out
+
+
+def cpu_name():
+  """The CPU's model name, as lscpu gives it (Linux); the platform's processor string elsewhere."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    import platform
+    return platform.processor() or platform.machine()
 
 
 def main(argv):
@@ -178,14 +331,33 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
   c = importlib.import_module(f.config.removesuffix(".py").replace("/", ".")).get_config()
+  for item in f.set:
+    key, value = item.split("=", 1)
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass
+    *path, last = key.split(".")
+    functools.reduce(lambda node, k: node[k], path, c)[last] = value
   trainer = Trainer(experiment.build(config_lib.resolve(c)))
   work = pieces(trainer, f.steps_per_call)
-  _, grad_fn, grad_args, _ = work["forward + backward"]
-  totals = traced(grad_fn, grad_args())
+  _, step_fn, step_args, _ = work["train step, 1 per call"]
+  entry, computations, ms = traced(step_fn, step_args)
+  import torch
+  print(f"{cpu_name()}, {os.cpu_count()} CPU cores, jax {jax.__version__}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.1f} at the start.\n")
+  print("The train step's XLA ops, by kind (a jax.profiler trace of 20 steps; ops on both cores summed):\n")
+  print_kinds(entry, computations, ms)
+  print("Its dots, by shape: in the step (trace), and each alone in XLA and in torch.matmul, taking turns "
+        f"({f.rounds} rounds x {f.calls} calls, medians):\n")
+  print_dots(dots_vs_torch(entry, ms, f.rounds, f.calls))
+  totals = collections.Counter()
+  for name, op_ms in ms.items():
+    totals[part(op_name(entry[name][3]), name)] += op_ms
   ops_ms = sum(totals.values())
   print("| pass | part | ms a step, summed over its XLA ops | share |\n|---|---|---:|---:|")
-  for (pass_, name), ms in sorted(totals.items(), key=lambda kv: -kv[1]):
-    print(f"| {pass_} | {name} | {ms:.2f} | {ms / ops_ms:.1%} |")
+  for (pass_, name), part_ms in sorted(totals.items(), key=lambda kv: -kv[1]):
+    print(f"| {pass_} | {name} | {part_ms:.2f} | {part_ms / ops_ms:.1%} |")
   print(f"| | all ops | {ops_ms:.2f} | 100% |\n")
   times = {name: [] for name in work}
   for name, (_, fn, args, _) in work.items():  # compile, and warm up
@@ -201,7 +373,7 @@ def main(argv):
       times[name].append(statistics.median(calls))
   step_ms = statistics.median(times["train step, 1 per call"]) * 1e3
   print(f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPU cores, jax {jax.__version__}, load average "
-        f"{os.getloadavg()[0]:.1f} at the end; {f.config}: batch {trainer.exp.config.data.batch_size}, "
+        f"{os.getloadavg()[0]:.1f} at the end; {f.config} {' '.join(f.set)}: batch {trainer.exp.config.data.batch_size}, "
         f"{f.rounds} rounds x {f.calls} calls, medians.\n")
   print("| piece | per step | ms each | ms a step | of the 1-per-call step |")
   print("|---|---:|---:|---:|---:|")

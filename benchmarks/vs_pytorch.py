@@ -37,9 +37,10 @@ TASKS = {  # name: (PyTorch reference arguments, bigmodel config and its overrid
     "gru": (["mnist1d", "--model=gru"], ["configs/mnist1d/gru.py"]),
     # A cheaper recipe to nanoGPT's loss: 1,000 steps of a 3-layer model (nanoGPT: 2,000 of 4 layers).
     "shakespeare": (["nanogpt"], ["configs/shakespeare/gpt_fast.py"]),
-    # nanoGPT's own recipe, step for step: the same model, batch and 2,000 steps (evaluated once, at the end).
+    # nanoGPT's own recipe, step for step: the same model (no biases, as its bias=False), batch and 2,000 steps
+    # (evaluated once, at the end).
     "shakespeare_char": (["nanogpt"], ["configs/shakespeare/gpt_char.py", "--config.steps_per_call=100",
-                                       "--config.eval_every=2000"]),
+                                       "--config.eval_every=2000", "--config.model.use_bias=false"]),
 }
 flags.DEFINE_list("tasks", list(TASKS), "Tasks to run.")
 flags.DEFINE_integer("repeats", 3, "Timed runs of each side per task (medians are reported).")

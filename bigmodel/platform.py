@@ -4,6 +4,7 @@ attention layers where cuDNN's fused kernel exists (models/attention.py).
 
 The train step and the trainer read as the algorithm; they ask here how to compile and dispatch.
 """
+import functools
 import os
 
 
@@ -51,6 +52,50 @@ def repeat_steps(one_step, state, columns, num_steps):
   shapes = jax.eval_shape(one_step, state, column(0))[1]
   metrics_K = jax.tree.map(lambda s: jnp.zeros((K, *s.shape), s.dtype), shapes)
   return jax.lax.fori_loop(0, num_steps, body, (state, metrics_K))
+
+
+def dense_dot_general():
+  """The `dot_general` of the Transformers' dense layers (models/layers.py); None is lax.dot_general.
+
+  On CPU, one whose backward computes the kernel's gradient as (cotangentᵀ · inputs)ᵀ, the cotangent
+  as the dot's left operand, where jax's own transpose makes it the right one. Same products, same
+  sums; what changes is which operand XLA:CPU copies into the transposed layout its dot reads: the
+  inputs (already in memory) instead of the cotangent, into whose transposing copy it otherwise fuses
+  the elementwise ops that make the cotangent (GELU's derivative: 6-8 ms for each of gpt_char's MLPs
+  without biases where 1 ms does; with biases the bias gradient happened to make XLA keep it in memory).
+  GPU and TPU keep lax.dot_general. Its output is named DENSE_MATMUL, so that remat policies that keep
+  matmul outputs (models/stack.py) keep it too: a custom_vjp hides the dot_general inside it from them."""
+  import jax
+  return _kernel_grad_as_lhs() if jax.default_backend() == "cpu" else None
+
+
+DENSE_MATMUL = "dense_matmul"
+
+
+@functools.cache
+def _kernel_grad_as_lhs():
+  import jax
+  import jax.ad_checkpoint
+  from jax import lax
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+  def matmul(x, kernel, precision):
+    return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
+
+  def backward(precision, residuals, g):
+    x, kernel = residuals
+    dx = lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())), precision=precision)
+    g_NxF, x_NxD = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+    return dx, lax.dot_general(g_NxF, x_NxD, (((0,), (0,)), ((), ())), precision=precision).T
+
+  matmul.defvjp(lambda x, kernel, precision: (matmul(x, kernel, precision), (x, kernel)), backward)
+
+  def dot_general(x, kernel, dimension_numbers, precision=None, preferred_element_type=None):
+    if dimension_numbers != (((x.ndim - 1,), (0,)), ((), ())) or preferred_element_type is not None:
+      return lax.dot_general(x, kernel, dimension_numbers, precision, preferred_element_type)
+    return jax.ad_checkpoint.checkpoint_name(matmul(x, kernel, precision), DENSE_MATMUL)
+
+  return dot_general
 
 
 def nvidia_gpu() -> bool:

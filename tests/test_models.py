@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigmodel import models
+from bigmodel import errors, models
 from bigmodel.models.transformer import MultiHeadAttention
 
 
@@ -204,3 +204,33 @@ def test_conv_as_matmul_refuses_dilation():
   from bigmodel.models.cnn import conv_as_matmul
   with pytest.raises(ValueError, match="no dilation"):
     conv_as_matmul(jnp.ones((1, 8, 1)), jnp.ones((3, 1, 1)), (1,), ((1, 1),), rhs_dilation=(2,))
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (2, 3, 4)])
+def test_the_cpu_dense_matmul_and_its_gradients_equal_lax_dot_general(shape):
+  from bigmodel import platform
+  dot_general = platform.dense_dot_general()
+  assert dot_general is not None  # the tests run on CPU, where the dense layers use it
+  rng = np.random.default_rng(0)
+  x, kernel = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in (shape, (4, 5)))
+  dims = (((x.ndim - 1,), (0,)), ((), ()))
+  loss = lambda dot, x, kernel: jnp.sum(jnp.sin(dot(x, kernel, dims)) * jnp.arange(5.0))
+  want = jax.value_and_grad(lambda *a: loss(jax.lax.dot_general, *a), argnums=(0, 1))(x, kernel)
+  got = jax.value_and_grad(lambda *a: loss(dot_general, *a), argnums=(0, 1))(x, kernel)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert g.shape == w.shape
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_a_gpt_without_biases_has_none_and_no_gpt2_export():
+  from bigmodel.huggingface import gpt2
+  fields = dict(name="gpt", num_outputs=50, num_layers=2, num_heads=2, dim=32, max_len=16)
+  x = jnp.zeros((1, 8), jnp.int32)
+  biased = jax.tree_util.tree_flatten_with_path(models.build(fields).init(jax.random.key(0), x))[0]
+  plain = jax.tree_util.tree_flatten_with_path(models.build({**fields, "use_bias": False}).init(jax.random.key(0), x))[0]
+  name = lambda path: jax.tree_util.keystr(path)
+  assert any("bias" in name(p) for p, _ in biased)
+  assert not any("bias" in name(p) for p, _ in plain)
+  assert {name(p) for p, _ in plain} == {name(p) for p, _ in biased if "bias" not in name(p)}
+  with pytest.raises(errors.UserError, match="no biases"):
+    gpt2.hf_config({**fields, "mlp_dim": 0, "vocab_size": 0, "ln_epsilon": 1e-5, "use_bias": False})

@@ -129,3 +129,15 @@ def test_an_unknown_remat_policy_names_the_known_ones():
   config, x = CASES["gpt"]
   with pytest.raises(ValueError, match=r"Unknown model.remat='some'. Known: none, full, dots"):
     jax.eval_shape(lambda: models.build({**config, "num_outputs": 11, "remat": "some"}).init(jax.random.key(0), x))
+
+
+def test_remat_dots_keeps_the_dense_layers_matmul_outputs_on_cpu(capsys):
+  from jax.ad_checkpoint import print_saved_residuals
+  from bigmodel import platform
+  dot_general = platform.dense_dot_general()  # on CPU a custom_vjp, whose inner dot the plain policy cannot see
+  dims = (((1,), (0,)), ((), ()))
+  f = lambda x, a, b: jnp.sum(jnp.tanh(dot_general(jnp.tanh(dot_general(x, a, dims)), b, dims)))
+  x, a, b = jnp.ones((8, 4)), jnp.ones((4, 16)), jnp.ones((16, 3))
+  print_saved_residuals(jax.checkpoint(f, policy=stack.REMAT["dots"]), x, a, b)
+  saved = capsys.readouterr().out.splitlines()
+  assert len(saved) == 5 and [line.split()[0] for line in saved[3:]] == ["f32[8,16]", "f32[8,3]"], saved

@@ -44,7 +44,8 @@ def hf_config(model, num_labels=None):
                                       "Hugging Face class computes; train model.name=bert for an exportable BERT"),
       (model.get("positions") == "rope", "it uses rotary positions; GPT-2 learns absolute ones"),
       (not model.get("tie_embeddings", True), "its lm_head is separate from the token embedding; GPT-2 ties them"),
-      (model.get("pool", "none") != "none", "it is a classifier; GPT-2 exports as a language model only"))
+      (model.get("pool", "none") != "none", "it is a classifier; GPT-2 exports as a language model only"),
+      (not model.get("use_bias", True), "it has no biases (model.use_bias=false); GPT-2's layers have them"))
       if bad]
   if reasons:
     raise errors.UserError(f"This GPT has no Hugging Face GPT-2 equivalent: {reasons[0]}.")

@@ -33,12 +33,13 @@ class SelfAttention(nn.Module):
   dropout: float = 0.0
   dtype: str = "float32"
   attention: str = "auto"  # the kernel: see models/attention.py
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x_BxLxD, positions_L, valid_BxL, train, decode):
     D = x_BxLxD.shape[-1]
     H = self.num_heads
-    qkv = dense(3 * D, ("embed", "heads"), nn.initializers.normal(0.02), self.dtype, "qkv")(x_BxLxD)
+    qkv = dense(3 * D, ("embed", "heads"), nn.initializers.normal(0.02), self.dtype, "qkv", self.use_bias)(x_BxLxD)
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = einops.rearrange(qkv, "b l (three h k) -> three b l h k", three=3, h=H)
     if self.use_rope:
       q_BxLxHxK, k_BxLxHxK = rope(q_BxLxHxK, positions_L), rope(k_BxLxHxK, positions_L)
@@ -48,7 +49,7 @@ class SelfAttention(nn.Module):
     drop = nn.Dropout(self.dropout, deterministic=False) if train and self.dropout else None
     out_BxLxHxK = attend(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, implementation=self.attention, drop=drop, **masks)
     out_BxLxD = einops.rearrange(out_BxLxHxK, "b l h k -> b l (h k)")
-    return dense(D, ("heads", "embed"), self.out_init, self.dtype, "out")(out_BxLxD)
+    return dense(D, ("heads", "embed"), self.out_init, self.dtype, "out", self.use_bias)(out_BxLxD)
 
 
 class Block(nn.Module):
@@ -62,19 +63,23 @@ class Block(nn.Module):
   dtype: str = "float32"
   ln_epsilon: float = 1e-6
   attention: str = "auto"
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x_BxLxD, positions_L, valid_BxL, train, decode):
     # Residual projections start smaller as depth grows (GPT-2): 0.02 / sqrt(2 * layers).
     out_init = nn.initializers.normal(0.02 / (2 * self.num_layers) ** 0.5)
     drop = lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_attn")(x_BxLxD)
+    norm = lambda name: nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, use_bias=self.use_bias, name=name)
+    h = norm("ln_attn")(x_BxLxD)
     x_BxLxD = x_BxLxD + drop(SelfAttention(self.num_heads, self.max_len, self.causal, self.use_rope, out_init,
-                                           self.dropout, self.dtype, self.attention, name="attn")(
+                                           self.dropout, self.dtype, self.attention, self.use_bias, name="attn")(
         h, positions_L, valid_BxL, train, decode))
-    h = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_mlp")(x_BxLxD)
-    h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), nn.initializers.normal(0.02), self.dtype, "mlp_in")(h))
-    return x_BxLxD + drop(dense(x_BxLxD.shape[-1], ("mlp", "embed"), out_init, self.dtype, "mlp_out")(h))
+    h = norm("ln_mlp")(x_BxLxD)
+    h = nn.gelu(dense(self.mlp_dim, ("embed", "mlp"), nn.initializers.normal(0.02), self.dtype, "mlp_in",
+                      self.use_bias)(h))
+    return x_BxLxD + drop(dense(x_BxLxD.shape[-1], ("mlp", "embed"), out_init, self.dtype, "mlp_out",
+                                self.use_bias)(h))
 
 
 class GPT(nn.Module):
@@ -100,6 +105,8 @@ class GPT(nn.Module):
                                    "(models/stack.py)")
   attention: str = field("auto", "auto | xla | cudnn | einsum (models/attention.py)")
   ln_epsilon: float = field(1e-6, "flax's default; GPT-2 checkpoints use 1e-5", above(0))
+  use_bias: bool = field(True, "biases in the dense layers and layer norms; False is nanoGPT's bias=False (no GPT-2 "
+                               "export)")
   decodes = True  # takes decode=True: keeps a KV cache (bigmodel/kv_cache.py). Not a field.
 
   @nn.compact
@@ -119,10 +126,11 @@ class GPT(nn.Module):
     h_BxLxD = nn.Dropout(self.dropout, deterministic=not train)(h_BxLxD.astype(self.dtype))
     fields = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim or 4 * self.dim, max_len=self.max_len,
                   causal=self.causal, use_rope=self.positions == "rope", num_layers=self.num_layers,
-                  dropout=self.dropout, dtype=self.dtype, ln_epsilon=self.ln_epsilon, attention=self.attention)
+                  dropout=self.dropout, dtype=self.dtype, ln_epsilon=self.ln_epsilon, attention=self.attention,
+                  use_bias=self.use_bias)
     h_BxLxD = stack.blocks(Block, fields, self.num_layers, "block", scan=self.scan_layers, remat=self.remat)(
         h_BxLxD, positions_L, valid_BxL, train, decode)
-    h_BxLxD = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, name="ln_final")(h_BxLxD)
+    h_BxLxD = nn.LayerNorm(self.ln_epsilon, dtype=self.dtype, use_bias=self.use_bias, name="ln_final")(h_BxLxD)
     return outputs(self, h_BxLxD, valid_BxL, embed, V)
 
 

@@ -5,7 +5,7 @@ check of a model's string fields. The KV cache they decode with is bigmodel/kv_c
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bigmodel import errors
+from bigmodel import errors, platform
 
 
 def named(init, *axes):
@@ -14,9 +14,11 @@ def named(init, *axes):
 
 
 def dense(features, axes, init, dtype, name, bias=True):
-  """nn.Dense with its kernel's and bias's axes named: `axes` = (input axis, output axis)."""
+  """nn.Dense with its kernel's and bias's axes named: `axes` = (input axis, output axis); its matmul is
+  the platform's (on CPU, one with a faster kernel gradient: platform.dense_dot_general)."""
   return nn.Dense(features, use_bias=bias, dtype=dtype, kernel_init=named(init, *axes),
-                  bias_init=named(nn.initializers.zeros, axes[1]), name=name)
+                  bias_init=named(nn.initializers.zeros, axes[1]), name=name,
+                  dot_general=platform.dense_dot_general())
 
 
 def rope(x_BxLxHxK, positions, freqs_K2=None):

@@ -26,11 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bigmodel import errors
+from bigmodel import errors, platform
 
 STACK = "_stack"  # <name>_stack holds blocks <name>0, <name>1, ... along its arrays' first axis
 LAYER_AXIS = "layers"  # the logical name of that axis (no sharding rule maps it: it stays whole)
-REMAT = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}  # jax.checkpoint policies
+# jax.checkpoint policies; "dots" keeps the CPU dense layers' matmuls too (named: platform.dense_dot_general)
+REMAT = {"full": None, "dots": jax.checkpoint_policies.save_from_both_policies(
+    jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    jax.checkpoint_policies.save_only_these_names(platform.DENSE_MATMUL))}
 REMAT_NAMES = ("none", *REMAT)
 
 
