@@ -39,6 +39,7 @@ def test_train_cli_applies_overrides_and_evaluate_cli_reports_the_checkpoint(dat
   assert np.array(report["confusion_matrix"]).sum() == 1000
 
 
+@pytest.mark.slow  # a CLI process (~8 s); test_failures' in-process checks refuse typos in the fast tier
 def test_unknown_override_key_fails_at_start(data_dir, tmp_path):
   out = run_cli("bigmodel.train", CNN, f"--workdir={tmp_path}", "--config.optimizer.learnin_rate=1",
                 check=False)
@@ -65,6 +66,7 @@ def wait_for_checkpoint(workdir, step, proc, timeout=240):
     time.sleep(0.05)
 
 
+@pytest.mark.slow  # a CLI training killed by SIGTERM (~10 s of the fast tier); the full suite runs it
 def test_sigterm_saves_a_checkpoint_before_exiting(data_dir, tmp_path):
   workdir = str(tmp_path)
   proc = start(data_dir, workdir)

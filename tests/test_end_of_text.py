@@ -74,7 +74,7 @@ def test_the_tokenizers_end_of_text_token_is_transformers_eos_token(gpt2_dir, be
     assert tok.eos_id is None
 
 
-@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("use_cache", [True, pytest.param(False, marks=pytest.mark.slow)])  # without: full suite
 def test_greedy_generation_stops_at_end_of_text_where_transformers_generate_does(eos_checkpoint, use_cache):
   directory, prompt, eos, drawn = eos_checkpoint
   want = reference(directory, prompt)

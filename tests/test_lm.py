@@ -245,6 +245,7 @@ def test_a_pretrained_lm_loads_into_a_classifier_with_a_new_head(data_dir, tmp_p
     train_and_evaluate(c, str(tmp_path / "wrong"))
 
 
+@pytest.mark.slow  # a training run (~10 s of the fast tier); the full suite runs it
 def test_text_csv_classification_reads_the_users_files(data_dir, tmp_path):
   rows = [("what a great film", "pos"), ("awful and boring", "neg")] * 40
   for split in ("train", "test"):

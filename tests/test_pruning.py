@@ -95,6 +95,7 @@ def test_excluded_parameters_are_never_pruned_and_match_an_unpruned_run():
   np.testing.assert_array_equal(pruned["dense"]["bias"], params["dense"]["bias"])
 
 
+@pytest.mark.slow  # two trainings (~10 s of the fast tier); the full suite runs it
 def test_gradual_pruning_in_the_trainer_resumes_with_its_masks(data_dir, tmp_path):
   c = tiny_config(data_dir, total_steps=60, checkpoint_every=20, eval_every=60)
   c.pruning.update(target_sparsity=0.75, start_step=10, end_step=30, frequency=10)
