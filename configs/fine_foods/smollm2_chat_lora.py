@@ -11,9 +11,10 @@ Run:    python -m experiments.instruction_tuning.data --out=runs/fine_foods_chat
         python -m bigmodel.train --config=configs/fine_foods/smollm2_chat_lora.py --workdir=runs/fine_foods_chat_lora
 Expect: seed 0, 100 training reviews (data.train_examples=100) and the first 100 test reviews of <= 40 words:
         greedy-answer accuracy 84 % (zero-shot 0 %: it answers in sentences, which count as wrong; always
-        "great": 72 %); answer-token eval loss 0.160. 50 steps of 4 x 128 tokens, about 15-25 s a step on a
-        2-core Intel Xeon shared with other jobs (2026-12-05). One seed only: experiments/instruction_tuning/
-        results.md (python -m experiments.instruction_tuning.run measures zero-shot and this config).
+        "great": 72 %); answer-token eval loss 0.160. Seeds 0, 1, 2: 84, 75, 72 % (77.0 ± 15.5). 50 steps of
+        4 x 128 tokens, about 11-17 s a step on a 2-core Intel Xeon shared with other jobs (2026-12-05):
+        experiments/instruction_tuning/results.md (python -m experiments.instruction_tuning.run measures
+        zero-shot and this config).
 """
 import os
 

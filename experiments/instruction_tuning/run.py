@@ -125,16 +125,18 @@ def cpu_name():
 def write_results(out, f, zero, tuned, n_train, started):
   seeds = [int(s) for s in f.seeds]
   great = np.mean([r["completion"] == "great" for r in data.records("test", f.max_words, f.test_reviews)])
-  rows = [f"| always \"great\" (the majority answer) | – | {100 * great:.1f} | 0 | – | – |",
+  rows = [f"| always \"great\" (the majority answer) | – | {100 * great:.1f} | 0 | – | – | – |",
           f"| zero-shot | – | {100 * zero['accuracy']:.1f} (same for every seed) | {zero['neither']} | – | "
-          f"{zero['seconds']:.0f} |"]
+          f"{cell([zero['accuracy'] - great])} | {zero['seconds']:.0f} |"]
   for n, by_seed in tuned.items():
     acc = [by_seed[s]["accuracy"] for s in seeds]
     gain = [a - zero["accuracy"] for a in acc]
     rows.append(f"| LoRA instruction-tuned | {n} | {cell(acc)} ({', '.join(f'{100 * a:.0f}' for a in acc)}) | "
                 f"{', '.join(str(by_seed[s]['neither']) for s in seeds)} | {cell(gain)} | "
-                f"{', '.join(str(round(by_seed[s]['seconds'])) for s in seeds)} |")
+                f"{cell([a - great for a in acc])} | {', '.join(str(round(by_seed[s]['seconds'])) for s in seeds)} |")
   examples = "\n".join(f"- {json.dumps(a)}" for a in zero["answers"][:5])
+  missing = [*([] if "500" in f.budgets else ["N = 500"]), "full fine-tuning at N = 100",
+             *([] if len(seeds) >= 3 else ["seeds 0-2"]), "the whole test split"]
   timing = ("" if not f.note else f"\n{f.note}\n")
   text = f"""# Instruction tuning SmolLM2-135M-Instruct for review sentiment
 
@@ -147,19 +149,20 @@ most {MAX_NEW_TOKENS} tokens; an answer that is neither word is wrong. Test: the
 of at most {f.max_words} words ({100 * great:.0f} % "great"); training: N of the {n_train} training reviews of at most
 {f.max_words} words, drawn with the seed. LoRA: configs/fine_foods/smollm2_chat_lora.py (rank 8, loss on the answer and its
 <|im_end|> only). Accuracy in %, mean ± 95 % CI over seeds {', '.join(map(str, seeds))} (t; none with one seed), each seed's in
-brackets; "gain" is paired: each seed's accuracy minus zero-shot's on the same test questions.
+brackets; "gain" is paired: each seed's accuracy minus zero-shot's (or always answering "great"'s) on the same
+test questions.
 
-| model | N | accuracy (%) | answers neither word | gain over zero-shot (points) | seconds per run |
-|---|---|---|---|---|---|
+| model | N | accuracy (%) | answers neither word | gain over zero-shot (points) | over always "great" | seconds per run |
+|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 {timing}
 Zero-shot's first answers, as generated:
 {examples}
 
-Not run here (the issue's full table): N = 500, full fine-tuning at N = 100, seeds 1-2 where only seed 0 is
-listed, and the whole test split; the MiniLM-L6 and fastText rows of experiments/transfer/published.md were measured
-on all 1,000 test reviews of any length, so they are not beside these numbers yet.
+Not run here (the issue's full table): {', '.join(missing)}; the MiniLM-L6
+and fastText rows of experiments/transfer/published.md were measured on all 1,000 test reviews of any length, so
+they are not beside these numbers yet.
 """
   with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as file:
     file.write(text)
