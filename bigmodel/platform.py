@@ -4,6 +4,8 @@ attention layers where cuDNN's fused kernel exists (models/attention.py).
 
 The train step and the trainer read as the algorithm; they ask here how to compile and dispatch.
 """
+import contextlib
+import contextvars
 import functools
 import os
 
@@ -63,13 +65,25 @@ def dense_dot_general():
   inputs (already in memory) instead of the cotangent, into whose transposing copy it otherwise fuses
   the elementwise ops that make the cotangent (GELU's derivative: 6-8 ms for each of gpt_char's MLPs
   without biases where 1 ms does; with biases the bias gradient happened to make XLA keep it in memory).
-  GPU and TPU keep lax.dot_general. Its output is named DENSE_MATMUL, so that remat policies that keep
-  matmul outputs (models/stack.py) keep it too: a custom_vjp hides the dot_general inside it from them."""
+  GPU and TPU keep lax.dot_general, and so do rematerialised blocks (`plain_dense`): XLA:CPU saved no
+  memory with remat around this custom_vjp. Its output is named DENSE_MATMUL, so that remat policies that
+  keep matmul outputs (models/stack.py) keep it too: a custom_vjp hides the dot_general inside it from them."""
   import jax
-  return _kernel_grad_as_lhs() if jax.default_backend() == "cpu" else None
+  return _kernel_grad_as_lhs() if jax.default_backend() == "cpu" and not _PLAIN_DENSE.get() else None
 
 
 DENSE_MATMUL = "dense_matmul"
+_PLAIN_DENSE = contextvars.ContextVar("plain_dense", default=False)
+
+
+@contextlib.contextmanager
+def plain_dense(plain=True):
+  """Within it (while a model is traced), dense layers built use lax.dot_general (see dense_dot_general)."""
+  token = _PLAIN_DENSE.set(plain)
+  try:
+    yield
+  finally:
+    _PLAIN_DENSE.reset(token)
 
 
 @functools.cache

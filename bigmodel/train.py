@@ -105,10 +105,15 @@ def check(c, mesh):
   if c.data.batch_size % (n * c.micro_batches):
     raise errors.UserError(f"data.batch_size={c.data.batch_size} must split into micro_batches="
                            f"{c.micro_batches} parts of a multiple of {n} devices each.")
-  model_class = registry.lookup(models.MODELS, c.model.name, "model")[0]
-  if c.data.pack and "segments_BxL" not in inspect.signature(model_class.__call__).parameters:
+  if c.data.pack and "name" in c.model:  # else init.hf names it: the Trainer checks the model it builds
+    check_packing(registry.lookup(models.MODELS, c.model.name, "model")[0], c.model.name)
+
+
+def check_packing(model_class, name):
+  """data.pack=True: the model must take a packed batch's segments (data.model_inputs)."""
+  if "segments_BxL" not in inspect.signature(model_class.__call__).parameters:
     raise errors.UserError(f"data.pack=True needs a model that keeps packed conversations apart (the Llama family); "
-                           f"model.name={c.model.name!r} does not: set data.pack=False.")
+                           f"model {name!r} does not: set data.pack=False.")
 
 
 class Trainer:
@@ -119,6 +124,8 @@ class Trainer:
     c = exp.config
     self.mesh = mesh or sharding.make_mesh(c.sharding)
     check(c, self.mesh)
+    if c.data.pack:
+      check_packing(type(exp.model), c.model.get("name", type(exp.model).__name__))
     self.tx, schedule = optim.optimizer(c.optimizer, c.total_steps)
     self.schedule = jax.jit(schedule)  # one compilation, not one per jnp op (0.03-0.05 s each)
     if c.pruning.target_sparsity:  # the masks ride in the optimizer state, so checkpoints keep them

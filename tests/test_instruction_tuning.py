@@ -161,7 +161,7 @@ def test_packing_for_a_model_that_cannot_keep_conversations_apart_is_refused_bef
       data=dict(name="chat", files=("no_such_train.jsonl", "no_such_test.jsonl"), pack=True), model=dict(name="gpt"),
       loss="lm_xent")))
   with pytest.raises(errors.UserError, match=r"data.pack=True needs a model that keeps packed conversations apart "
-                                             r"\(the Llama family\); model.name='gpt' does not"):
+                                             r"\(the Llama family\); model 'gpt' does not"):
     train.check(c, sharding.make_mesh(c.sharding))
   c.model = config_lib.resolve(ml_collections.ConfigDict(dict(model=dict(name="llama")))).model
   train.check(c, sharding.make_mesh(c.sharding))

@@ -102,7 +102,8 @@ def test_remat_lowers_the_peak_temporary_memory():
   x = jnp.zeros((16, 64), jnp.int32)
   temporaries = {}
   for remat in (False, True):
-    m = models.build(dict(name="gpt", num_outputs=32, num_layers=3, num_heads=2, dim=32, max_len=64, remat=remat))
+    # Wide enough that activations outweigh XLA:CPU's other temporaries (at dim 32 the two were equal).
+    m = models.build(dict(name="gpt", num_outputs=32, num_layers=4, num_heads=2, dim=128, max_len=64, remat=remat))
     params = nn.unbox(m.init(jax.random.key(0), x[:1]))["params"]
     grad = jax.jit(jax.grad(lambda p: jnp.sum(m.apply({"params": p}, x))))
     temporaries[remat] = grad.lower(params).compile().memory_analysis().temp_size_in_bytes

@@ -46,6 +46,10 @@ def blocks(block, fields, num_layers, name, *, scan=False, remat="none"):
     raise errors.UserError(f"Unknown model.remat={remat!r}. Known: {', '.join(REMAT_NAMES)}.")
 
   def run(x, *args):
+    with platform.plain_dense(remat != "none"):  # remat saves memory with lax's matmuls only (platform.py)
+      return _run(x, *args)
+
+  def _run(x, *args):
     static = tuple(i for i, a in enumerate(args, start=2) if isinstance(a, bool))  # 0 is self, 1 is x
     if not scan:
       cls = block if remat == "none" else nn.remat(block, policy=REMAT[remat], static_argnums=static)
