@@ -124,8 +124,8 @@ class Trainer:
     c = exp.config
     self.mesh = mesh or sharding.make_mesh(c.sharding)
     check(c, self.mesh)
-    if c.data.pack:
-      check_packing(type(exp.model), c.model.get("name", type(exp.model).__name__))
+    if c.data.pack:  # init.hf's architecture is named now (experiment.fill)
+      check_packing(registry.lookup(models.MODELS, c.model.name, "model")[0], c.model.name)
     self.tx, schedule = optim.optimizer(c.optimizer, c.total_steps)
     self.schedule = jax.jit(schedule)  # one compilation, not one per jnp op (0.03-0.05 s each)
     if c.pruning.target_sparsity:  # the masks ride in the optimizer state, so checkpoints keep them
