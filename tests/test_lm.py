@@ -46,7 +46,8 @@ def test_padding_is_invisible_to_the_real_tokens_and_the_mean_pool():
   np.testing.assert_allclose(apply({"params": params}, x)[:1], short, atol=1e-5)
 
 
-@pytest.mark.parametrize("positions", ["learned", "rope"])
+@pytest.mark.parametrize("positions", [  # learned: GPT-2's, whose cached generation test_huggingface checks too
+    pytest.param("learned", marks=pytest.mark.slow), "rope"])
 def test_kv_cache_decoding_gives_the_same_tokens_as_recomputing_the_context(positions):
   model = tiny_gpt(positions=positions)
   prompt = jax.random.randint(jax.random.key(0), (2, 5), 0, 50)

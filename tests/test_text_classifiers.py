@@ -19,7 +19,7 @@ def test_more_padding_after_a_text_does_not_change_its_logits(name, num_outputs)
   lengths_B = np.array([12, 5, 1, 0])  # the last text is empty
   tokens_BxL = np.where(np.arange(12) < lengths_B[:, None],
                         np.random.default_rng(0).integers(0, 50, (4, 12)), -1).astype(np.int32)
-  variables = model.init(jax.random.key(0), tokens_BxL)
+  variables = jax.jit(model.init)(jax.random.key(0), tokens_BxL)  # one compile, not one per eager op
   apply = jax.jit(model.apply)
   logits_BxO = apply(variables, tokens_BxL)
   assert logits_BxO.shape == (4, num_outputs)
