@@ -32,23 +32,14 @@ Expect: flax reports 76.7 % top-1 (v100_x8, 250 k steps of 512, 13.7 h on 8 V100
         machine has no accelerator and no ImageNet; tests/test_images.py trains this config two steps on a small
         folder.
 """
-import ml_collections
-
 from bigmodel import config as config_lib
-
-EPOCH = 1_281_167 // 1024  # steps per epoch at batch 1,024
+from configs.imagenet.common import EPOCH, setup
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.data = dict(name="image_folder", folder="imagenet", image_size=224, channels=3, eval_split="val",
-                batch_size=1024, eval_batch_size=1000, normalize=True, augment=("random_crop", "flip"),
-                crop_padding=16)
+  c = setup()
   c.model = dict(name="resnet50", stem="imagenet", dtype="bfloat16")
   c.optimizer = dict(name="sgd", learning_rate=0.1 * 1024 / 256, momentum=0.9, nesterov=True,
                      schedule="warmup_cosine", warmup_steps=5 * EPOCH, weight_decay=1e-4)
   c.total_steps = 100 * EPOCH
-  c.log_every = 100
-  c.eval_every = 5 * EPOCH
-  c.checkpoint_every = EPOCH
   return config_lib.resolve(c)

@@ -20,23 +20,14 @@ Expect: big_vision reports ViT-S/16 at 76.5 % top-1 after 90 epochs and 80.0 % a
         model and optimizer are the ones tests/test_vision.py and tests/test_optim.py check, and
         tests/test_images.py trains this config two steps on a small folder.
 """
-import ml_collections
-
 from bigmodel import config as config_lib
-
-EPOCH = 1_281_167 // 1024  # steps per epoch at batch 1,024
+from configs.imagenet.common import EPOCH, setup
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.data = dict(name="image_folder", folder="imagenet", image_size=224, channels=3, eval_split="val",
-                batch_size=1024, eval_batch_size=1000, normalize=True, augment=("random_crop", "flip"),
-                crop_padding=16)
+  c = setup()
   c.model = dict(name="vit_b", patch_size=16, pool="mean", dtype="bfloat16")
   c.optimizer = dict(name="adamw", learning_rate=1e-3, b2=0.999, schedule="warmup_cosine", warmup_steps=10_000,
                      weight_decay=1e-4, grad_clip_norm=1.0)
   c.total_steps = 90 * EPOCH
-  c.log_every = 100
-  c.eval_every = 5 * EPOCH
-  c.checkpoint_every = EPOCH
   return config_lib.resolve(c)
