@@ -106,11 +106,12 @@ def check(c, mesh):
     raise errors.UserError(f"data.batch_size={c.data.batch_size} must split into micro_batches="
                            f"{c.micro_batches} parts of a multiple of {n} devices each.")
   if c.data.pack and "name" in c.model:  # else init.hf names it: the Trainer checks the model it builds
-    check_packing(registry.lookup(models.MODELS, c.model.name, "model")[0], c.model.name)
+    check_packing(c.model.name)
 
 
-def check_packing(model_class, name):
-  """data.pack=True: the model must take a packed batch's segments (data.model_inputs)."""
+def check_packing(name):
+  """data.pack=True: the model `name` must take a packed batch's segments (data.model_inputs)."""
+  model_class = registry.lookup(models.MODELS, name, "model")[0]
   if "segments_BxL" not in inspect.signature(model_class.__call__).parameters:
     raise errors.UserError(f"data.pack=True needs a model that keeps packed conversations apart (the Llama family); "
                            f"model {name!r} does not: set data.pack=False.")
@@ -125,7 +126,7 @@ class Trainer:
     self.mesh = mesh or sharding.make_mesh(c.sharding)
     check(c, self.mesh)
     if c.data.pack:  # init.hf's architecture is named now (experiment.fill)
-      check_packing(registry.lookup(models.MODELS, c.model.name, "model")[0], c.model.name)
+      check_packing(c.model.name)
     self.tx, schedule = optim.optimizer(c.optimizer, c.total_steps)
     self.schedule = jax.jit(schedule)  # one compilation, not one per jnp op (0.03-0.05 s each)
     if c.pruning.target_sparsity:  # the masks ride in the optimizer state, so checkpoints keep them

@@ -134,19 +134,19 @@ def example(template, messages) -> Example:
 def rows(examples, seq_len, pack=False):
   """{"x", "y"} arrays (N x seq_len, -1 padded; y is -1 where the loss takes nothing), with "segments" when
   packed, and the counts of conversations cut and dropped (module docstring: too long, packing)."""
-  placed, cut, dropped = [[]], 0, 0  # rows, each a list of (inputs, targets)
+  placed, cut, dropped = [], 0, 0  # rows, each a list of (inputs, targets)
   for e in examples:
     ids, answer = e.ids[:seq_len + 1], e.answer[:seq_len + 1]
     cut += len(e.ids) > seq_len + 1
     if not answer[1:].any():
       dropped += 1
       continue
-    if placed[-1] and (not pack or sum(len(x) for x, _ in placed[-1]) + len(ids) - 1 > seq_len):
+    if not placed or not pack or sum(len(x) for x, _ in placed[-1]) + len(ids) - 1 > seq_len:
       placed.append([])
     placed[-1].append((ids[:-1], np.where(answer[1:], ids[1:], -1)))
-  arrays = {key: np.full((len(placed) if placed[0] else 0, seq_len), fill, np.int32)
+  arrays = {key: np.full((len(placed), seq_len), fill, np.int32)
             for key, fill in (("x", -1), ("y", -1), ("segments", 0))}
-  for i, row in enumerate(placed if placed[0] else []):
+  for i, row in enumerate(placed):
     at = 0
     for segment, (x, y) in enumerate(row, 1):
       arrays["x"][i, at:at + len(x)], arrays["y"][i, at:at + len(y)] = x, y
