@@ -30,9 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigmodel import errors, kv_cache, sampling
+from bigmodel import errors, kv_cache, platform, sampling
 
 Token = collections.namedtuple("Token", "id logprob top_ids top_logprobs")  # top_*: sampling.TOP_LOGPROBS
+# A prompt to prefill into row `slot` (Slots.start_all), and how its row draws: its first token is its token `step`.
+Start = collections.namedtuple("Start", "slot ids temperature top_k top_p seed step", defaults=(1.0, 0, 1.0, 0, 0))
 
 
 @functools.lru_cache(maxsize=16)  # the same functions for the same model, so that jit compiles them once
@@ -75,8 +77,9 @@ def bucket(n, sizes):
 @functools.lru_cache(maxsize=16)
 def _jitted(prefill, decode):
   """`_start` and `_step` over these functions, jitted (once per pair), the cache donated."""
-  start = jax.jit(functools.partial(_start, prefill), donate_argnums=1, static_argnames="echo")
-  return start, decode and jax.jit(functools.partial(_step, decode), donate_argnums=1, static_argnames="length")
+  jit = functools.partial(jax.jit, donate_argnums=1, compiler_options=platform.decode_compiler_options())
+  return jit(functools.partial(_start, prefill), static_argnames="echo"), decode and jit(
+      functools.partial(_step, decode), static_argnames="length")
 
 
 class Decoder:
@@ -97,18 +100,19 @@ class Decoder:
     self._compiling, self._compiling_lock = collections.defaultdict(threading.Lock), threading.Lock()
 
 
-def _start(prefill, weights, cache, slot, ids_1xL, last, seed, step, temperature, top_k, top_p, *, echo):
-  """A prompt prefilled into row `slot` of the cache (its first L positions; those after hold an
-  earlier row's keys, which no query sees before they are overwritten): (cache, the token drawn
-  after it (as token `step` of the row), that token's logprobs, and with `echo` those of each prompt
-  token after the first, from the logits before it)."""
-  logits_1xLxV, rows = prefill(weights, ids_1xL)
-  logits_LxV = logits_1xLxV[0]
-  cache = [jax.lax.dynamic_update_slice(c, r, (slot, *[0] * (c.ndim - 1))) for c, r in zip(cache, rows)]
-  first_1 = sampling.draw(logits_LxV[last][None], seed[None], step[None], temperature[None], top_k[None],
-                          top_p[None])
-  return (cache, first_1[0], sampling.logprobs(logits_LxV[last][None], first_1),
-          sampling.logprobs(logits_LxV[:-1], ids_1xL[0, 1:]) if echo else None)
+def _start(prefill, weights, cache, slot_K, ids_KxL, last_K, seed_K, step_K, temperature_K, top_k_K, top_p_K, *,
+           echo):
+  """K prompts prefilled together into rows slot_K of the cache (their first L positions; those after
+  hold an earlier row's keys, which no query sees before they are overwritten; a slot given twice
+  must be given the same prompt: the padding): (cache, the token drawn after each prompt (as token
+  step_K of its row), those tokens' logprobs, and with `echo` those of each prompt token after the
+  first, from the logits before it). K prompts in one call: their dots run on K x L rows at once."""
+  logits_KxLxV, rows = prefill(weights, ids_KxL)
+  cache = [c.at[slot_K, ..., :ids_KxL.shape[1], :, :].set(r) for c, r in zip(cache, rows)]
+  logits_KxV = jnp.take_along_axis(logits_KxLxV, last_K[:, None, None], 1)[:, 0]
+  first_K = sampling.draw(logits_KxV, seed_K, step_K, temperature_K, top_k_K, top_p_K)
+  return (cache, first_K, sampling.logprobs(logits_KxV, first_K),
+          jax.vmap(sampling.logprobs)(logits_KxLxV[:, :-1], ids_KxL[:, 1:]) if echo else None)
 
 
 def _step(decode, weights, cache, token_B, position_B, seed_B, step_B, temperature_B, top_k_B, top_p_B, *, length):
@@ -126,8 +130,9 @@ def _step(decode, weights, cache, token_B, position_B, seed_B, step_B, temperatu
 
 
 class Slots:
-  """`n` rows of a Decoder's KV cache that decode together, each at its own position. `start`
-  prefills a prompt (on its own, length-bucketed) into a row and draws its first token; `step` feeds
+  """`n` rows of a Decoder's KV cache that decode together, each at its own position. `start_all`
+  prefills prompts into rows and draws their first tokens (prompts of a length bucket together, in
+  calls of the batch sizes: K prompts in one call cost less than K calls); `step` feeds
   the rows in use their last tokens and draws the next. A step runs the first rows, to the next of
   `batch_sizes` (the decoder's below n, and n) that holds the rows in use, over their first
   positions, to the next of the decoder's `lengths` that holds the longest of those rows: its cost
@@ -155,11 +160,11 @@ class Slots:
     self.seed_N, self.temperature_N, self.top_p_N = np.zeros(n, np.uint32), np.zeros(n, np.float32), np.ones(n, np.float32)
 
   def buckets(self):
-    """What `start` and `step` run, cheapest first (a prefill of L tokens costs about what a step of L
-    rows does): ("start", 1, L) per prompt length, ("step", B, L) per batch size and length."""
+    """What `start_all` and `step` run, cheapest first (a prefill of K prompts of L tokens costs about
+    what a step of K x L rows does): ("start", K, L) and ("step", B, L) per batch size and length."""
     lengths = self.decoder.lengths
-    return sorted([("start", 1, L) for L in lengths] + [("step", B, L) for L in lengths for B in self.batch_sizes],
-                  key=lambda b: (b[1] * b[2] if b[0] == "step" else b[2], b[0] == "step", b[2]))
+    return sorted([(kind, B, L) for kind in ("start", "step") for L in lengths for B in self.batch_sizes],
+                  key=lambda b: (b[1] * b[2], b[0] == "step", b[2]))
 
   def compiled(self):
     """The buckets compiled ahead so far."""
@@ -175,7 +180,7 @@ class Slots:
       if key in d.compiled:
         return
       kind, B, L = bucket
-      args = self.start_args(0, np.zeros(L, np.int32)) if kind == "start" else self.step_args(B, L)
+      args = self.start_args([Start(0, np.zeros(L, np.int32))], B, L) if kind == "start" else self.step_args(B, L)
       args = (args[0], self._cache_avals, *args[2:])  # the cache's shapes: the worker may have donated its buffers
       if kind == "start":
         d.start.lower(*args, echo=True).compile()
@@ -206,43 +211,78 @@ class Slots:
     thread.start()
     return thread
 
+  def _holding(self, bucket):
+    """The compiled buckets that hold `bucket`: same kind, as many rows and positions or more."""
+    kind, B, L = bucket
+    return [b for b in self.compiled() if b[0] == kind and b[1] >= B and b[2] >= L]
+
   def _compiled_bucket(self, bucket):
-    """`bucket`, or once buckets are compiled ahead, the smallest compiled one that holds it (same
-    kind, as many rows and positions or more), or `bucket` compiled now if none does."""
+    """`bucket`, or once buckets are compiled ahead, the smallest compiled one that holds it, or
+    `bucket` compiled now if none does."""
     if not self.decoder.warming:
       return bucket
-    kind, B, L = bucket
-    held = [b for b in self.compiled() if b[0] == kind and b[1] >= B and b[2] >= L]
-    if held:
+    if held := self._holding(bucket):
       return min(held, key=lambda b: (b[1] * b[2], b != bucket))
     self.compile(bucket)
     return bucket
 
-  def start_args(self, slot, ids, temperature=1.0, top_k=0, top_p=1.0, seed=0, length=None, step=0):
-    """`Decoder.start`'s arguments; the prompt padded to `length` (default: the next of the lengths that holds it)."""
-    context = self.decoder.context
-    if not 1 <= len(ids) <= context:
-      raise errors.UserError(f"A prompt of {len(ids)} tokens: the model reads 1 to {context}.")
-    ids_1xL = np.full((1, length or bucket(len(ids), self.decoder.lengths)), -1, np.int32)
-    ids_1xL[0, :len(ids)] = ids
-    return (self.decoder.weights, self.cache, np.int32(slot), ids_1xL, np.int32(len(ids) - 1), np.uint32(seed),
-            np.int32(step), np.float32(temperature), np.int32(top_k), np.float32(top_p))
+  def start_args(self, starts, K, length):
+    """`Decoder.start`'s arguments for `starts` (at most K Starts): padded to K rows with copies of the
+    first (the same row written twice with the same prompt), and to `length` positions with -1."""
+    starts = [*starts, *[starts[0]] * (K - len(starts))]
+    ids_KxL = np.full((K, length), -1, np.int32)
+    for k, s in enumerate(starts):
+      ids_KxL[k, :len(s.ids)] = s.ids
+    column = lambda field, dtype: np.array([getattr(s, field) for s in starts], dtype)
+    return (self.decoder.weights, self.cache, column("slot", np.int32), ids_KxL,
+            np.array([len(s.ids) - 1 for s in starts], np.int32), column("seed", np.uint32), column("step", np.int32),
+            column("temperature", np.float32), column("top_k", np.int32), column("top_p", np.float32))
 
   def start(self, slot, ids, temperature=1.0, top_k=0, top_p=1.0, seed=0, step=0, echo=True):
     """Prefills `ids` (1 to `context` token ids) into row `slot`: (the Token drawn after them, as the
     row's token `step`; with `echo`, the prompt's Tokens after the first, each with the logprobs the
     model gave it)."""
-    length = self._compiled_bucket(("start", 1, bucket(len(ids), self.decoder.lengths)))[2]
-    self.cache, first, first_logprobs, prompt_logprobs = self.decoder.start(
-        *self.start_args(slot, ids, temperature, top_k, top_p, seed, length, step), echo=echo)
-    self.token_N[slot], self.position_N[slot], self.step_N[slot] = first, len(ids), step + 1
-    self.seed_N[slot], self.temperature_N[slot], self.top_k_N[slot], self.top_p_N[slot] = (
-        seed, temperature, top_k, top_p)
-    first = Token(int(first), *(np.asarray(x)[0] for x in first_logprobs))
-    if not echo:
-      return first, None
-    logprob_L, top_ids_LxK, top_LxK = (np.asarray(x)[:len(ids) - 1] for x in prompt_logprobs)
-    return first, [Token(int(t), *row) for t, *row in zip(ids[1:], logprob_L, top_ids_LxK, top_LxK)]
+    return self.start_all([Start(slot, ids, temperature, top_k, top_p, seed, step)], echo)[0]
+
+  def start_all(self, starts, echo=True):
+    """`start` for each of `starts` (Starts, each its own row), in order. The prompts of a length bucket
+    are prefilled together, in calls of the largest batch sizes that they fill (once buckets are
+    compiled ahead, of those compiled)."""
+    context = self.decoder.context
+    if bad := [len(s.ids) for s in starts if not 1 <= len(s.ids) <= context]:
+      raise errors.UserError(f"A prompt of {bad[0]} tokens: the model reads 1 to {context}.")
+    by_length = collections.defaultdict(list)
+    for i, s in enumerate(starts):
+      by_length[bucket(len(s.ids), self.decoder.lengths)].append(i)
+    out = [None] * len(starts)
+    for length, todo in by_length.items():
+      held = {K for _, K, _ in self._holding(("start", 1, length))} if self.decoder.warming else ()
+      sizes = sorted(held or self.batch_sizes)
+      while todo:
+        K = max((K for K in sizes if K <= len(todo)), default=sizes[0])
+        chunk, todo = todo[:K], todo[K:]
+        _, K, L = self._compiled_bucket(("start", K, length))
+        for i, result in zip(chunk, self._start([starts[i] for i in chunk], K, L, echo)):
+          out[i] = result
+    return out
+
+  def _start(self, starts, K, length, echo):
+    self.cache, first_K, first_logprobs, prompt_logprobs = self.decoder.start(
+        *self.start_args(starts, K, length), echo=echo)
+    first_K, first_logprobs = np.asarray(first_K), [np.asarray(x) for x in first_logprobs]
+    prompt_logprobs = echo and [np.asarray(x) for x in prompt_logprobs]
+    out = []
+    for k, s in enumerate(starts):
+      self.token_N[s.slot], self.position_N[s.slot], self.step_N[s.slot] = first_K[k], len(s.ids), s.step + 1
+      self.seed_N[s.slot], self.temperature_N[s.slot], self.top_k_N[s.slot], self.top_p_N[s.slot] = (
+          s.seed, s.temperature, s.top_k, s.top_p)
+      first = Token(int(first_K[k]), *(x[k] for x in first_logprobs))
+      if not echo:
+        out.append((first, None))
+        continue
+      logprob_L, top_ids_LxK, top_LxK = (x[k, :len(s.ids) - 1] for x in prompt_logprobs)
+      out.append((first, [Token(int(t), *row) for t, *row in zip(s.ids[1:], logprob_L, top_ids_LxK, top_LxK)]))
+    return out
 
   def step_args(self, B, length):
     """`Decoder.step`'s arguments for the first B rows; a row past `length` (free, or ended) feeds at its end."""
@@ -291,14 +331,17 @@ def generate(decoder, prompts, max_new_tokens, *, temperature=1.0, top_k=0, top_
     out[i].append(token.id)
     drawn_N[i] += 1
 
-  for i in np.flatnonzero(new_N > 0):
-    add(i, slots.start(i, window(i), **settings[i], echo=False)[0])
+  starting = np.flatnonzero(new_N > 0)
+  for i, (token, _) in zip(starting, slots.start_all([Start(i, window(i), **settings[i]) for i in starting], False)):
+    add(i, token)
   while rows := [i for i in range(n) if drawn_N[i] < new_N[i] and out[i][-1] not in stop_ids
                  and (slide or not slots.full(i))]:
     again = [i for i in rows if slots.full(i) or decoder.step is None]  # its window prefilled afresh (no cache: always)
     if stepping := [i for i in rows if i not in again]:
       for i, token in zip(stepping, slots.step(stepping)):
         add(i, token)
-    for i in again:  # after the step, which also runs rows it was not asked for (their tokens ignored)
-      add(i, slots.start(i, window(i), **settings[i], step=int(drawn_N[i]), echo=False)[0])
+    # After the step, which also runs rows it was not asked for (their tokens ignored).
+    for i, (token, _) in zip(again, slots.start_all(
+        [Start(i, window(i), **settings[i], step=int(drawn_N[i])) for i in again], False)):
+      add(i, token)
   return out

@@ -645,14 +645,14 @@ def test_healthz_answers_before_every_bucket_is_compiled_and_each_bucket_gives_t
   port = httpd.server_address[1]
   try:
     health = request_at(port, "GET", "/healthz")[1]
-    assert health["buckets_compiled"] == 2 and health["buckets"] == len(slots.buckets()) == 6, health
+    assert health["buckets_compiled"] == 2 and health["buckets"] == len(slots.buckets()) == 8, health
     got = [texts(port, body) for body in phases]
     assert got == want
     # One row past position 16 ran in the 4-row step the first request compiled, not a 1-row one of its own.
     assert ("step", 4, CONTEXT) in slots.compiled() and ("step", 1, CONTEXT) not in slots.compiled()
     release.set()
     background.join(timeout=120)
-    assert request_at(port, "GET", "/healthz")[1]["buckets_compiled"] == 6
+    assert request_at(port, "GET", "/healthz")[1]["buckets_compiled"] == 8
     assert [texts(port, body) for body in phases] == want
   finally:
     release.set()

@@ -218,7 +218,7 @@ def toy_tokens(prompt, n):
 def test_slots_bucket_each_step_by_the_rows_in_use_and_their_lengths_and_draw_the_same_tokens():
   slots = decoding.Slots(toy_decoder(32, (1, 2), (8, 16)), 4)
   assert slots.batch_sizes == [1, 2, 4] and slots.decoder.lengths == [8, 16, 32]
-  assert slots.buckets()[:3] == [("start", 1, 8), ("step", 1, 8), ("start", 1, 16)]  # cheapest first
+  assert slots.buckets()[:3] == [("start", 1, 8), ("step", 1, 8), ("start", 2, 8)]  # cheapest first
   ran, step = [], slots.decoder.step
   slots.decoder.step = lambda *args, length: (ran.append((len(args[2]), length)), step(*args, length=length))[1]
   prompts = {0: [1, 2, 3], 2: [4] * 9}
@@ -236,6 +236,33 @@ def test_slots_bucket_each_step_by_the_rows_in_use_and_their_lengths_and_draw_th
   slots.start(0, [1], temperature=0.0, echo=False)
   slots.step([0])
   assert ran[-1] == (1, 8)
+
+
+def test_prompts_prefilled_together_draw_what_each_alone_does_and_leave_other_rows_alone():
+  slots = decoding.Slots(toy_decoder(32, (1, 2), (8, 16)), 4)
+  ran, start = [], slots.decoder.start
+  slots.decoder.start = lambda *args, echo: (ran.append(args[3].shape), start(*args, echo=echo))[1]
+  drawn = {3: [slots.start(3, [5, 5], temperature=0.0, echo=False)[0].id]}  # a row that decodes meanwhile
+  prompts = {0: [1, 2, 3], 1: [4] * 9, 2: [2, 6]}
+  started = slots.start_all([decoding.Start(row, p, temperature=0.0) for row, p in prompts.items()])
+  assert ran[1:] == [(2, 8), (1, 16)]  # the two short prompts in one call of 2 rows, the long one alone
+  assert [len(prompt) for _, prompt in started] == [2, 8, 1]  # echo: each prompt's tokens after its first
+  drawn.update({row: [first.id] for row, (first, _) in zip(prompts, started)})
+  for _ in range(4):
+    for row, token in zip(range(4), slots.step(list(range(4)))):
+      drawn[row].append(token.id)
+  for row, p in {**prompts, 3: [5, 5]}.items():
+    assert drawn[row] == toy_tokens(p, 5), row
+  # Once buckets are compiled ahead: three prompts in the one compiled call of 4 rows, padded with the first.
+  slots.reset()
+  slots.decoder.warming = True
+  slots.decoder.compiled.update({(4, "start", 4, 16), (4, "step", 4, 32)})
+  ran.clear()
+  prompts = {0: [1, 2, 3], 1: [2, 6], 3: [3]}
+  started = slots.start_all([decoding.Start(row, p, temperature=0.0) for row, p in prompts.items()], echo=False)
+  assert ran == [(4, 16)]
+  assert [first.id for first, _ in started] == [toy_tokens(p, 1)[0] for p in prompts.values()]
+  assert [token.id for token in slots.step([0, 1, 2, 3])][:2] == [toy_tokens(p, 2)[1] for p in list(prompts.values())[:2]]
 
 
 def test_once_buckets_are_compiled_ahead_a_step_runs_in_the_smallest_that_holds_it():

@@ -2,8 +2,8 @@
 
 `Batcher` (classifiers): after the first request it waits up to `wait_s` for more, and runs them
 as one batch. `Generator` (language models): continuous batching over a fixed set of KV-cache
-rows (decoding.Slots). Between two decode steps, waiting sequences join free rows (each prompt
-prefilled on its own) and finished ones leave, so a short request never waits for a long one.
+rows (decoding.Slots). Between two decode steps, waiting sequences join free rows (their prompts
+prefilled together) and finished ones leave, so a short request never waits for a long one.
 A sequence finishes at its max_tokens, at a stop string (stops.py) or the model's end-of-text token
 (whose text it leaves out, as OpenAI's API does), at the end of the context, or when its request
 gives up on it (`Generator.cancel`: its client has gone, or a limit has passed): one still waiting
@@ -156,8 +156,7 @@ class Generator:
         free = [row for row in range(self.slots.n) if row not in self.active]
         joining = [(row, self.waiting.popleft()) for row in free[:len(self.waiting)]]
       try:
-        for row, seq in joining:
-          self._join(row, seq)
+        self._join(joining)
         for row, seq in list(self.active.items()):
           if seq.cancelled:
             self._leave(row, seq)
@@ -174,19 +173,20 @@ class Generator:
         self.active.clear()
         self.slots.reset()  # the failed call may have taken the cache with it (donated), and no row is in use
 
-  def _join(self, row, seq):
-    if seq.cancelled:
-      with self.cond:  # cancel() counts too, on a request's thread
-        self.cancelled += 1
-      return
-    first, prompt = self.slots.start(row, seq.ids, **seq.sampling)
-    seq.events.put(Prompt(seq.index, prompt))
-    self.active[row] = seq
-    if seq.max_tokens == 0:  # the prompt alone (its logprobs, with echo)
-      seq.events.put(Event(seq.index, None, "", 0, "length"))
-      self._leave(row, seq, cancelled=False)
-    else:
-      self._add(row, seq, first)
+  def _join(self, joining):
+    """Prefills the joining sequences (those not cancelled meanwhile) together, into their rows."""
+    with self.cond:  # cancel() counts too, on a request's thread
+      self.cancelled += sum(seq.cancelled for _, seq in joining)
+    joining = [(row, seq) for row, seq in joining if not seq.cancelled]
+    started = self.slots.start_all([decoding.Start(row, seq.ids, **seq.sampling) for row, seq in joining])
+    for (row, seq), (first, prompt) in zip(joining, started):
+      seq.events.put(Prompt(seq.index, prompt))
+      self.active[row] = seq
+      if seq.max_tokens == 0:  # the prompt alone (its logprobs, with echo)
+        seq.events.put(Event(seq.index, None, "", 0, "length"))
+        self._leave(row, seq, cancelled=False)
+      else:
+        self._add(row, seq, first)
 
   def _add(self, row, seq, token):
     self.tokens += 1

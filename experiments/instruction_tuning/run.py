@@ -1,14 +1,16 @@
 """Instruction tuning a real LLM for a business task: food-review sentiment as a chat question, answered by
-SmolLM2-135M-Instruct zero-shot and after LoRA instruction tuning on N training reviews.
+SmolLM2-135M-Instruct zero-shot, after LoRA instruction tuning and after full fine-tuning on N training reviews.
 
 Run:  python -m experiments.instruction_tuning.run [--workdir=runs/instruction_tuning] [--seeds=0,1,2]
-          [--budgets=100] [--test_reviews=100] [--max_words=40]
+          [--budgets=100,500] [--full_budgets=100] [--test_reviews=100] [--max_words=40]
 
 1. The reviews of at most --max_words words as chat .jsonl (data.py): "Review: ... Is this review great or
    other?" -> "great" / "other"; the test file is the first --test_reviews short test reviews.
 2. Zero-shot: SmolLM2-135M-Instruct from its GGUF file (configs/fine_foods/smollm2_chat_lora.py's), as it is.
-3. For each budget N and seed s: configs/fine_foods/smollm2_chat_lora.py with data.train_examples=N (drawn
-   with seed s, uniformly: chat data has no labels to stratify by) and seed=s.
+3. For each budget N and seed s: configs/fine_foods/smollm2_chat_lora.py (--budgets) and
+   configs/fine_foods/smollm2_chat_full.py (--full_budgets) with data.train_examples=N (drawn with seed s,
+   uniformly: chat data has no labels to stratify by) and seed=s, for the config's 50 steps (2 passes over
+   100 reviews) or one pass over N if that is longer (N = 500: 125 steps of 4).
 4. Each model answers every test question greedily (the server's decoding, stopping at <|im_end|>, at most
    4 tokens); an answer counts when it is the test label ("great" or "other" as the whole answer, case and
    final punctuation aside); anything else is wrong.
@@ -31,7 +33,7 @@ from scipy import stats
 
 from bigmodel import chat, decoding, generate, huggingface, models, runs, train
 from bigmodel.huggingface import gguf
-from configs.fine_foods import smollm2_chat_lora
+from configs.fine_foods import smollm2_chat_full, smollm2_chat_lora
 from experiments.instruction_tuning import data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,11 +41,13 @@ flags.DEFINE_string("workdir", "runs/instruction_tuning", "Where the data and th
 flags.DEFINE_string("out", HERE, "Where results.md goes.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: each draws the N training reviews, the LoRA factors and the order.")
 flags.DEFINE_list("budgets", ["100"], "Numbers of training reviews for LoRA instruction tuning.")
+flags.DEFINE_list("full_budgets", [], "Numbers of training reviews for full fine-tuning.")
 flags.DEFINE_integer("test_reviews", 100, "Test questions: the first this many short test reviews.")
 flags.DEFINE_integer("max_words", 40, "Reviews of at most this many words (train and test).")
-flags.DEFINE_integer("steps", 0, "LoRA steps; 0 = the config's.")
+flags.DEFINE_integer("steps", 0, "Training steps; 0 = the config's, or one pass over N if longer.")
 flags.DEFINE_string("note", "", "A line for results.md (e.g. how a run was interrupted and resumed).")
 MAX_NEW_TOKENS = 4  # "great" or "other" and <|im_end|>: a longer answer is wrong anyway
+METHODS = {"lora": ("LoRA instruction-tuned", smollm2_chat_lora), "full": ("full fine-tuning", smollm2_chat_full)}
 
 
 def answers(model, params, tok, template, records):
@@ -81,15 +85,15 @@ def zero_shot(path, records, workdir):
   return result
 
 
-def lora(n, seed, files, records, workdir):
-  """configs/fine_foods/smollm2_chat_lora.py on `n` training reviews with `seed`, then its greedy answers."""
+def tune(method, n, seed, files, records, workdir):
+  """METHODS[method]'s config on `n` training reviews with `seed`, then its greedy answers."""
   done = os.path.join(workdir, "answers.json")
   if os.path.exists(done):
     return json.load(open(done))
-  c = smollm2_chat_lora.get_config()
+  c = METHODS[method][1].get_config()
   c.seed, c.data.train_examples, c.data.files = seed, n, tuple(files)
-  if flags.FLAGS.steps:
-    c.total_steps = c.eval_every = c.checkpoint_every = flags.FLAGS.steps
+  c.total_steps = c.eval_every = c.checkpoint_every = (
+      flags.FLAGS.steps or max(c.total_steps, math.ceil(n / c.data.batch_size)))
   start = time.perf_counter()
   metrics = train.train_and_evaluate(c, workdir)
   trained = time.perf_counter() - start
@@ -128,27 +132,30 @@ def write_results(out, f, zero, tuned, n_train, started):
   rows = [f"| always \"great\" (the majority answer) | – | {100 * great:.1f} | 0 | – | – | – |",
           f"| zero-shot | – | {100 * zero['accuracy']:.1f} (same for every seed) | {zero['neither']} | – | "
           f"{cell([zero['accuracy'] - great])} | {zero['seconds']:.0f} |"]
-  for n, by_seed in tuned.items():
+  for (method, n), by_seed in tuned.items():
     acc = [by_seed[s]["accuracy"] for s in seeds]
     gain = [a - zero["accuracy"] for a in acc]
-    rows.append(f"| LoRA instruction-tuned | {n} | {cell(acc)} ({', '.join(f'{100 * a:.0f}' for a in acc)}) | "
+    rows.append(f"| {METHODS[method][0]} | {n} | {cell(acc)} ({', '.join(f'{100 * a:.0f}' for a in acc)}) | "
                 f"{', '.join(str(by_seed[s]['neither']) for s in seeds)} | {cell(gain)} | "
                 f"{cell([a - great for a in acc])} | {', '.join(str(round(by_seed[s]['seconds'])) for s in seeds)} |")
   examples = "\n".join(f"- {json.dumps(a)}" for a in zero["answers"][:5])
-  missing = [*([] if "500" in f.budgets else ["N = 500"]), "full fine-tuning at N = 100",
+  missing = [*([] if "500" in f.budgets else ["N = 500"]), *([] if "100" in f.full_budgets else
+                                                                ["full fine-tuning at N = 100"]),
              *([] if len(seeds) >= 3 else ["seeds 0-2"]), "the whole test split"]
   timing = ("" if not f.note else f"\n{f.note}\n")
   text = f"""# Instruction tuning SmolLM2-135M-Instruct for review sentiment
 
 `python -m experiments.instruction_tuning.run --seeds={','.join(f.seeds)} --budgets={','.join(f.budgets)} \
---test_reviews={f.test_reviews} --max_words={f.max_words}{f' --steps={f.steps}' if f.steps else ''}`
+{f'--full_budgets={",".join(f.full_budgets)} ' if f.full_budgets else ''}--test_reviews={f.test_reviews} --max_words={f.max_words}{f' --steps={f.steps}' if f.steps else ''}`
 ({time.strftime('%Y-%m-%d')}, {cpu_name()}, {os.cpu_count()} cores, shared with other jobs; {(time.time() - started) / 60:.0f} min).
 
 The question: "Review: <text>\\n\\nIs this review great or other?"; the answer "great" or "other". Greedy answers of at
 most {MAX_NEW_TOKENS} tokens; an answer that is neither word is wrong. Test: the first {f.test_reviews} fine_foods test reviews
 of at most {f.max_words} words ({100 * great:.0f} % "great"); training: N of the {n_train} training reviews of at most
-{f.max_words} words, drawn with the seed. LoRA: configs/fine_foods/smollm2_chat_lora.py (rank 8, loss on the answer and its
-<|im_end|> only). Accuracy in %, mean ± 95 % CI over seeds {', '.join(map(str, seeds))} (t; none with one seed), each seed's in
+{f.max_words} words, drawn with the seed. LoRA: configs/fine_foods/smollm2_chat_lora.py (rank 8, lr 1e-3); full
+fine-tuning: configs/fine_foods/smollm2_chat_full.py (every weight, lr 5e-5, not tuned); both with the loss on the
+answer and its <|im_end|> only, for 50 steps of 4 conversations (2 passes over 100) or one pass over N if longer
+(N = 500: 125 steps). Accuracy in %, mean ± 95 % CI over seeds {', '.join(map(str, seeds))} (t; none with one seed), each seed's in
 brackets; "gain" is paired: each seed's accuracy minus zero-shot's (or always answering "great"'s) on the same
 test questions.
 
@@ -178,12 +185,13 @@ def main(argv):
   zero = zero_shot(path, records, os.path.join(f.workdir, "zero_shot"))
   logging.info("zero-shot: %.1f %% (%d neither word), %.0f s", 100 * zero["accuracy"], zero["neither"], zero["seconds"])
   tuned = {}
-  for n in map(int, f.budgets):
-    for seed in map(int, f.seeds):
-      result = lora(n, seed, files, records, os.path.join(f.workdir, f"lora_n{n}_seed{seed}"))
-      logging.info("LoRA N=%d seed %d: %.1f %% (%d neither word), %.0f s", n, seed, 100 * result["accuracy"],
-                   result["neither"], result["seconds"])
-      tuned.setdefault(n, {})[seed] = result
+  for method, budgets in (("lora", f.budgets), ("full", f.full_budgets)):
+    for n in map(int, budgets):
+      for seed in map(int, f.seeds):
+        result = tune(method, n, seed, files, records, os.path.join(f.workdir, f"{method}_n{n}_seed{seed}"))
+        logging.info("%s N=%d seed %d: %.1f %% (%d neither word), %.0f s", method, n, seed, 100 * result["accuracy"],
+                     result["neither"], result["seconds"])
+        tuned.setdefault((method, n), {})[seed] = result
   write_results(f.out, f, zero, tuned, n_train, started)
 
 
