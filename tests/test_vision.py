@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from bigmodel import checkpoint, config as config_lib, data, models, workdir as workdir_lib
-from bigmodel.data import pipeline
+from bigmodel.data import dataset, pipeline
 from bigmodel.train import train_and_evaluate
 from conftest import run_cli, tiny_config, make_trainer
 
@@ -229,6 +229,16 @@ def test_normalize_standardises_each_channel_with_training_statistics(data_dir):
   ds = data.load(c)
   x = next(pipeline.train_iterator(ds.splits["train"], c, 0, ds.norm))["x"]
   assert abs(x.mean()) < 0.05 and abs(x.std() - 1) < 0.05
+
+
+def test_normalize_statistics_of_a_large_split_come_from_all_over_it_not_its_first_classes():
+  # A split in class order, as a prepared image folder is: 300 black images, then 300 white.
+  x = np.concatenate([np.zeros((300, 2, 2, 3), np.uint8), np.full((300, 2, 2, 3), 255, np.uint8)])
+  split = dataset.InMemory({"x": x, "y": np.repeat([0, 1], 300)})
+  mean, std = pipeline.norm_stats(split, max_examples=100)
+  np.testing.assert_allclose(mean, 0.5, atol=0.01)
+  np.testing.assert_allclose(std, 0.5, atol=0.01)
+  np.testing.assert_allclose(pipeline.norm_stats(split)[0], 0.5)  # all of a split that fits
 
 
 @pytest.mark.slow  # the fast tier (-m 'not slow') leaves it out: README, Tests
