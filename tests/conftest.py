@@ -171,3 +171,39 @@ def outputs_and_grads(model, params, x):
 
   (_, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
   return out, grads
+
+
+def write_jpeg_folder(root, n_per_class=(30, 6), size=40, classes=("cat", "dog"), seed=0):
+  """Random-noise JPEGs of `size` px in <root>/{train,test}/<class>/ (smooth enough to compress)."""
+  import numpy as np
+  from PIL import Image
+  rng = np.random.default_rng(seed)
+  for split, n in zip(("train", "test"), n_per_class):
+    for cls in classes:
+      os.makedirs(os.path.join(root, split, cls), exist_ok=True)
+      for i in range(n):
+        small = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((size, size), Image.Resampling.BILINEAR).save(
+            os.path.join(root, split, cls, f"{i:05d}.jpg"), quality=90)
+  return root
+
+
+def folder_run(data_dir, folder, **overrides):
+  """A small CNN on the JPEG folder, streamed (memory_mb=0), flipped and cropped, checkpoints at 10 and 20."""
+  from configs.image_folder import binary_cnn
+  c = binary_cnn.get_config()
+  c.data.update(folder=folder, image_size=16, batch_size=16, eval_batch_size=12, data_dir=data_dir, memory_mb=0,
+                augment=("random_crop", "flip"), crop_padding=2)
+  c.model.update(channels=(4, 8), hidden=16)
+  c.update(total_steps=20, log_every=5, eval_every=20, checkpoint_every=10, keep_checkpoints=5)
+  c.optimizer.warmup_steps = 2
+  for key, value in overrides.items():
+    section, _, name = key.rpartition(".")
+    (c[section] if section else c)[name] = value
+  return c
+
+
+def image_shares_config(data_dir, folder):
+  """folder_run streamed from its prepared shards (memory_mb=0), unaugmented and read in the process (no
+  worker processes: tests/multihost_worker.py records the reads where they happen)."""
+  return folder_run(data_dir, folder, **{"data.augment": (), "data.workers": 0})

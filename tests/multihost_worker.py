@@ -54,13 +54,14 @@ class Recorded:
 
 def shares(spec):
   """The example indices this process's feeds read and send: the host-fed (grain) path on an array
-  split and on text windows, and the on-device path (the indices it sends)."""
+  split, on text windows and on an image folder's shards, and the on-device path (the indices it sends)."""
   import jax
   from bigmodel import config as config_lib, experiment, sharding
   from bigmodel.data import feed as feed_lib
   out = {}
-  for kind, c in (("host", conftest.tiny_config(spec["data_dir"])), ("text", conftest.gpt_config(spec["data_dir"],
-                                                                                                spec["corpus"]))):
+  for kind, c in (("host", conftest.tiny_config(spec["data_dir"])),
+                  ("text", conftest.gpt_config(spec["data_dir"], spec["corpus"])),
+                  ("images", conftest.image_shares_config(spec["data_dir"], spec["images"]))):
     c = config_lib.resolve(c)
     ex = experiment.build(c)
     split = Recorded(ex.dataset.splits[c.data.train_split])

@@ -16,7 +16,7 @@ from PIL import Image
 from bigmodel import data
 from bigmodel.data import feed as feed_lib, image_folder, pipeline
 from bigmodel.train import train_and_evaluate
-from conftest import ROOT, make_trainer, run_cli, tiny_config
+from conftest import ROOT, folder_run, make_trainer, run_cli, tiny_config, write_jpeg_folder
 
 
 def losses(workdir):
@@ -52,19 +52,6 @@ def test_an_explicit_cache_wins_over_the_budget(data_dir, capfd):
   assert "(data.cache=True)" in capfd.readouterr().err
   c = tiny_config(data_dir, **{"data.cache": "false"})
   assert not isinstance(data.load(c.data).splits["train"], data.InMemory)
-
-
-def write_jpeg_folder(root, n_per_class=(30, 6), size=40, classes=("cat", "dog"), seed=0):
-  """Random-noise JPEGs of `size` px in <root>/{train,test}/<class>/ (smooth enough to compress)."""
-  rng = np.random.default_rng(seed)
-  for split, n in zip(("train", "test"), n_per_class):
-    for cls in classes:
-      os.makedirs(os.path.join(root, split, cls), exist_ok=True)
-      for i in range(n):
-        small = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((size, size), Image.Resampling.BILINEAR).save(
-            os.path.join(root, split, cls, f"{i:05d}.jpg"), quality=90)
-  return root
 
 
 def folder_files(directory):
@@ -140,21 +127,6 @@ def test_a_sigkilled_preparation_rerun_keeps_finished_shards_and_ends_byte_ident
   (killed,) = glob.glob(str(killed_root / "image_folder" / "pets_*"))
   assert folder_files(killed) == want
   assert all(os.stat(p).st_mtime_ns == t for p, t in kept.items())  # finished shards were not written again
-
-
-def folder_run(data_dir, folder, **overrides):
-  """A small CNN on the JPEG folder, streamed (memory_mb=0), flipped and cropped, checkpoints at 10 and 20."""
-  from configs.image_folder import binary_cnn
-  c = binary_cnn.get_config()
-  c.data.update(folder=folder, image_size=16, batch_size=16, eval_batch_size=12, data_dir=data_dir, memory_mb=0,
-                augment=("random_crop", "flip"), crop_padding=2)
-  c.model.update(channels=(4, 8), hidden=16)
-  c.update(total_steps=20, log_every=5, eval_every=20, checkpoint_every=10, keep_checkpoints=5)
-  c.optimizer.warmup_steps = 2
-  for key, value in overrides.items():
-    section, _, name = key.rpartition(".")
-    (c[section] if section else c)[name] = value
-  return c
 
 
 @pytest.mark.slow

@@ -22,7 +22,8 @@ import pytest
 from bigmodel import errors, launch, workdir as workdir_lib
 from bigmodel.data import pipeline
 
-from conftest import ROOT, XLA_TEST_FLAGS, gpt_config, resnet_config, tiny_config
+from conftest import (ROOT, XLA_TEST_FLAGS, gpt_config, image_shares_config, resnet_config, tiny_config,
+                      write_jpeg_folder)
 
 pytestmark = pytest.mark.slow  # the whole module: the fast tier (-m 'not slow') leaves it out
 
@@ -70,11 +71,13 @@ def runs(data_dir, corpus, tmp_path_factory):
   two processes continues for 3 steps in the one process, data parallel (a checkpoint changing layout)."""
   root = tmp_path_factory.mktemp("multihost")
   from configs.shakespeare import gpt_char
-  for c in (tiny_config(data_dir), gpt_config(data_dir, corpus), resnet_config(data_dir), gpt_char.get_config()):
+  images = write_jpeg_folder(str(root / "pets"), n_per_class=(40, 4), size=16)
+  for c in (tiny_config(data_dir), gpt_config(data_dir, corpus), resnet_config(data_dir), gpt_char.get_config(),
+            image_shares_config(data_dir, images)):
     c.data.data_dir = data_dir
     _dataset(c)  # prepared here once, not by two processes at the same time
   for name, processes in (("two", PROCESSES), ("one", 1)):
-    spec = {"data_dir": data_dir, "corpus": corpus, "heartbeat_timeout": 10,
+    spec = {"data_dir": data_dir, "corpus": corpus, "images": images, "heartbeat_timeout": 10,
             "shares": str(root / name) if processes > 1 else None,
             "jobs": [{"config": config, "set": changes, "workdir": str(root / name / job)}
                      for job, (config, changes) in JOBS.items()]}
@@ -157,7 +160,7 @@ def test_a_fsdp_parameter_above_4_mib_and_batchnorm_statistics_agree(runs):
 def test_each_process_reads_only_its_share_of_every_batch(runs, data_dir, corpus):
   reads = [json.load(open(runs / "two" / f"process{i}.json")) for i in range(PROCESSES)]
   for kind, c in (("host", tiny_config(data_dir)), ("text", gpt_config(data_dir, corpus)),
-                  ("device", tiny_config(data_dir))):
+                  ("images", image_shares_config(data_dir, str(runs / "pets"))), ("device", tiny_config(data_dir))):
     dataset = _dataset(c)
     split = dataset.splits["train"]
     order = pipeline.ShuffledBatches(len(split), c.data.batch_size, c.seed)
