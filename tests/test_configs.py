@@ -58,7 +58,8 @@ TRAINED_THERE.update({"configs/fine_foods/bilstm.py": "test_text_classifiers.py"
                       "configs/imagenet/resnet50.py": "test_images.py",  # on a small folder
                       "configs/imagenet/vit_b16.py": "test_images.py",
                       "configs/mixture/gpt_plays_reviews.py": "test_corpus.py",
-                      "configs/fine_foods/smollm2_chat_lora.py": "test_instruction_tuning.py"})
+                      "configs/fine_foods/smollm2_chat_lora.py": "test_instruction_tuning.py",
+                      "configs/fine_foods/smollm2_chat_full.py": "test_instruction_tuning.py"})
 
 SMOKED = [p for p in CONFIGS if os.path.relpath(p, ROOT) not in TRAINED_THERE]
 

@@ -254,6 +254,35 @@ def test_the_chat_lora_config_lowers_the_answer_loss_and_answers_through_the_ser
   served_tuned_model_answers_as_the_run_does(tmp_path, run, records[:16])
 
 
+@pytest.mark.slow  # a training run: the fast tier (-m 'not slow') leaves it out
+def test_the_full_fine_tuning_config_trains_every_weight_and_lowers_the_answer_loss(checkpoint, tmp_path):
+  """configs/fine_foods/smollm2_chat_full.py (no LoRA factors) on the tiny Llama: every weight moves, the loss on
+  the test answers falls."""
+  from bigmodel import runs
+  from bigmodel.train import train_and_evaluate
+  from configs.fine_foods import smollm2_chat_full
+  from experiments.instruction_tuning import data as chat_data
+  rng = np.random.default_rng(0)
+  records = [{"prompt": chat_data.question(f"{w} tea."), "completion": "great" if w == "superb" else "other"}
+             for w in rng.choice(["superb", "stale"], 32)]
+  files = [write_jsonl(tmp_path / "train.jsonl", records), write_jsonl(tmp_path / "test.jsonl", records[:16])]
+  c = smollm2_chat_full.get_config()
+  assert c.optimizer.lora.rank == 0
+  c.init.hf, c.data.files, c.data.seq_len, c.data.train_examples = checkpoint, tuple(map(str, files)), 120, 32
+  c.data.batch_size, c.data.eval_examples, c.model.max_len = 8, 16, 128
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 10, 5, 10, 10
+  c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-3, 1
+  model, variables = ours(checkpoint, np.zeros((1, 8), np.int32),
+                          num_outputs=len(transformers.AutoTokenizer.from_pretrained(checkpoint)))
+  test = data.load(data_config(checkpoint, files, 120)).splits["test"].arrays
+  before = float(np.sum(losses.lm_xent(model.apply(variables, test["x"]), test["y"])) / np.sum(test["y"] >= 0))
+  after = train_and_evaluate(c, str(tmp_path / "run"))["loss"]
+  assert after < before, (before, after)
+  tuned = runs.load(str(tmp_path / "run")).params
+  moved = jax.tree.map(lambda a, b: not np.array_equal(np.asarray(a), np.asarray(b)), variables["params"], tuned)
+  assert all(jax.tree.leaves(moved)), moved
+
+
 def served_tuned_model_answers_as_the_run_does(tmp_path, run, records):
   """The tuned run exported as GGUF and in bigmodel's format, each served by `python -m bigmodel.serve` and asked
   with the openai client's chat.completions.create: every greedy answer equals the run's own (through the
