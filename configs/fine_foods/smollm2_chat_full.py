@@ -6,8 +6,10 @@ choice for full supervised fine-tuning of a model this size; not tuned here) and
 137 M parameters (1.1 GB).
 Run:    python -m experiments.instruction_tuning.data --out=runs/fine_foods_chat   # the reviews as chat .jsonl
         python -m bigmodel.train --config=configs/fine_foods/smollm2_chat_full.py --workdir=runs/fine_foods_chat_full
-Expect: experiments/instruction_tuning/results.md, row "full fine-tuning" (python -m experiments.instruction_tuning.run
-        --full_budgets=100 measures it).
+Expect: seed 0, 100 training reviews, the first 100 test reviews of <= 40 words: greedy-answer accuracy 84 %,
+        answer-token eval loss 0.186 (LoRA: 84 %, 0.160); seeds 0, 1, 2: 84, 76, 72 % (77.3 ± 15.2; LoRA 77.0 ±
+        15.5). 50 steps in 3 min 43 s (seed 0) on a 2-core Intel Xeon beside a test (2026-12-05):
+        experiments/instruction_tuning/results.md (python -m experiments.instruction_tuning.run --full_budgets=100).
 """
 from configs.fine_foods import smollm2_chat_lora
 
