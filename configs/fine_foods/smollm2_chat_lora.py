@@ -14,7 +14,7 @@ Expect: seed 0, 100 training reviews (data.train_examples=100) and the first 100
         "great": 72 %); answer-token eval loss 0.160. Seeds 0, 1, 2: 84, 75, 72 % (77.0 ± 15.5). 50 steps of
         4 x 128 tokens, about 11-17 s a step on a 2-core Intel Xeon shared with other jobs, 4.2-4.5 s with the
         machine to itself (2026-12-05). With 500 reviews and 125 steps (--config.data.train_examples=500
-        --config.total_steps=125): 83, 84, 81 % (82.7 ± 3.8), 9 min a run on that idle Xeon.
+        --config.total_steps=125): 83, 84, 81 % (82.7 ± 3.8), 10-11 min a run on that idle Xeon.
         experiments/instruction_tuning/results.md (python -m experiments.instruction_tuning.run measures
         zero-shot, this config and smollm2_chat_full.py).
 """
