@@ -24,6 +24,7 @@ MULTI = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Wha
          {"role": "assistant", "content": "Four, my lord."}, {"role": "user", "content": "And three and three?"},
          {"role": "assistant", "content": "Six."}, {"role": "user", "content": "Thank you."}]
 CONFIG = "configs/fine_foods/smollm2_chat_lora.py"  # trained here, not in test_configs.py
+FULL_CONFIG = "configs/fine_foods/smollm2_chat_full.py"  # so is this one
 SINGLE = {"prompt": "Review: good tea. Is this review great or other?", "completion": "great"}
 
 
@@ -258,15 +259,15 @@ def test_the_chat_lora_config_lowers_the_answer_loss_and_answers_through_the_ser
 def test_the_full_fine_tuning_config_trains_every_weight_and_lowers_the_answer_loss(checkpoint, tmp_path):
   """configs/fine_foods/smollm2_chat_full.py (no LoRA factors) on the tiny Llama: every weight moves, the loss on
   the test answers falls."""
+  import importlib
   from bigmodel import runs
   from bigmodel.train import train_and_evaluate
-  from configs.fine_foods import smollm2_chat_full
   from experiments.instruction_tuning import data as chat_data
   rng = np.random.default_rng(0)
   records = [{"prompt": chat_data.question(f"{w} tea."), "completion": "great" if w == "superb" else "other"}
              for w in rng.choice(["superb", "stale"], 32)]
   files = [write_jsonl(tmp_path / "train.jsonl", records), write_jsonl(tmp_path / "test.jsonl", records[:16])]
-  c = smollm2_chat_full.get_config()
+  c = importlib.import_module(FULL_CONFIG[:-3].replace("/", ".")).get_config()
   assert c.optimizer.lora.rank == 0
   c.init.hf, c.data.files, c.data.seq_len, c.data.train_examples = checkpoint, tuple(map(str, files)), 120, 32
   c.data.batch_size, c.data.eval_examples, c.model.max_len = 8, 16, 128
