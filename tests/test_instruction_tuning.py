@@ -225,28 +225,37 @@ def test_an_answer_counts_only_when_it_is_the_label_word():
   assert [chat_data.answer(a) for a in ("This review is great.", "grea", "", "great other")] == [None] * 4
 
 
-@pytest.mark.slow  # a training run: the fast tier (-m 'not slow') leaves it out
-def test_the_chat_lora_config_lowers_the_answer_loss_and_answers_through_the_servers_decoding(checkpoint, tmp_path):
-  """configs/fine_foods/smollm2_chat_lora.py on the tiny Llama and made-up reviews whose label is their one word:
-  the loss on the test answers falls, and experiments/instruction_tuning/run.py's greedy answers come back."""
+def label_run(config_path, checkpoint, tmp_path, n, train, steps, learning_rate):
+  """The config at `config_path` set to tune the tiny Llama for `steps` on `train` of `n` made-up reviews whose
+  label is their one word (the first 16 are the test file): (config, the reviews, the untuned variables, their
+  loss on the test answers)."""
   import importlib
-  from bigmodel import runs
-  from bigmodel.train import train_and_evaluate
-  from experiments.instruction_tuning import data as chat_data, run as experiment
+  from experiments.instruction_tuning import data as chat_data
   rng = np.random.default_rng(0)
   records = [{"prompt": chat_data.question(f"{w} tea."), "completion": "great" if w == "superb" else "other"}
-             for w in rng.choice(["superb", "stale"], 64)]
+             for w in rng.choice(["superb", "stale"], n)]
   files = [write_jsonl(tmp_path / "train.jsonl", records), write_jsonl(tmp_path / "test.jsonl", records[:16])]
-  c = importlib.import_module(CONFIG[:-3].replace("/", ".")).get_config()
-  c.init.hf, c.data.files, c.data.seq_len, c.data.train_examples = checkpoint, tuple(map(str, files)), 120, 48
+  c = importlib.import_module(config_path[:-3].replace("/", ".")).get_config()
+  c.init.hf, c.data.files, c.data.seq_len, c.data.train_examples = checkpoint, tuple(map(str, files)), 120, train
   c.data.batch_size, c.data.eval_examples, c.model.max_len = 8, 16, 128
-  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 30, 10, 30, 30
-  c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-2, 1
-  c.data.pack = "qwen2" in os.path.basename(checkpoint)  # one template's run trains on packed rows (segments)
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = steps, steps // 3, steps, steps
+  c.optimizer.learning_rate, c.optimizer.warmup_steps = learning_rate, 1
   model, variables = ours(checkpoint, np.zeros((1, 8), np.int32),
                           num_outputs=len(transformers.AutoTokenizer.from_pretrained(checkpoint)))
   test = data.load(data_config(checkpoint, files, 120)).splits["test"].arrays
   before = float(np.sum(losses.lm_xent(model.apply(variables, test["x"]), test["y"])) / np.sum(test["y"] >= 0))
+  return c, records, variables, before
+
+
+@pytest.mark.slow  # a training run: the fast tier (-m 'not slow') leaves it out
+def test_the_chat_lora_config_lowers_the_answer_loss_and_answers_through_the_servers_decoding(checkpoint, tmp_path):
+  """configs/fine_foods/smollm2_chat_lora.py on the tiny Llama and made-up reviews whose label is their one word:
+  the loss on the test answers falls, and experiments/instruction_tuning/run.py's greedy answers come back."""
+  from bigmodel import runs
+  from bigmodel.train import train_and_evaluate
+  from experiments.instruction_tuning import run as experiment
+  c, records, _, before = label_run(CONFIG, checkpoint, tmp_path, n=64, train=48, steps=30, learning_rate=1e-2)
+  c.data.pack = "qwen2" in os.path.basename(checkpoint)  # one template's run trains on packed rows (segments)
   after = train_and_evaluate(c, str(tmp_path / "run"))["loss"]
   assert after < before, (before, after)
   run = runs.load(str(tmp_path / "run"))
@@ -259,24 +268,10 @@ def test_the_chat_lora_config_lowers_the_answer_loss_and_answers_through_the_ser
 def test_the_full_fine_tuning_config_trains_every_weight_and_lowers_the_answer_loss(checkpoint, tmp_path):
   """configs/fine_foods/smollm2_chat_full.py (no LoRA factors) on the tiny Llama: every weight moves, the loss on
   the test answers falls."""
-  import importlib
   from bigmodel import runs
   from bigmodel.train import train_and_evaluate
-  from experiments.instruction_tuning import data as chat_data
-  rng = np.random.default_rng(0)
-  records = [{"prompt": chat_data.question(f"{w} tea."), "completion": "great" if w == "superb" else "other"}
-             for w in rng.choice(["superb", "stale"], 32)]
-  files = [write_jsonl(tmp_path / "train.jsonl", records), write_jsonl(tmp_path / "test.jsonl", records[:16])]
-  c = importlib.import_module(FULL_CONFIG[:-3].replace("/", ".")).get_config()
+  c, _, variables, before = label_run(FULL_CONFIG, checkpoint, tmp_path, n=32, train=32, steps=10, learning_rate=1e-3)
   assert c.optimizer.lora.rank == 0
-  c.init.hf, c.data.files, c.data.seq_len, c.data.train_examples = checkpoint, tuple(map(str, files)), 120, 32
-  c.data.batch_size, c.data.eval_examples, c.model.max_len = 8, 16, 128
-  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 10, 5, 10, 10
-  c.optimizer.learning_rate, c.optimizer.warmup_steps = 1e-3, 1
-  model, variables = ours(checkpoint, np.zeros((1, 8), np.int32),
-                          num_outputs=len(transformers.AutoTokenizer.from_pretrained(checkpoint)))
-  test = data.load(data_config(checkpoint, files, 120)).splits["test"].arrays
-  before = float(np.sum(losses.lm_xent(model.apply(variables, test["x"]), test["y"])) / np.sum(test["y"] >= 0))
   after = train_and_evaluate(c, str(tmp_path / "run"))["loss"]
   assert after < before, (before, after)
   tuned = runs.load(str(tmp_path / "run")).params
