@@ -166,10 +166,9 @@ def write_results(out, f, zero, tuned, n_train, started):
   rows = [f"| always \"great\" (the majority answer) | – | {100 * great:.1f} | 0 | – | – | – |",
           f"| zero-shot | – | {100 * zero['accuracy']:.1f} (same for every seed) | {zero['neither']} | – | "
           f"{cell([zero['accuracy'] - great])} | {zero['seconds']:.0f} |"]
-  for (method, n), by_seed in tuned.items():
+  for (label, n), by_seed in tuned.items():
     acc = [by_seed[s]["accuracy"] for s in seeds]
     gain = [a - zero["accuracy"] for a in acc]
-    label = METHODS[method][0] if method in METHODS else method
     rows.append(f"| {label} | {n} | {cell(acc)} ({', '.join(f'{100 * a:.0f}' for a in acc)}) | "
                 f"{', '.join(str(by_seed[s]['neither']) for s in seeds)} | {cell(gain)} | "
                 f"{cell([a - great for a in acc])} | {', '.join(str(round(by_seed[s]['seconds'])) for s in seeds)} |")
@@ -226,7 +225,7 @@ def main(argv):
         result = tune(method, n, seed, files, records, os.path.join(f.workdir, f"{method}_n{n}_seed{seed}"))
         logging.info("%s N=%d seed %d: %.1f %% (%d neither word), %.0f s", method, n, seed, 100 * result["accuracy"],
                      result["neither"], result["seconds"])
-        tuned.setdefault((method, n), {})[seed] = result
+        tuned.setdefault((METHODS[method][0], n), {})[seed] = result
   for name in CLASSIFIERS if f.classifiers else ():
     for n in map(int, f.budgets):
       for seed in map(int, f.seeds):
