@@ -2,9 +2,13 @@
 PyTorch's DataLoader on the same files and cores, and what a training run on 2k and 20k images holds.
 
 Run:  python -m benchmarks.input_pipeline [--images=2000 --big_images=20000 --repeats=3 --batches=30]
+      python -m benchmarks.input_pipeline --layout=imagenette --only=throughput
 
-Random JPEGs (smooth noise, 224 x 224, quality 90, 2 classes) are written with PIL into a temporary
-directory (never into the repo). Then:
+Random JPEGs (smooth noise, quality 90) are written with PIL into a temporary directory (never into the
+repo), laid out as --layout says: `flat`, 224 x 224, 2 classes, train/ and test/; or `imagenette`, the layout
+of TFDS's imagenette (imagenette2-320: train/ and val/ of 10 WordNet-id class folders of .JPEG files, shorter
+side 320 px, longer 320-480), which bigmodel resizes to 224 once when it prepares the folder and the PyTorch
+side each time it reads an image (as torchvision's Resize((224, 224)) would). Then:
 1. Storage: `python -m bigmodel.prepare_images` on the folder (all cores; images/s), and what reading one
    image costs from either stored form, on one core: a uint8 row from the prepared shards (a memory map
    by index) against decoding the JPEG (PIL, as workers would for JPEG bytes); bytes on disk per image.
@@ -40,27 +44,47 @@ flags.DEFINE_integer("repeats", 3, "Runs of each throughput measurement (medians
 flags.DEFINE_integer("batches", 30, "Batches of 128 timed per throughput run, after the first.")
 flags.DEFINE_integer("steps", 4, "Training steps of each memory row.")
 flags.DEFINE_enum("only", "", ["", "throughput", "memory"], "Run one part only (storage rows come with both).")
+flags.DEFINE_enum("layout", "flat", ["flat", "imagenette"], "The folder's layout and image sizes (see above).")
 flags.DEFINE_string("dir", "", "Where the folders go (default: a temporary directory, removed after).")
 flags.DEFINE_string("child", "", "internal: run one measurement (ours|torch) and print JSON")
 flags.DEFINE_string("folder", "", "internal: the child's folder")
 flags.DEFINE_string("data_dir", "", "internal: the child's prepared data_dir")
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZE, BATCH, PADDING, CLASSES = 224, 128, 4, 2
+SIZE, BATCH, PADDING = 224, 128, 4
+# imagenette's 10 classes (ImageNet's WordNet ids), its split names and its images' shorter side.
+WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042", "n03425413",
+         "n03445777", "n03888605")
 
 
 def write_folder(root, n_train, n_test=100, seed=0):
-  """n_train + n_test random 224-px JPEGs in <root>/{train,test}/class_<k>/."""
+  """n_train + n_test random JPEGs in --layout's form: <root>/{train,test}/class_<k>/*.jpg at 224 x 224, or
+  <root>/{train,val}/<wnid>/*.JPEG at 320 x 320-480 (either orientation)."""
   from PIL import Image
   rng = np.random.default_rng(seed)
-  for split, n in (("train", n_train), ("test", n_test)):
+  imagenette = FLAGS.layout == "imagenette"
+  classes = WNIDS if imagenette else ("class_0", "class_1")
+  for split, n in (("train", n_train), ("val" if imagenette else "test", n_test)):
     for i in range(n):
-      folder = os.path.join(root, split, f"class_{i % CLASSES}")
+      folder = os.path.join(root, split, classes[i % len(classes)])
       os.makedirs(folder, exist_ok=True)
-      small = rng.integers(0, 256, (SIZE // 8, SIZE // 8, 3), dtype=np.uint8)
-      Image.fromarray(small).resize((SIZE, SIZE), Image.Resampling.BICUBIC).save(
-          os.path.join(folder, f"{i:06d}.jpg"), quality=90)
+      size = (SIZE, SIZE)
+      if imagenette:
+        size = (320, int(rng.integers(320, 481)))[::1 if i % 2 else -1]
+      small = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+      Image.fromarray(small).resize(size, Image.Resampling.BICUBIC).save(
+          os.path.join(folder, f"{i:06d}.JPEG" if imagenette else f"{i:06d}.jpg"), quality=90)
   return root
+
+
+def decode(path):
+  """One image as the PyTorch side (and JPEG bytes in workers) would make it: decoded, RGB, 224 x 224."""
+  from PIL import Image
+  with Image.open(path) as im:
+    im = im.convert("RGB")
+    if im.size != (SIZE, SIZE):  # bigmodel's preparation resizes the same way (data/image_folder.py)
+      im = im.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(im)
 
 
 def prepare(folder, data_dir):
@@ -73,8 +97,8 @@ def prepare(folder, data_dir):
 
 
 def read_costs(folder, directory, n=300):
-  """Per image, one core: (ms reading a uint8 row by index from the shards, ms decoding the JPEG; bytes of each)."""
-  from PIL import Image
+  """Per image, one core: (ms reading a uint8 row by index from the shards, ms decoding (and resizing) the JPEG;
+  bytes of each)."""
   from bigmodel.data import image_folder
   split = image_folder.ImageShards(directory, image_folder.open_prepared(directory), "train")
   files = [p for p, _ in image_folder.scan(folder)["train"]]
@@ -85,8 +109,7 @@ def read_costs(folder, directory, n=300):
   shard_ms = (time.perf_counter() - start) / n * 1e3
   start = time.perf_counter()
   for i in idx:
-    with Image.open(files[i]) as im:
-      np.asarray(im.convert("RGB"))
+    decode(files[i])
   jpeg_ms = (time.perf_counter() - start) / n * 1e3
   jpeg_bytes = np.mean([os.path.getsize(files[i]) for i in idx])
   return shard_ms, jpeg_ms, split.example_nbytes, jpeg_bytes
@@ -99,7 +122,8 @@ def child_ours():
   import ml_collections
   c = config_lib.resolve(ml_collections.ConfigDict(dict(model=dict(name="cnn2d"), data=dict(
       name="image_folder", folder=FLAGS.folder, image_size=SIZE, data_dir=FLAGS.data_dir, batch_size=BATCH,
-      memory_mb=0, augment=("random_crop", "flip"), crop_padding=PADDING, normalize=True))))
+      memory_mb=0, augment=("random_crop", "flip"), crop_padding=PADDING, normalize=True,
+      eval_split="val" if FLAGS.layout == "imagenette" else "test"))))
   import jax
   start = time.perf_counter()
   ds = data.load(c.data, seed=0)
@@ -119,7 +143,6 @@ def child_torch():
   """torch DataLoader over the JPEG files: what torchvision's ImageFolder + RandomCrop(padding) + flip +
   ToTensor + Normalize compute, with PIL."""
   import torch
-  from PIL import Image
   from bigmodel.data import image_folder
   files = image_folder.scan(FLAGS.folder)["train"]
   classes = sorted({cls for _, cls in files})
@@ -132,8 +155,7 @@ def child_torch():
 
     def __getitem__(self, i):
       path, cls = files[i]
-      with Image.open(path) as im:
-        x = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1)  # C, H, W uint8
+      x = torch.from_numpy(decode(path)).permute(2, 0, 1)  # C, H, W uint8
       x = torch.nn.functional.pad(x, (PADDING,) * 4)
       top, left = torch.randint(0, 2 * PADDING + 1, (2,)).tolist()
       x = x[:, top:top + SIZE, left:left + SIZE]
@@ -162,8 +184,11 @@ def child_torch():
 
 def run_child(kind, folder, data_dir):
   proc = subprocess.run([sys.executable, "-m", "benchmarks.input_pipeline", f"--child={kind}", f"--folder={folder}",
-                         f"--data_dir={data_dir}", f"--batches={FLAGS.batches}"], cwd=ROOT, check=True,
+                         f"--layout={FLAGS.layout}",
+                         f"--data_dir={data_dir}", f"--batches={FLAGS.batches}"], cwd=ROOT,
                         capture_output=True, text=True)
+  if proc.returncode:
+    raise SystemExit(f"the {kind} measurement failed:\n{proc.stderr[-3000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -191,13 +216,16 @@ def main(argv):
     rate, first = child_ours() if FLAGS.child == "ours" else child_torch()
     print(json.dumps([rate, first]))
     return
+  if FLAGS.layout == "imagenette" and FLAGS.only != "throughput":
+    raise app.UsageError("--layout=imagenette is for the throughput rows: add --only=throughput (the memory rows "
+                         "train configs/image_folder/binary_cnn.py, which needs two classes and a test split).")
   with tempfile.TemporaryDirectory(dir=FLAGS.dir or None) as work:
     folder = write_folder(os.path.join(work, "small"), FLAGS.images)
     data_dir = os.path.join(work, "prepared")
     seconds, directory = prepare(folder, data_dir)
     shard_ms, jpeg_ms, shard_bytes, jpeg_bytes = read_costs(folder, directory)
     n = FLAGS.images + 100
-    print(f"\n{n:,} random {SIZE}-px JPEGs, {os.cpu_count()} cores\n")
+    print(f"\n{n:,} random JPEGs, layout {FLAGS.layout}, prepared at {SIZE} px, {os.cpu_count()} cores\n")
     print("| stored as | prepare (all cores) | read one image, one core | images/s a core | on disk per image |\n"
           "|---|---|---|---|---|")
     print(f"| uint8 shards (chosen) | {seconds:.1f} s, {n / seconds:,.0f} images/s | {shard_ms:.3f} ms | "
