@@ -90,6 +90,24 @@ print(json.dumps(dict(tf=[m for m in ("tensorflow", "tensorflow_datasets") if m 
   np.testing.assert_array_equal(batch["x"][0], np.asarray(want))
 
 
+def test_normalisation_statistics_are_counted_while_the_folder_is_prepared_and_a_subset_takes_its_own(
+    data_dir, tmp_path, monkeypatch):
+  """data.normalize's mean and std of a prepared folder: those of every training pixel, from the byte counts its
+  manifest keeps, with no image read again; a data.train_examples subset gets the subset's."""
+  folder = write_jpeg_folder(str(tmp_path / "pets"))
+  c = folder_run(data_dir, folder, **{"data.normalize": True, "data.data_dir": str(tmp_path / "dd")})
+  with monkeypatch.context() as m:
+    m.setattr(pipeline, "norm_stats", lambda split: pytest.fail("the statistics were read from the images"))
+    ds = data.load(c.data)
+    pixels = ds.splits["train"].gather(np.arange(60))["x"].reshape(-1, 3) / 255.0
+  np.testing.assert_allclose(ds.norm[0], pixels.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(ds.norm[1], pixels.std(0) + 1e-6, rtol=1e-5)
+  subset = data.load(folder_run(data_dir, folder, **{"data.normalize": True, "data.data_dir": str(tmp_path / "dd"),
+                                                      "data.train_examples": 10}).data)
+  chosen = subset.splits["train"].gather(np.arange(10))["x"].reshape(-1, 3) / 255.0
+  np.testing.assert_allclose(subset.norm[0], chosen.mean(0), rtol=1e-6)
+
+
 def test_a_corrupt_image_stops_preparation_with_one_error_line_naming_it(tmp_path):
   folder = write_jpeg_folder(str(tmp_path / "pets"), n_per_class=(8, 2))
   bad = os.path.join(folder, "train", "dog", "00003.jpg")

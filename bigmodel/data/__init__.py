@@ -57,7 +57,8 @@ DEFAULTS = registry.defaults(KEYS)
 
 def load(c, seed=0) -> Dataset:
   """The dataset `c.name` with its train and eval splits open; the training split cut to
-  `c.train_examples` (chosen with `seed`, the run's) and its statistics taken for `c.normalize`."""
+  `c.train_examples` (chosen with `seed`, the run's) and its statistics taken for `c.normalize` (unless the
+  dataset brought its own for the whole split: a prepared image folder counts them as it writes)."""
   augment.build(c.augment, c.crop_padding)  # unknown names fail before any work
   cache_setting(c.cache)
   loader = DATASETS.get(c.name) or (lambda c: builders.catalog(c, DATASETS))
@@ -66,6 +67,6 @@ def load(c, seed=0) -> Dataset:
     if split not in dataset.splits:
       raise errors.UserError(f"Dataset {c.name!r} has no split {split!r}. Splits: {', '.join(dataset.splits)}.")
   dataset = subset.of_training_split(dataset, c, seed)
-  if c.normalize and dataset.input_dtype != "int32":  # token ids are not standardised
+  if c.normalize and dataset.norm is None and dataset.input_dtype != "int32":  # token ids are not standardised
     dataset = dataclasses.replace(dataset, norm=pipeline.norm_stats(dataset.splits[c.train_split]))
   return dataset

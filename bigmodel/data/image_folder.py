@@ -13,7 +13,8 @@ or another size is prepared again, into another directory. No TFDS and no Tensor
 This module holds the contract between the writer (`prepare`) and the reader (`ImageShards`):
 
     <data_dir>/image_folder/<folder name>_<fingerprint>/
-      manifest.json            written last: shape, classes, and per split its shards and examples
+      manifest.json            written last: shape, classes, and per split its shards, examples and byte
+                               counts per channel (data.normalize's statistics, no image read again)
       train-labels.npy         int32 label of every image, in the folder's sorted order
       train-00000.bin ...      raw uint8 images, shard_examples x H x W x C each (the last shorter)
 
@@ -36,6 +37,7 @@ import time
 import numpy as np
 
 from bigmodel import errors
+from bigmodel.data import pipeline
 from bigmodel.data.dataset import Dataset, InMemory, held_in_memory, register
 from bigmodel.registry import Key, Range, at_least
 
@@ -104,17 +106,23 @@ def shard_name(split, i):
 
 def _write_shard(task):
   """A worker's task: the images `paths` decoded into shard file `path` (a temporary name, renamed when
-  whole). Returns (split, shard index, images written)."""
+  whole), or with `paths` None the shard an earlier run finished, read back. Returns (split, shard index,
+  images written, the shard's byte counts per channel: pipeline.byte_counts, for data.normalize)."""
+  from bigmodel.data import pipeline
   split, i, path, paths, image_size, channels, shape = task
+  if paths is None:
+    return split, i, 0, pipeline.byte_counts(np.fromfile(path, np.uint8).reshape(-1, channels))
+  counts = 0
   with open(path + ".tmp", "wb") as f:
     for p in paths:
       x = read_image(p, image_size, channels)
       if x.shape != shape:
         raise errors.UserError(f"{p} is {x.shape[0]}x{x.shape[1]}, the others {shape[0]}x{shape[1]}: set "
                                "data.image_size.")
+      counts = counts + pipeline.byte_counts(x)
       f.write(x.tobytes())
   os.replace(path + ".tmp", path)
-  return split, i, len(paths)
+  return split, i, len(paths), counts
 
 
 def _write_json(path, record):
@@ -146,7 +154,7 @@ def prepare(folder, image_size, channels, data_dir="", workers=-1, shard_mb=SHAR
   for name in os.listdir(out):  # a killed run's unfinished shards start again
     if name.endswith(".tmp"):
       os.remove(os.path.join(out, name))
-  tasks, done = [], 0
+  tasks, done = [], 0  # a task for every shard: finished ones are read back for their byte counts
   for split, split_files in files.items():
     labels = np.asarray([classes.index(cls) for _, cls in split_files], np.int32)
     labels_path = os.path.join(out, f"{split}-labels.npy")
@@ -156,33 +164,37 @@ def prepare(folder, image_size, channels, data_dir="", workers=-1, shard_mb=SHAR
     for i, start in enumerate(range(0, len(split_files), per_shard)):
       paths = [p for p, _ in split_files[start:start + per_shard]]
       path = os.path.join(out, shard_name(split, i))
-      if os.path.exists(path) and os.path.getsize(path) == len(paths) * int(np.prod(shape)):
-        done += len(paths)  # finished by an earlier run
-      else:
-        tasks.append((split, i, path, paths, image_size, channels, tuple(shape)))
+      finished = os.path.exists(path) and os.path.getsize(path) == len(paths) * int(np.prod(shape))
+      done += len(paths) if finished else 0  # by an earlier run
+      tasks.append((split, i, path, None if finished else paths, image_size, channels, tuple(shape)))
   total = sum(len(f) for f in files.values())
   t0 = time.perf_counter()
-  if tasks:
-    _run(tasks, workers, total, done, progress)
+  counts = _run(tasks, workers, total, done, progress)
   manifest = {"format": FORMAT, "folder": folder, "image_size": image_size, "channels": channels,
               "shape": list(shape), "classes": classes, "shard_examples": per_shard,
               "splits": {split: {"examples": len(split_files), "labels": f"{split}-labels.npy",
                                  "shards": [{"file": shard_name(split, i),
                                              "examples": min(per_shard, len(split_files) - i * per_shard),
                                              "fingerprint": tokens.fingerprint(os.path.join(out, shard_name(split, i)))}
-                                            for i in range(-(-len(split_files) // per_shard))]}
+                                            for i in range(-(-len(split_files) // per_shard))],
+                                 # How often each byte value occurs per channel: data.normalize's statistics
+                                 # of the whole split, with no image read again (pipeline.stats_of_byte_counts).
+                                 "byte_counts": sum(counts.get(split, []), np.zeros((channels, 256), np.int64)).tolist()}
                          for split, split_files in files.items()}}
   _write_json(os.path.join(out, MANIFEST), manifest)
-  if tasks:
+  if done < total:
     print(f"prepared {folder}: {total:,} images of {'x'.join(map(str, shape))} in {out} "
           f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
   return out
 
 
 def _run(tasks, workers, total, done, progress):
-  """The shard tasks on `workers` processes (-1 or 0: one per core), with a progress bar in images."""
+  """The shard tasks on `workers` processes (-1 or 0: one per core), with a progress bar in images.
+  Returns {split: [byte counts of each shard]}."""
   from jax._src import xla_bridge  # backends_are_initialized: no public API says whether jax's threads started
   from tqdm import tqdm
+  if not tasks:
+    return {}
   workers = min(workers if workers > 0 else os.cpu_count(), len(tasks))
   # Forked workers start at once; spawned ones import jax again (~1 s each), but a process whose jax
   # backend runs threads (a training run) must not fork.
@@ -190,8 +202,11 @@ def _run(tasks, workers, total, done, progress):
   context = multiprocessing.get_context("fork" if forkable else "spawn")
   with context.Pool(workers) as pool, tqdm(total=total, initial=done, unit="img", desc="prepare images",
                                            disable=not progress, dynamic_ncols=True, smoothing=0.1) as bar:
-    for _, _, n in pool.imap_unordered(_write_shard, tasks):  # an error in a worker raises here
+    counts = {}
+    for split, _, n, shard_counts in pool.imap_unordered(_write_shard, tasks):  # a worker's error raises here
+      counts.setdefault(split, []).append(shard_counts)
       bar.update(n)
+  return counts
 
 
 class ImageShards:
@@ -258,6 +273,8 @@ def load(c) -> Dataset:
     held = held_in_memory(c, split, len(source), source.example_nbytes)
     splits[split] = InMemory(source.gather(np.arange(len(source)))) if held else source
   classes = tuple(manifest["classes"])
+  counts = manifest["splits"][c.train_split].get("byte_counts")  # folders prepared before it was kept: None
+  norm = pipeline.stats_of_byte_counts(counts) if c.normalize and counts else None
   return Dataset(name=c.name, kind="labelled", splits=splits, num_classes=len(classes), label_names=classes,
-                 example_shape=tuple(manifest["shape"]))
+                 example_shape=tuple(manifest["shape"]), norm=norm)
 

@@ -46,19 +46,34 @@ def norm_stats(split, max_examples=10_000, chunk=64):
   histogram per channel (exact, and no float copy); other inputs summed in float64."""
   n = min(len(split), max_examples)
   indices = np.arange(n) if n == len(split) else np.linspace(0, len(split) - 1, n).round().astype(np.int64)
-  count, sums, squares = 0, 0.0, 0.0
+  count, sums, squares, counts_Cx256 = 0, 0.0, 0.0, 0
   for start in range(0, n, chunk):
     x = split.gather(indices[start:start + chunk])["x"]
     channels = x.shape[-1]
     if x.dtype == np.uint8:
-      hist_Cx256 = np.stack([np.bincount(x[..., c].ravel(), minlength=256) for c in range(channels)])
-      value_256 = np.arange(256) / 255.0  # what preprocess makes of each byte
-      count += x.size // channels
-      sums, squares = sums + hist_Cx256 @ value_256, squares + hist_Cx256 @ value_256**2
+      counts_Cx256 = counts_Cx256 + byte_counts(x)
     else:
       x_CxN = np.moveaxis(preprocess({"x": x})["x"], -1, 0).reshape(channels, -1)  # a copy, channels contiguous
       count += x_CxN.shape[1]
       sums, squares = sums + x_CxN.sum(1, np.float64), squares + np.square(x_CxN).sum(1, np.float64)
+  if count == 0:
+    return stats_of_byte_counts(counts_Cx256)
+  return _mean_std(count, sums, squares)
+
+
+def byte_counts(x):
+  """How often each byte value occurs in each channel (the last axis) of uint8 `x`: int64 [C, 256]."""
+  return np.stack([np.bincount(x[..., c].ravel(), minlength=256) for c in range(x.shape[-1])])
+
+
+def stats_of_byte_counts(counts_Cx256):
+  """(mean, std) per channel of the preprocessed values of uint8 inputs counted by `byte_counts`."""
+  counts_Cx256 = np.asarray(counts_Cx256, np.float64)
+  value_256 = np.arange(256) / 255.0  # what preprocess makes of each byte
+  return _mean_std(counts_Cx256.sum(1)[0], counts_Cx256 @ value_256, counts_Cx256 @ value_256**2)
+
+
+def _mean_std(count, sums, squares):
   mean = sums / count
   std = np.sqrt(np.maximum(squares / count - mean * mean, 0))
   return mean.astype(np.float32), (std + 1e-6).astype(np.float32)

@@ -89,4 +89,5 @@ def of_training_split(dataset, c, seed):
     indices_N = choose(n, None, len(split), seed)
   # A split in memory stays one (smaller) array per feature; others are read through the indices.
   subset = InMemory(split.gather(indices_N)) if isinstance(split, InMemory) else Subset(split, indices_N)
-  return dataclasses.replace(dataset, splits={**dataset.splits, c.train_split: subset})
+  # Statistics a dataset brought for its whole training split are not the subset's: data.load takes them anew.
+  return dataclasses.replace(dataset, splits={**dataset.splits, c.train_split: subset}, norm=None)
