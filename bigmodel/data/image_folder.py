@@ -108,7 +108,6 @@ def _write_shard(task):
   """A worker's task: the images `paths` decoded into shard file `path` (a temporary name, renamed when
   whole), or with `paths` None the shard an earlier run finished, read back. Returns (split, shard index,
   images written, the shard's byte counts per channel: pipeline.byte_counts, for data.normalize)."""
-  from bigmodel.data import pipeline
   split, i, path, paths, image_size, channels, shape = task
   if paths is None:
     return split, i, 0, pipeline.byte_counts(np.fromfile(path, np.uint8).reshape(-1, channels))
@@ -179,7 +178,8 @@ def prepare(folder, image_size, channels, data_dir="", workers=-1, shard_mb=SHAR
                                             for i in range(-(-len(split_files) // per_shard))],
                                  # How often each byte value occurs per channel: data.normalize's statistics
                                  # of the whole split, with no image read again (pipeline.stats_of_byte_counts).
-                                 "byte_counts": sum(counts.get(split, []), np.zeros((channels, 256), np.int64)).tolist()}
+                                 "byte_counts": sum(counts.get(split, []), np.zeros((channels, 256), np.int64)
+                                                    ).tolist()}
                          for split, split_files in files.items()}}
   _write_json(os.path.join(out, MANIFEST), manifest)
   if done < total:

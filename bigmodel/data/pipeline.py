@@ -56,7 +56,7 @@ def norm_stats(split, max_examples=10_000, chunk=64):
       x_CxN = np.moveaxis(preprocess({"x": x})["x"], -1, 0).reshape(channels, -1)  # a copy, channels contiguous
       count += x_CxN.shape[1]
       sums, squares = sums + x_CxN.sum(1, np.float64), squares + np.square(x_CxN).sum(1, np.float64)
-  if count == 0:
+  if count == 0:  # uint8 inputs: counted, not summed
     return stats_of_byte_counts(counts_Cx256)
   return _mean_std(count, sums, squares)
 
