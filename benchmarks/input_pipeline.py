@@ -52,7 +52,7 @@ flags.DEFINE_string("data_dir", "", "internal: the child's prepared data_dir")
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, BATCH, PADDING = 224, 128, 4
-# imagenette's 10 classes (ImageNet's WordNet ids), its split names and its images' shorter side.
+# imagenette's 10 classes (their ImageNet WordNet ids).
 WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042", "n03425413",
          "n03445777", "n03888605")
 
@@ -69,8 +69,9 @@ def write_folder(root, n_train, n_test=100, seed=0):
       folder = os.path.join(root, split, classes[i % len(classes)])
       os.makedirs(folder, exist_ok=True)
       size = (SIZE, SIZE)
-      if imagenette:
-        size = (320, int(rng.integers(320, 481)))[::1 if i % 2 else -1]
+      if imagenette:  # (width, height): portrait and landscape in turn
+        long = int(rng.integers(320, 481))
+        size = (320, long) if i % 2 else (long, 320)
       small = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
       Image.fromarray(small).resize(size, Image.Resampling.BICUBIC).save(
           os.path.join(folder, f"{i:06d}.JPEG" if imagenette else f"{i:06d}.jpg"), quality=90)
@@ -184,8 +185,7 @@ def child_torch():
 
 def run_child(kind, folder, data_dir):
   proc = subprocess.run([sys.executable, "-m", "benchmarks.input_pipeline", f"--child={kind}", f"--folder={folder}",
-                         f"--layout={FLAGS.layout}",
-                         f"--data_dir={data_dir}", f"--batches={FLAGS.batches}"], cwd=ROOT,
+                         f"--layout={FLAGS.layout}", f"--data_dir={data_dir}", f"--batches={FLAGS.batches}"], cwd=ROOT,
                         capture_output=True, text=True)
   if proc.returncode:
     raise SystemExit(f"the {kind} measurement failed:\n{proc.stderr[-3000:]}")
