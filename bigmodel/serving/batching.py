@@ -175,9 +175,11 @@ class Generator:
 
   def _join(self, joining):
     """Prefills the joining sequences (those not cancelled meanwhile) together, into their rows."""
+    # Read once: a request's thread may cancel one meanwhile, which must then be both counted and left out.
+    staying = [(row, seq) for row, seq in joining if not seq.cancelled]
     with self.cond:  # cancel() counts too, on a request's thread
-      self.cancelled += sum(seq.cancelled for _, seq in joining)
-    joining = [(row, seq) for row, seq in joining if not seq.cancelled]
+      self.cancelled += len(joining) - len(staying)
+    joining = staying
     started = self.slots.start_all([decoding.Start(row, seq.ids, **seq.sampling) for row, seq in joining])
     for (row, seq), (first, prompt) in zip(joining, started):
       seq.events.put(Prompt(seq.index, prompt))
